@@ -1,0 +1,43 @@
+"""greedyprune: greedy forward selection of subnetworks (Ye, Gong, Nie, Zhou, Klivans, Liu, ICML 2020).
+
+Select a subnetwork from any set of candidate neurons::
+
+    import greedyprune as gp
+    sel = gp.greedy_select(gp.SquaredLoss(features, target), n=100)
+
+``greedyprune.sims`` verifies the paper's rates on mean-field networks; ``greedyprune.prune`` prunes
+torchvision CNNs with the same kernel.
+"""
+
+from .select import (
+    CrossEntropyLoss,
+    ElementwiseLoss,
+    FactoredSquaredLoss,
+    Objective,
+    Selection,
+    SquaredLoss,
+    StackedObjective,
+    backward_elimination,
+    greedy_select,
+    magnitude,
+    random_subset,
+    solve_simplex_ls,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CrossEntropyLoss",
+    "ElementwiseLoss",
+    "FactoredSquaredLoss",
+    "Objective",
+    "Selection",
+    "SquaredLoss",
+    "StackedObjective",
+    "__version__",
+    "backward_elimination",
+    "greedy_select",
+    "magnitude",
+    "random_subset",
+    "solve_simplex_ls",
+]

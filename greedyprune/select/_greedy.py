@@ -1,0 +1,188 @@
+"""The greedy forward selection loop (Ye et al. 2020), with its stochastic and corrective variants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_positive_int
+from ._objectives import FeatureObjective, Objective
+from ._selection import Selection
+from ._simplex import solve_simplex_ls
+
+__all__ = ["candidates_per_step", "greedy_select", "make_generator", "stop_rule"]
+
+StopRule = Callable[[int, float], bool]
+
+
+def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator from a generator, a seed, or None (a fresh, randomly seeded one)."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator()
+    if generator is None:
+        g.seed()
+    elif isinstance(generator, int) and not isinstance(generator, bool):
+        g.manual_seed(generator)
+    else:
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None, got {generator!r}"
+        )
+    return g
+
+
+def candidates_per_step(candidates, n_candidates: int, n: int) -> int | None:
+    """How many candidates to score per step: None (all), or s from an int or ("eps", eps)."""
+    if candidates is None:
+        return None
+    if isinstance(candidates, tuple) and len(candidates) == 2 and candidates[0] == "eps":
+        eps = candidates[1]
+        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"candidates=('eps', eps) needs 0 < eps < 1, got {eps!r}")
+        return max(1, math.ceil(n_candidates / n * math.log(1 / eps)))
+    if isinstance(candidates, int) and not isinstance(candidates, bool):
+        return check_positive_int("candidates", candidates)
+    raise ValueError(
+        f"candidates must be None (score all), an int s >= 1 (s random candidates per step) or "
+        f"('eps', eps) for s = (N/n) log(1/eps); got {candidates!r}"
+    )
+
+
+def stop_rule(stop) -> StopRule | None:
+    """None, a loss threshold (stop once the loss is at or below it), or ``callable(step, loss)``."""
+    if stop is None or callable(stop):
+        return stop
+    if isinstance(stop, (int, float)) and not isinstance(stop, bool):
+        if not math.isfinite(stop):
+            raise ValueError(f"stop must be a finite loss threshold, got {stop!r}")
+        threshold = float(stop)
+        return lambda step, loss: loss <= threshold
+    raise TypeError(
+        f"stop must be None, a loss threshold or a callable(step, loss) -> bool; got {stop!r}"
+    )
+
+
+def _check_objective(objective) -> None:
+    for attr in ("n_candidates", "losses", "add", "current_loss"):
+        if not hasattr(objective, attr):
+            raise TypeError(
+                f"objective must follow greedyprune.select.Objective (missing {attr!r}); got "
+                f"{type(objective).__name__}"
+            )
+    if getattr(objective, "size", 0) != 0:
+        raise ValueError(
+            f"objective already holds {objective.size} neurons; call objective.reset() first"
+        )
+
+
+def _device_of(objective) -> torch.device:
+    dev = getattr(objective, "device", None)
+    return torch.device(dev) if dev is not None else torch.device("cpu")
+
+
+def greedy_select(
+    objective: Objective,
+    n: int,
+    *,
+    replacement: bool = True,
+    candidates=None,
+    stop=None,
+    generator: torch.Generator | int | None = None,
+    weights: str = "average",
+    progress: bool = False,
+) -> Selection:
+    """Grow a subnetwork one neuron at a time, each time adding the neuron that lowers the loss most.
+
+    objective: scores "current subnetwork + candidate i" (see :class:`Objective`); it must be empty.
+    n: the number of steps (the subnetwork's size, counting repeats).
+    replacement: True is the theory's version (a neuron may be picked again; the subnetwork is the
+        average over the multiset); False never picks a neuron twice (the authors' practice).
+    candidates: None scores every candidate each step; an int s scores s candidates drawn at random
+        (stochastic greedy, without replacement within the step); ``("eps", eps)`` sets
+        s = ceil((N / n) log(1 / eps)). Ties go to the lowest index.
+    stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops).
+    generator: torch.Generator or int seed for the candidate draws.
+    weights: "average" (counts / n) or "corrective": after each pick, re-solve the weights of the
+        selected neurons by least squares over the simplex (the follow-up's variant; needs a feature
+        objective with a squared loss).
+    Returns a :class:`Selection`; ``losses[k-1]`` is the loss after step k.
+    """
+    _check_objective(objective)
+    N = int(objective.n_candidates)
+    n = check_positive_int("n", n)
+    if not replacement and n > N:
+        raise ValueError(
+            f"n={n} exceeds the {N} candidates; without replacement pass n <= {N} or replacement=True"
+        )
+    if weights not in ("average", "corrective"):
+        raise ValueError(f"weights must be 'average' or 'corrective', got {weights!r}")
+    corrective = weights == "corrective"
+    if corrective and not (
+        isinstance(objective, FeatureObjective) and hasattr(objective, "target")
+    ):
+        raise TypeError(
+            "weights='corrective' needs a squared-loss feature objective (SquaredLoss or FactoredSquaredLoss)"
+        )
+    s = candidates_per_step(candidates, N, n)
+    should_stop = stop_rule(stop)
+    gen = make_generator(generator) if s is not None else None
+    device = _device_of(objective)
+
+    taken = torch.zeros(N, dtype=torch.bool, device=device)
+    order: list[int] = []
+    losses: list[float] = []
+    evaluations = 0
+    mix = torch.zeros(N, dtype=torch.float64)
+    for step in tqdm(range(1, n + 1), desc="greedy", disable=not progress, leave=False):
+        pool = None if replacement else torch.nonzero(~taken).flatten()
+        pool_size = N if pool is None else pool.numel()
+        if s is None or s >= pool_size:
+            if pool is None or pool_size == N:
+                cand = None
+                scores = objective.losses(None)
+            elif isinstance(objective, FeatureObjective):
+                # One product over all rows, then rule out what is taken: cheaper than gathering rows.
+                cand = None
+                scores = objective.losses(None).clone()
+                scores[taken] = torch.inf
+            else:
+                cand = pool
+                scores = objective.losses(cand)
+            evaluations += pool_size
+        else:
+            pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
+            cand = pick if pool is None else pool[pick]
+            cand, _ = torch.sort(cand)
+            scores = objective.losses(cand)
+            evaluations += cand.numel()
+        if not bool(torch.isfinite(scores).any()):
+            raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")
+        j = int(torch.argmin(torch.nan_to_num(scores, nan=torch.inf)))
+        i = j if cand is None else int(cand[j])
+        loss = float(scores[j])
+        objective.add(i)
+        taken[i] = True
+        order.append(i)
+        k = len(order)
+        mix *= (k - 1) / k
+        mix[i] += 1.0 / k
+        if corrective:
+            support = torch.nonzero(mix > 0).flatten()
+            rows = objective._feature_rows(support.to(device))
+            w = solve_simplex_ls(rows, objective.target, init=mix[support].to(rows))
+            mix = torch.zeros(N, dtype=torch.float64)
+            mix[support] = w.double().cpu()
+            objective.set_weights(support, w)
+            loss = objective.current_loss()
+        losses.append(loss)
+        if should_stop is not None and should_stop(step, loss):
+            break
+    method = "greedy" + ("_corrective" if corrective else "") + ("" if replacement else "_norepl")
+    sel = Selection.from_order(
+        order, losses, N, evaluations=evaluations, method=method, weights=mix
+    )
+    sel.info = {"replacement": replacement, "candidates_per_step": s, "weights": weights}
+    return sel

@@ -1,0 +1,365 @@
+"""Objectives: the loss of "current subnetwork + candidate i" for a batch of candidates at once.
+
+The selection loop (``greedy_select``) only decides which candidate to commit; an objective holds
+the state of the growing subnetwork and scores candidates. Any object with the methods of
+:class:`Objective` can be used, so a front end (a CNN, a deep network) brings its own.
+
+The subnetwork of a multiset S of neurons is the average ``f_S = (1/|S|) sum_{i in S} phi_i``; adding
+candidate i to a size-k subnetwork gives ``(k f_S + phi_i) / (k + 1)``, the Frank-Wolfe step of size
+1/(k+1). Feature objectives keep ``total = k * f_S`` and ``size = k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "CrossEntropyLoss",
+    "ElementwiseLoss",
+    "FactoredSquaredLoss",
+    "FeatureObjective",
+    "Objective",
+    "SquaredLoss",
+]
+
+#: default memory budget for one chunk of candidate predictions (bytes)
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the selection loop needs from an objective.
+
+    n_candidates: N, the number of candidate neurons (indices 0..N-1).
+    size: k, how many neurons (counted with repeats) the current subnetwork holds.
+    losses(candidates): Tensor [K], the loss after adding each candidate with the 1/(k+1) step;
+        ``candidates`` is a LongTensor [K] on the objective's device, or None for all N.
+    add(index): commit a candidate.
+    current_loss(): the loss of the current subnetwork (of the zero function when empty).
+    reset(): back to the empty subnetwork.
+    """
+
+    n_candidates: int
+
+    @property
+    def size(self) -> int: ...
+
+    def losses(self, candidates: Tensor | None) -> Tensor: ...
+
+    def add(self, index: int) -> None: ...
+
+    def current_loss(self) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+def _chunks(n: int, chunk: int):
+    for start in range(0, n, chunk):
+        yield start, min(n, start + chunk)
+
+
+class FeatureObjective:
+    """Base of the objectives over cached features ``features: [N, m]`` or ``[N, m, c]``.
+
+    Subclasses define ``_loss_of(pred: [K, m(, c)]) -> [K]``; the base class gives the bookkeeping,
+    removal (for backward elimination), re-weighting (for the corrective variant) and chunking so a
+    chunk of candidate predictions stays within ``max_bytes``.
+    """
+
+    def __init__(self, features: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        check_tensor("features", features, ndims=(2, 3))
+        check_finite("features", features)
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.features = features
+        self.n_candidates = int(features.shape[0])
+        self.max_bytes = max_bytes
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.features.dtype
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def pred_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def reset(self) -> None:
+        self._total = torch.zeros(self.pred_shape, dtype=self.dtype, device=self.device)
+        self._size = 0
+
+    def prediction(self) -> Tensor:
+        """Tensor [m(, c)]: the current subnetwork's output on the data (zeros when empty)."""
+        return self._total / self._size if self._size > 0 else self._total.clone()
+
+    def _feature_rows(self, index: Tensor) -> Tensor:
+        return self.features.index_select(0, index)
+
+    def _feature(self, i: int) -> Tensor:
+        return self.features[i]
+
+    def add(self, index: int) -> None:
+        self._total = self._total + self._feature(int(index))
+        self._size += 1
+
+    def remove(self, index: int) -> None:
+        if self._size < 1:
+            raise ValueError("cannot remove from an empty subnetwork")
+        self._total = self._total - self._feature(int(index))
+        self._size -= 1
+
+    def set_weights(self, indices: Tensor, weights: Tensor) -> None:
+        """Make the current subnetwork ``sum_j weights[j] * phi_{indices[j]}`` (size unchanged)."""
+        w = weights.to(dtype=self.dtype, device=self.device)
+        rows = self._feature_rows(indices.to(self.device))
+        self._total = self._size * torch.tensordot(w, rows, dims=1)
+
+    def feature_norms(self) -> Tensor:
+        """Tensor [N]: ||phi_i|| with ||h||^2 = (1/m) sum over data (and outputs)."""
+        m = self.features.shape[1]
+        return (self.features.reshape(self.n_candidates, -1).pow(2).sum(1) / m).sqrt()
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def _chunk_size(self) -> int:
+        per = max(1, int(torch.Size(self.pred_shape).numel()) * self.features.element_size() * 3)
+        return max(1, self.max_bytes // per)
+
+    def _scores(self, candidates: Tensor | None, sign: int) -> Tensor:
+        k = self._size + sign
+        if candidates is None:
+            candidates = torch.arange(self.n_candidates, device=self.device)
+        out = []
+        for a, b in _chunks(candidates.numel(), self._chunk_size()):
+            rows = self._feature_rows(candidates[a:b])
+            pred = (self._total.unsqueeze(0) + sign * rows) / k
+            out.append(self._loss_of(pred))
+        return torch.cat(out)
+
+    def losses(self, candidates: Tensor | None = None) -> Tensor:
+        return self._scores(candidates, +1)
+
+    def removal_losses(self, candidates: Tensor | None = None) -> Tensor:
+        """Tensor [K]: the loss after removing each candidate once (it must be in the subnetwork)."""
+        if self._size < 2:
+            raise ValueError("removal needs a subnetwork of at least 2 neurons")
+        return self._scores(candidates, -1)
+
+    def current_loss(self) -> float:
+        return float(self._loss_of(self.prediction().unsqueeze(0))[0])
+
+    def _loss_of(self, pred: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _check_target(features: Tensor, target: Tensor, name: str = "target") -> Tensor:
+    check_tensor(name, target, ndims=(1, 2))
+    check_finite(name, target)
+    check_same_device(features=features, **{name: target})
+    check_same_dtype(features=features, **{name: target})
+    if tuple(target.shape) != tuple(features.shape[1:]):
+        raise ValueError(
+            f"{name} must have shape {tuple(features.shape[1:])} (features' shape without N), "
+            f"got {tuple(target.shape)}"
+        )
+    return target
+
+
+class SquaredLoss(FeatureObjective):
+    """``L(f) = ||f - target||^2 / 2`` with ``||h||^2 = (1/m) sum_j |h(x_j)|^2`` (summed over outputs).
+
+    features: [N, m] or [N, m, c]; target: [m] or [m, c], same device and dtype.
+    One step costs one matrix-vector product with the cached features: the loss of adding i is
+    ``(||R||^2 + 2 <R, phi_i> + ||phi_i||^2) / (2 m (k+1)^2)`` with ``R = total - (k+1) target``.
+    """
+
+    def __init__(self, features: Tensor, target: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        super().__init__(features, max_bytes=max_bytes)
+        self.target = _check_target(features, target)
+        self._m = int(features.shape[1])
+        self._flat = features.reshape(self.n_candidates, -1)
+        self._sqnorms = self._flat.pow(2).sum(1)
+
+    def _loss_of(self, pred: Tensor) -> Tensor:
+        d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
+        return d.pow(2).sum(1) / (2 * self._m)
+
+    def _scores(self, candidates: Tensor | None, sign: int) -> Tensor:
+        k = self._size + sign
+        r = (self._total - k * self.target).reshape(-1)
+        if candidates is None:
+            inner, sq = self._flat @ r, self._sqnorms
+        else:
+            inner = self._flat.index_select(0, candidates) @ r
+            sq = self._sqnorms.index_select(0, candidates)
+        return (r.dot(r) + (2 * sign) * inner + sq) / (2 * self._m * k * k)
+
+
+class CrossEntropyLoss(FeatureObjective):
+    """Mean cross-entropy of the averaged logits against labels.
+
+    features: [N, m, c] (each neuron's logits on the m data points); labels: LongTensor [m] in [0, c).
+    """
+
+    def __init__(self, features: Tensor, labels: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        check_tensor("features", features, ndims=(3,))
+        super().__init__(features, max_bytes=max_bytes)
+        if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32):
+            raise TypeError("labels must be an integer torch.Tensor [m]; convert with .long()")
+        if labels.dim() != 1 or labels.shape[0] != features.shape[1]:
+            raise ValueError(
+                f"labels must have shape ({features.shape[1]},), got {tuple(labels.shape)}"
+            )
+        check_same_device(features=features, labels=labels)
+        c = features.shape[2]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+            raise ValueError(
+                f"labels must lie in [0, {c}) for {c} classes, got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+        self.labels = labels.long()
+
+    def _loss_of(self, pred: Tensor) -> Tensor:
+        k, m, c = pred.shape
+        ce = F.cross_entropy(pred.reshape(k * m, c), self.labels.repeat(k), reduction="none")
+        return ce.view(k, m).mean(1)
+
+
+class ElementwiseLoss(FeatureObjective):
+    """Any elementwise loss: ``loss_fn(pred [K, m(, c)], target [1, m(, c)]) -> [K, m(, c)]``, averaged
+    over everything but the candidate axis.
+
+    features: [N, m] or [N, m, c]; target: a tensor broadcastable against one prediction [m(, c)].
+    """
+
+    def __init__(
+        self,
+        features: Tensor,
+        target: Tensor,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
+        super().__init__(features, max_bytes=max_bytes)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if not isinstance(target, Tensor):
+            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+        check_finite("target", target)
+        check_same_device(features=features, target=target)
+        try:
+            torch.broadcast_shapes(tuple(target.shape), self.pred_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"target of shape {tuple(target.shape)} does not broadcast against one prediction "
+                f"{self.pred_shape}"
+            ) from None
+        self.target = target
+        self.loss_fn = loss_fn
+
+    def _loss_of(self, pred: Tensor) -> Tensor:
+        out = self.loss_fn(pred, self.target.unsqueeze(0))
+        if out.shape[0] != pred.shape[0]:
+            raise ValueError(
+                f"loss_fn must keep the candidate axis: returned shape {tuple(out.shape)} for "
+                f"predictions of shape {tuple(pred.shape)}"
+            )
+        return out.reshape(pred.shape[0], -1).mean(1)
+
+
+class FactoredSquaredLoss(FeatureObjective):
+    """Squared loss over rank-one features ``phi_i = a_i w_i^T`` that are never materialised.
+
+    activations: [N, m] (neuron i's activation on each data point); out_weights: [N, c] (its outgoing
+    weights); target: [m, c]. Same loss as ``SquaredLoss`` on ``features[i] = outer(a_i, w_i)``:
+    inner products come from one [N, m] x [m, c] product per step.
+    """
+
+    def __init__(
+        self,
+        activations: Tensor,
+        out_weights: Tensor,
+        target: Tensor,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
+        check_tensor("activations", activations, ndims=(2,))
+        check_tensor("out_weights", out_weights, ndims=(2,))
+        check_tensor("target", target, ndims=(2,))
+        for name, t in (
+            ("activations", activations),
+            ("out_weights", out_weights),
+            ("target", target),
+        ):
+            check_finite(name, t)
+        check_same_device(activations=activations, out_weights=out_weights, target=target)
+        check_same_dtype(activations=activations, out_weights=out_weights, target=target)
+        n, m = activations.shape
+        if out_weights.shape[0] != n:
+            raise ValueError(
+                f"out_weights must have {n} rows (one per neuron), got {tuple(out_weights.shape)}"
+            )
+        c = out_weights.shape[1]
+        if tuple(target.shape) != (m, c):
+            raise ValueError(f"target must have shape ({m}, {c}), got {tuple(target.shape)}")
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.activations, self.out_weights, self.target = activations, out_weights, target
+        # The base class's bookkeeping works on any tensor whose first axis indexes neurons.
+        self.features = activations
+        self.n_candidates, self._m, self.max_bytes = int(n), int(m), max_bytes
+        self._sqnorms = activations.pow(2).sum(1) * out_weights.pow(2).sum(1)
+        self.reset()
+
+    @property
+    def pred_shape(self) -> tuple[int, ...]:
+        return tuple(self.target.shape)
+
+    def _feature(self, i: int) -> Tensor:
+        return torch.outer(self.activations[i], self.out_weights[i])
+
+    def _feature_rows(self, index: Tensor) -> Tensor:
+        return self.activations.index_select(0, index).unsqueeze(2) * self.out_weights.index_select(
+            0, index
+        ).unsqueeze(1)
+
+    def feature_norms(self) -> Tensor:
+        return (self._sqnorms / self._m).sqrt()
+
+    def set_weights(self, indices: Tensor, weights: Tensor) -> None:
+        idx = indices.to(self.device)
+        w = weights.to(dtype=self.dtype, device=self.device)
+        a = self.activations.index_select(0, idx)
+        ow = self.out_weights.index_select(0, idx) * w.unsqueeze(1)
+        self._total = self._size * (a.T @ ow)
+
+    def _loss_of(self, pred: Tensor) -> Tensor:
+        d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
+        return d.pow(2).sum(1) / (2 * self._m)
+
+    def _scores(self, candidates: Tensor | None, sign: int) -> Tensor:
+        k = self._size + sign
+        r = self._total - k * self.target  # [m, c]
+        if candidates is None:
+            inner = ((self.activations @ r) * self.out_weights).sum(1)
+            sq = self._sqnorms
+        else:
+            a = self.activations.index_select(0, candidates)
+            inner = ((a @ r) * self.out_weights.index_select(0, candidates)).sum(1)
+            sq = self._sqnorms.index_select(0, candidates)
+        return (r.pow(2).sum() + (2 * sign) * inner + sq) / (2 * self._m * k * k)

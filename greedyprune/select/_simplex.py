@@ -1,0 +1,77 @@
+"""Least squares over the probability simplex: the corrective (re-weighted) step."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["project_simplex", "solve_simplex_ls"]
+
+
+def project_simplex(v: Tensor) -> Tensor:
+    """Euclidean projection of v [k] onto {w >= 0, sum w = 1} (sort-based, exact)."""
+    u, _ = torch.sort(v, descending=True)
+    css = torch.cumsum(u, 0) - 1
+    idx = torch.arange(1, v.numel() + 1, device=v.device, dtype=v.dtype)
+    rho = int(torch.nonzero(u - css / idx > 0).max())
+    theta = css[rho] / (rho + 1)
+    return torch.clamp(v - theta, min=0)
+
+
+def solve_simplex_ls(
+    features: Tensor,
+    target: Tensor,
+    *,
+    init: Tensor | None = None,
+    max_iter: int = 5000,
+    tol: float = 1e-9,
+    patience: int = 30,
+) -> Tensor:
+    """Weights w [k] on the simplex minimising ``||sum_j w_j phi_j - target||^2`` (mean over data).
+
+    features: [k, m] or [k, m, c]; target: [m] or [m, c]. Accelerated projected gradient on the
+    k x k Gram matrix, started from ``init`` (uniform if None). The best iterate is returned, so the
+    result is never worse than ``init``.
+    """
+    k = features.shape[0]
+    flat = features.reshape(k, -1)
+    m = features.shape[1]
+    gram = (flat @ flat.T) / m
+    lin = (flat @ target.reshape(-1)) / m
+    const = target.reshape(-1).dot(target.reshape(-1)) / m
+
+    def obj(w: Tensor) -> Tensor:
+        return w @ gram @ w - 2 * lin @ w + const
+
+    w = (
+        torch.full((k,), 1.0 / k, dtype=flat.dtype, device=flat.device)
+        if init is None
+        else project_simplex(init.to(flat))
+    )
+    if k == 1:
+        return w
+    lip = 2 * float(torch.linalg.eigvalsh(gram)[-1])
+    if lip <= 0:
+        return w
+    best, best_val = w, float(obj(w))
+    y, t, prev, stall = w, 1.0, best_val, 0
+    for _ in range(max_iter):
+        w_next = project_simplex(y - (2 * (gram @ y) - 2 * lin) / lip)
+        val = float(obj(w_next))
+        if val > prev:
+            # Adaptive restart (O'Donoghue and Candes 2015): momentum overshot, start it again.
+            y, t = w, 1.0
+            stall += 1
+            if stall >= patience:
+                break
+            continue
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        y = w_next + ((t - 1) / t_next) * (w_next - w)
+        if val < best_val - tol * max(abs(best_val), 1e-300):
+            best, best_val, stall = w_next, val, 0
+        else:
+            stall += 1
+            if stall >= patience:
+                break
+        w, t, prev = w_next, t_next, val
+    return best

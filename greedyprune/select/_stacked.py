@@ -1,0 +1,135 @@
+"""Scoring candidates of a live network by stacking gated copies along the batch axis.
+
+A layer of width N sits inside a network. Everything below it is computed once (``inputs``: the
+activation where the rest of the network can be re-run from, cached per batch); the K candidate
+subnetworks differ only in the gate vector applied to that layer, so the rest of the network runs
+once on K stacked copies of the inputs with per-copy gates. The CNN front end and the deep
+mean-field networks both use this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._objectives import DEFAULT_MAX_BYTES
+
+__all__ = ["StackedObjective"]
+
+
+def _stack(x: Tensor, k: int) -> Tensor:
+    """[B, ...] -> [k*B, ...], copy j in rows j*B..(j+1)*B-1."""
+    return x.unsqueeze(0).expand(k, *x.shape).reshape(k * x.shape[0], *x.shape[1:])
+
+
+class StackedObjective:
+    """Objective over a live network whose layer of ``n_candidates`` units is gated.
+
+    inputs: Tensor [B, ...] or a tuple of them (the cached activations below the layer).
+    forward: ``forward(stacked_inputs, gates) -> outputs [K*B, ...]``; ``stacked_inputs`` are the
+        inputs repeated K times along the batch axis (copy j in rows j*B..(j+1)*B-1) and
+        ``gates: [K, N]`` are the gate vectors of the K candidate subnetworks.
+    loss_fn: ``loss_fn(outputs [K*B, ...], stacked_target [K*B, ...]) -> [K*B]`` per-sample losses.
+    target: Tensor [B, ...] or None (then ``loss_fn`` gets None).
+    scale: the gate is ``scale * w`` for the mixing weights w of the subnetwork (w sums to one). The
+        authors multiply by the layer's width (scale = N) so a kept channel carries N/n.
+    chunk_size: candidates per forward pass; by default as many as fit ``max_bytes``, estimating a
+        candidate's memory as ``activation_factor`` times the size of the inputs.
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        forward: Callable[[Tensor | tuple[Tensor, ...], Tensor], Tensor],
+        loss_fn: Callable[[Tensor, Tensor | None], Tensor],
+        n_candidates: int,
+        *,
+        target: Tensor | None = None,
+        scale: float = 1.0,
+        chunk_size: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        activation_factor: float = 4.0,
+    ):
+        self._tuple = isinstance(inputs, (tuple, list))
+        self.inputs = tuple(inputs) if self._tuple else (inputs,)
+        if not self.inputs or not all(isinstance(t, Tensor) for t in self.inputs):
+            raise TypeError("inputs must be a torch.Tensor [B, ...] or a tuple of them")
+        batch = self.inputs[0].shape[0]
+        if any(t.shape[0] != batch for t in self.inputs):
+            raise ValueError(
+                f"all inputs must share the batch size {batch}, got {[tuple(t.shape) for t in self.inputs]}"
+            )
+        if target is not None and target.shape[0] != batch:
+            raise ValueError(
+                f"target must have batch size {batch}, got shape {tuple(target.shape)}"
+            )
+        if not callable(forward) or not callable(loss_fn):
+            raise TypeError("forward and loss_fn must be callables")
+        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
+            raise ValueError(f"n_candidates must be a positive int, got {n_candidates!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.forward, self.loss_fn, self.target = forward, loss_fn, target
+        self.n_candidates, self.scale, self.batch = int(n_candidates), float(scale), int(batch)
+        x0 = self.inputs[0]
+        self.device = x0.device
+        self.dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
+        if chunk_size is None:
+            per = sum(t.numel() * t.element_size() for t in self.inputs) * activation_factor
+            chunk_size = max(1, int(max_bytes // max(1.0, per)))
+        self.chunk_size = chunk_size
+        self.reset()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def reset(self) -> None:
+        self.w = torch.zeros(self.n_candidates, dtype=self.dtype, device=self.device)
+        self._size = 0
+
+    def gates(self) -> Tensor:
+        """Tensor [N]: the gate vector of the current subnetwork (zeros when empty)."""
+        return self.scale * self.w
+
+    def candidate_gates(self, candidates: Tensor) -> Tensor:
+        """Tensor [K, N]: the gate vectors after adding each candidate with the 1/(k+1) step."""
+        k = self._size
+        g = (k / (k + 1)) * self.w.unsqueeze(0).repeat(candidates.numel(), 1)
+        g[torch.arange(candidates.numel(), device=self.device), candidates] += 1.0 / (k + 1)
+        return self.scale * g
+
+    def _evaluate(self, gates: Tensor) -> Tensor:
+        k = gates.shape[0]
+        xs = tuple(_stack(t, k) for t in self.inputs)
+        ts = None if self.target is None else _stack(self.target, k)
+        out = self.forward(xs if self._tuple else xs[0], gates)
+        per_sample = self.loss_fn(out, ts)
+        if per_sample.numel() != k * self.batch:
+            raise ValueError(
+                f"loss_fn must return one loss per stacked sample ({k * self.batch}), got shape {tuple(per_sample.shape)}"
+            )
+        return per_sample.reshape(k, self.batch).mean(1)
+
+    @torch.no_grad()
+    def losses(self, candidates: Tensor | None = None) -> Tensor:
+        if candidates is None:
+            candidates = torch.arange(self.n_candidates, device=self.device)
+        candidates = candidates.to(self.device)
+        out = [
+            self._evaluate(self.candidate_gates(candidates[a : a + self.chunk_size]))
+            for a in range(0, candidates.numel(), self.chunk_size)
+        ]
+        return torch.cat(out)
+
+    def add(self, index: int) -> None:
+        k = self._size
+        self.w = (k / (k + 1)) * self.w
+        self.w[int(index)] += 1.0 / (k + 1)
+        self._size += 1
+
+    @torch.no_grad()
+    def current_loss(self) -> float:
+        return float(self._evaluate(self.gates().unsqueeze(0))[0])
