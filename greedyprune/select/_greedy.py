@@ -105,9 +105,10 @@ def greedy_select(
         s = ceil((N / n) log(1 / eps)). Ties go to the lowest index.
     stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops).
     generator: torch.Generator or int seed for the candidate draws.
-    weights: "average" (counts / n) or "corrective": after each pick, re-solve the weights of the
-        selected neurons by least squares over the simplex (the follow-up's variant; needs a feature
-        objective with a squared loss).
+    weights: "average" (counts / n) or "corrective" (fully-corrective Frank-Wolfe, the follow-up's
+        variant; squared-loss feature objectives only): from step 2 on, candidates are scored by
+        exact line search from the current subnetwork, and after each pick the weights of all
+        selected neurons are re-solved by least squares over the simplex. Its loss never rises.
     Returns a :class:`Selection`; ``losses[k-1]`` is the loss after step k.
     """
     _check_objective(objective)
@@ -137,26 +138,27 @@ def greedy_select(
     evaluations = 0
     mix = torch.zeros(N, dtype=torch.float64)
     for step in tqdm(range(1, n + 1), desc="greedy", disable=not progress, leave=False):
+        score = objective.linesearch_losses if corrective and step > 1 else objective.losses
         pool = None if replacement else torch.nonzero(~taken).flatten()
         pool_size = N if pool is None else pool.numel()
         if s is None or s >= pool_size:
             if pool is None or pool_size == N:
                 cand = None
-                scores = objective.losses(None)
+                scores = score(None)
             elif isinstance(objective, FeatureObjective):
                 # One product over all rows, then rule out what is taken: cheaper than gathering rows.
                 cand = None
-                scores = objective.losses(None).clone()
+                scores = score(None).clone()
                 scores[taken] = torch.inf
             else:
                 cand = pool
-                scores = objective.losses(cand)
+                scores = score(cand)
             evaluations += pool_size
         else:
             pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
             cand = pick if pool is None else pool[pick]
             cand, _ = torch.sort(cand)
-            scores = objective.losses(cand)
+            scores = score(cand)
             evaluations += cand.numel()
         if not bool(torch.isfinite(scores).any()):
             raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")

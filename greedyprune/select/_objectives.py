@@ -164,6 +164,26 @@ class FeatureObjective:
     def current_loss(self) -> float:
         return float(self._loss_of(self.prediction().unsqueeze(0))[0])
 
+    def linesearch_losses(self, candidates: Tensor | None = None) -> Tensor:
+        """Tensor [K]: ``min over g in [0, 1]`` of the loss of ``(1 - g) f + g phi_i`` (squared loss).
+
+        The exact line search of Frank-Wolfe from the current (possibly re-weighted) subnetwork f:
+        g = 0 is allowed, so the best candidate never raises the loss. Two matrix-vector products.
+        """
+        if not hasattr(self, "_inner"):
+            raise TypeError(
+                f"{type(self).__name__} has no closed-form line search (squared losses only)"
+            )
+        f = self.prediction()
+        r = f - self.target
+        sq = self._sqnorms if candidates is None else self._sqnorms.index_select(0, candidates)
+        r_phi, f_phi = self._inner(r, candidates), self._inner(f, candidates)
+        r_d = r_phi - (r * f).sum()
+        d_d = (sq - 2 * f_phi + f.pow(2).sum()).clamp_min(0)
+        safe = torch.where(d_d > 0, d_d, torch.ones_like(d_d))
+        g = torch.where(d_d > 0, (-r_d / safe).clamp(0, 1), torch.zeros_like(d_d))
+        return (r.pow(2).sum() + 2 * g * r_d + g * g * d_d) / (2 * self._m)
+
     def _loss_of(self, pred: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -199,6 +219,10 @@ class SquaredLoss(FeatureObjective):
     def _loss_of(self, pred: Tensor) -> Tensor:
         d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
         return d.pow(2).sum(1) / (2 * self._m)
+
+    def _inner(self, vec: Tensor, candidates: Tensor | None) -> Tensor:
+        rows = self._flat if candidates is None else self._flat.index_select(0, candidates)
+        return rows @ vec.reshape(-1)
 
     def _scores(self, candidates: Tensor | None, sign: int) -> Tensor:
         k = self._size + sign
@@ -351,6 +375,12 @@ class FactoredSquaredLoss(FeatureObjective):
     def _loss_of(self, pred: Tensor) -> Tensor:
         d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
         return d.pow(2).sum(1) / (2 * self._m)
+
+    def _inner(self, vec: Tensor, candidates: Tensor | None) -> Tensor:
+        a, w = self.activations, self.out_weights
+        if candidates is not None:
+            a, w = a.index_select(0, candidates), w.index_select(0, candidates)
+        return ((a @ vec.reshape(self.pred_shape)) * w).sum(1)
 
     def _scores(self, candidates: Tensor | None, sign: int) -> Tensor:
         k = self._size + sign

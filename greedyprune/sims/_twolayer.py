@@ -20,9 +20,7 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 def activation_fn(name: str):
     """The activation called ``name`` (one of ``ACTIVATIONS``)."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError(
-            f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}"
-        )
+        raise ValueError(f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
@@ -153,7 +151,9 @@ class TwoLayerNet(nn.Module):
         return [(self.a, float(self.width)), (self.b, float(self.width))]
 
     @torch.no_grad()
-    def subnetwork(self, indices: Tensor | Sequence[int], weights: Tensor | None = None) -> TwoLayerNet:
+    def subnetwork(
+        self, indices: Tensor | Sequence[int], weights: Tensor | None = None
+    ) -> TwoLayerNet:
         """The subnetwork of the neurons ``indices`` (a multiset: repeats are kept as copies).
 
         Without ``weights`` it computes ``(1/n) sum_{i in indices} phi_i`` with n = len(indices):
@@ -180,4 +180,6 @@ class TwoLayerNet(nn.Module):
         return TwoLayerNet(a, b, self.activation)
 
     def extra_repr(self) -> str:
-        return f"width={self.width}, dim={self.dim}, outputs={self.n_outputs}, act={self.activation}"
+        return (
+            f"width={self.width}, dim={self.dim}, outputs={self.n_outputs}, act={self.activation}"
+        )

@@ -1,0 +1,162 @@
+"""Mean-field (stochastic) gradient descent with optional Langevin noise and weight decay.
+
+The loop is generic: any ``nn.Module`` can be trained. A model that defines
+``mean_field_lr_scales() -> [(parameter, multiplier), ...]`` gets per-parameter step sizes
+``lr * multiplier`` on the gradient (for a width-N mean-field layer the multiplier is N, so that
+each neuron moves at a width-independent speed); parameters it does not list get multiplier 1.
+A deep mean-field network reuses this loop by defining that method.
+
+One step, for a parameter p with multiplier s:
+
+    p <- p - lr * s * grad_p L  -  lr * weight_decay * p  +  sqrt(2 * lr * noise) * xi,
+
+with xi ~ N(0, I): time is measured in mean-field units, so weight decay and noise act on each
+neuron at a width-independent rate (noise is the temperature 1/beta of noisy SGD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = ["LOSSES", "lr_scales", "squared_loss", "train_mean_field"]
+
+
+def squared_loss(output: Tensor, target: Tensor) -> Tensor:
+    """``mean_j ||output_j - target_j||^2 / 2`` (summed over outputs), the loss of the theory."""
+    diff = output - target
+    if diff.dim() == 1:
+        return 0.5 * diff.pow(2).mean()
+    return 0.5 * diff.pow(2).sum(dim=tuple(range(1, diff.dim()))).mean()
+
+
+def _cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(output, target)
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "squared": squared_loss,
+    "cross_entropy": _cross_entropy,
+}
+
+
+def lr_scales(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
+    """Each trainable parameter of ``model`` with its learning-rate multiplier (see module doc)."""
+    listed: dict[int, float] = {}
+    if hasattr(model, "mean_field_lr_scales"):
+        for p, s in model.mean_field_lr_scales():
+            if not isinstance(s, (int, float)) or not s > 0:
+                raise ValueError(f"mean_field_lr_scales gave multiplier {s!r}; it must be > 0")
+            listed[id(p)] = float(s)
+    return [(p, listed.get(id(p), 1.0)) for p in model.parameters() if p.requires_grad]
+
+
+def _check_number(name: str, value, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{name}={value!r} must be a number")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")
+    return float(value)
+
+
+def train_mean_field(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    loss: str | Callable[[Tensor, Tensor], Tensor] = "squared",
+    batch_size: int | None = None,
+    noise: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    record_every: int | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Train ``model`` in place by mean-field (S)GD and return the recorded loss history.
+
+    Parameters
+    ----------
+    model: maps ``x [m, ...]`` to outputs that ``loss`` compares with ``y [m, ...]``.
+    steps: number of updates (the training budget).
+    lr: step size in mean-field time (multiplied per parameter, see module doc).
+    loss: ``"squared"`` (``mean ||f - y||^2 / 2``), ``"cross_entropy"`` or a callable
+        ``(output, target) -> scalar``.
+    batch_size: None for full-batch GD, else the mini-batch size (sampled with replacement).
+    noise: Langevin temperature (0 for plain GD).
+    weight_decay: decay rate per unit of mean-field time.
+    seed: seeds the mini-batch sampling and the noise (a generator on ``x``'s device).
+    record_every: record the full-batch training loss every this many steps (and at the end);
+        None records only the first and the last.
+
+    Returns a list of ``{"step": int, "loss": float}``. The loss is evaluated on all of
+    ``(x, y)`` before the step with that number (step == steps is after the last update).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be an int >= 0")
+    lr = _check_number("lr", lr, positive=True)
+    noise = _check_number("noise", noise)
+    weight_decay = _check_number("weight_decay", weight_decay)
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(
+                f"loss={loss!r} is not known; pass one of {sorted(LOSSES)} or a callable"
+            )
+        loss_fn = LOSSES[loss]
+    elif callable(loss):
+        loss_fn = loss
+    else:
+        raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("x and y must be tensors")
+    m = x.shape[0]
+    if y.shape[0] != m:
+        raise ValueError(f"x has {m} rows but y has {y.shape[0]}; pass matching data")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be None (full batch) or an int >= 1")
+    if record_every is not None and (not isinstance(record_every, int) or record_every < 1):
+        raise ValueError(f"record_every={record_every!r} must be None or an int >= 1")
+
+    groups = lr_scales(model)
+    gen = torch.Generator(device=x.device).manual_seed(int(seed))
+    history: list[dict] = []
+
+    def full_loss() -> float:
+        with torch.no_grad():
+            return float(loss_fn(model(x), y))
+
+    for step in tqdm(range(steps), desc="train", disable=not progress, leave=False):
+        if step == 0 or (record_every is not None and step % record_every == 0):
+            history.append({"step": step, "loss": full_loss()})
+        if batch_size is None:
+            xb, yb = x, y
+        else:
+            idx = torch.randint(0, m, (batch_size,), generator=gen, device=x.device)
+            xb, yb = x[idx], y[idx]
+        model.zero_grad(set_to_none=True)
+        value = loss_fn(model(xb), yb)
+        if not torch.isfinite(value):
+            raise ValueError(
+                f"training diverged at step {step} (loss {float(value)}); lower lr={lr}"
+            )
+        value.backward()
+        with torch.no_grad():
+            for p, s in groups:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-lr * s)
+                if weight_decay:
+                    p.mul_(1.0 - lr * weight_decay)
+                if noise:
+                    xi = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+                    p.add_(xi, alpha=math.sqrt(2.0 * lr * noise))
+    history.append({"step": steps, "loss": full_loss()})
+    return history
