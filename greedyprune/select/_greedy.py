@@ -160,18 +160,24 @@ def greedy_select(
             cand, _ = torch.sort(cand)
             scores = score(cand)
             evaluations += cand.numel()
-        if not bool(torch.isfinite(scores).any()):
-            raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")
-        j = int(torch.argmin(torch.nan_to_num(scores, nan=torch.inf)))
-        i = j if cand is None else int(cand[j])
+        j = int(torch.argmin(scores))
         loss = float(scores[j])
+        if not math.isfinite(loss):
+            # argmin propagates NaN; only here, off the fast path, look past it.
+            scores = torch.nan_to_num(scores, nan=torch.inf, posinf=torch.inf)
+            j = int(torch.argmin(scores))
+            loss = float(scores[j])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")
+        i = j if cand is None else int(cand[j])
         objective.add(i)
-        taken[i] = True
+        if not replacement:
+            taken[i] = True
         order.append(i)
-        k = len(order)
-        mix *= (k - 1) / k
-        mix[i] += 1.0 / k
         if corrective:
+            k = len(order)
+            mix *= (k - 1) / k
+            mix[i] += 1.0 / k
             support = torch.nonzero(mix > 0).flatten()
             rows = objective._feature_rows(support.to(device))
             w = solve_simplex_ls(rows, objective.target, init=mix[support].to(rows))
@@ -184,7 +190,12 @@ def greedy_select(
             break
     method = "greedy" + ("_corrective" if corrective else "") + ("" if replacement else "_norepl")
     sel = Selection.from_order(
-        order, losses, N, evaluations=evaluations, method=method, weights=mix
+        order,
+        losses,
+        N,
+        evaluations=evaluations,
+        method=method,
+        weights=mix if corrective else None,
     )
     sel.info = {"replacement": replacement, "candidates_per_step": s, "weights": weights}
     return sel

@@ -116,7 +116,7 @@ class FeatureObjective:
         return self.features[i]
 
     def add(self, index: int) -> None:
-        self._total = self._total + self._feature(int(index))
+        self._total += self._feature(int(index))
         self._size += 1
 
     def remove(self, index: int) -> None:
@@ -228,11 +228,13 @@ class SquaredLoss(FeatureObjective):
         k = self._size + sign
         r = (self._total - k * self.target).reshape(-1)
         if candidates is None:
-            inner, sq = self._flat @ r, self._sqnorms
+            rows, sq = self._flat, self._sqnorms
         else:
-            inner = self._flat.index_select(0, candidates) @ r
+            rows = self._flat.index_select(0, candidates)
             sq = self._sqnorms.index_select(0, candidates)
-        return (r.dot(r) + (2 * sign) * inner + sq) / (2 * self._m * k * k)
+        # ||phi||^2 + 2 sign <R, phi> in one fused matrix-vector call, then two in-place ops.
+        out = torch.addmv(sq, rows, r, alpha=2 * sign)
+        return out.add_(r.dot(r)).mul_(1.0 / (2 * self._m * k * k))
 
 
 class CrossEntropyLoss(FeatureObjective):
