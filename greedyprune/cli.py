@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+            if not exc.name or not (module + ".").startswith(exc.name + "."):
+                raise  # a missing dependency inside the module is a real error
             p.set_defaults(_missing=module)
             continue
         mod.add_arguments(p)
