@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checks import check_positive_int
+from ._checks import check_bool, check_positive_int
 from ._greedy import _check_objective, _device_of, make_generator
 from ._selection import Selection
 
@@ -16,6 +16,7 @@ __all__ = ["backward_elimination", "magnitude", "random_subset"]
 def _n_for(objective, n, replacement: bool) -> int:
     N = int(objective.n_candidates)
     n = check_positive_int("n", n)
+    check_bool("replacement", replacement)
     if not replacement and n > N:
         raise ValueError(f"n={n} exceeds the {N} candidates; pass n <= {N}")
     return n

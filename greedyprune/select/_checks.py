@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,11 +50,16 @@ def check_same_dtype(**tensors: Tensor) -> None:
         raise TypeError(f"tensors must share one dtype, got {listing}; convert with .to(dtype)")
 
 
+def check_bool(name: str, value) -> bool:
+    # A truthy string such as "no" would otherwise silently mean True.
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return bool(value)
+
+
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
-            import numpy as np
-
             if isinstance(value, np.integer):
                 value = int(value)
             else:

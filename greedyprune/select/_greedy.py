@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_positive_int
+from ._checks import check_bool, check_positive_int
 from ._objectives import FeatureObjective, Objective
 from ._selection import Selection
 from ._simplex import solve_simplex_ls
@@ -43,8 +44,8 @@ def candidates_per_step(candidates, n_candidates: int, n: int) -> int | None:
         if not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"candidates=('eps', eps) needs 0 < eps < 1, got {eps!r}")
         return max(1, math.ceil(n_candidates / n * math.log(1 / eps)))
-    if isinstance(candidates, int) and not isinstance(candidates, bool):
-        return check_positive_int("candidates", candidates)
+    if isinstance(candidates, numbers.Integral) and not isinstance(candidates, bool):
+        return check_positive_int("candidates", int(candidates))
     raise ValueError(
         f"candidates must be None (score all), an int s >= 1 (s random candidates per step) or "
         f"('eps', eps) for s = (N/n) log(1/eps); got {candidates!r}"
@@ -83,6 +84,44 @@ def _device_of(objective) -> torch.device:
     return torch.device(dev) if dev is not None else torch.device("cpu")
 
 
+def _general_step(objective, step, corrective, replacement, taken, s, gen, device):
+    """One step through ``objective.losses``: ``(index, loss, candidates evaluated)``."""
+    N = int(objective.n_candidates)
+    score = objective.linesearch_losses if corrective and step > 1 else objective.losses
+    pool = None if replacement else torch.nonzero(~taken).flatten()
+    pool_size = N if pool is None else pool.numel()
+    if s is None or s >= pool_size:
+        if pool is None or pool_size == N:
+            cand = None
+            scores = score(None)
+        elif isinstance(objective, FeatureObjective):
+            # One product over all rows, then rule out what is taken: cheaper than gathering rows.
+            cand = None
+            scores = score(None).clone()
+            scores[taken] = torch.inf
+        else:
+            cand = pool
+            scores = score(cand)
+        evaluated = pool_size
+    else:
+        pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
+        cand = pick if pool is None else pool[pick]
+        cand, _ = torch.sort(cand)
+        scores = score(cand)
+        evaluated = cand.numel()
+    j = int(torch.argmin(scores))
+    loss = float(scores[j])
+    if not math.isfinite(loss):
+        # argmin propagates NaN; only here, off the fast path, look past it.
+        scores = torch.nan_to_num(scores, nan=torch.inf, posinf=torch.inf)
+        j = int(torch.argmin(scores))
+        loss = float(scores[j])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")
+    i = j if cand is None else int(cand[j])
+    return i, loss, evaluated
+
+
 def greedy_select(
     objective: Objective,
     n: int,
@@ -103,17 +142,23 @@ def greedy_select(
     candidates: None scores every candidate each step; an int s scores s candidates drawn at random
         (stochastic greedy, without replacement within the step); ``("eps", eps)`` sets
         s = ceil((N / n) log(1 / eps)). Ties go to the lowest index.
-    stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops).
+    stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops); it is
+        called once per step, after the step's loss has reached the host.
     generator: torch.Generator or int seed for the candidate draws.
     weights: "average" (counts / n) or "corrective" (fully-corrective Frank-Wolfe, the follow-up's
         variant; squared-loss feature objectives only): from step 2 on, candidates are scored by
         exact line search from the current subnetwork, and after each pick the weights of all
         selected neurons are re-solved by least squares over the simplex. Its loss never rises.
     Returns a :class:`Selection`; ``losses[k-1]`` is the loss after step k.
+
+    Exact greedy on a ``SquaredLoss`` (``candidates`` None or >= N, ``weights="average"``) takes
+    a fused step: one ``addmv`` over the cached ``[N, m]`` features and one ``argmin``, no chunking.
     """
     _check_objective(objective)
     N = int(objective.n_candidates)
     n = check_positive_int("n", n)
+    replacement = check_bool("replacement", replacement)
+    progress = check_bool("progress", progress)
     if not replacement and n > N:
         raise ValueError(
             f"n={n} exceeds the {N} candidates; without replacement pass n <= {N} or replacement=True"
@@ -133,45 +178,37 @@ def greedy_select(
     device = _device_of(objective)
 
     taken = torch.zeros(N, dtype=torch.bool, device=device)
+    # The squared-loss fast path scores every open candidate in one fused call; closed candidates
+    # (no replacement) carry +inf in ``blocked`` so no mask or gather is needed per step. s >= N
+    # scores every open candidate too, so it takes the same path and picks exactly the same.
+    exact = s is None or s >= N
+    fused = exact and not corrective and hasattr(objective, "_best_addition")
+    blocked = None
+    if fused and not replacement:
+        blocked = torch.zeros(N, dtype=objective.dtype, device=device)
     order: list[int] = []
     losses: list[float] = []
     evaluations = 0
     mix = torch.zeros(N, dtype=torch.float64)
     for step in tqdm(range(1, n + 1), desc="greedy", disable=not progress, leave=False):
-        score = objective.linesearch_losses if corrective and step > 1 else objective.losses
-        pool = None if replacement else torch.nonzero(~taken).flatten()
-        pool_size = N if pool is None else pool.numel()
-        if s is None or s >= pool_size:
-            if pool is None or pool_size == N:
-                cand = None
-                scores = score(None)
-            elif isinstance(objective, FeatureObjective):
-                # One product over all rows, then rule out what is taken: cheaper than gathering rows.
-                cand = None
-                scores = score(None).clone()
-                scores[taken] = torch.inf
+        if fused:
+            i, loss = objective._best_addition(blocked)
+            if math.isfinite(loss):
+                evaluations += N if replacement else N - len(order)
             else:
-                cand = pool
-                scores = score(cand)
-            evaluations += pool_size
-        else:
-            pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
-            cand = pick if pool is None else pool[pick]
-            cand, _ = torch.sort(cand)
-            scores = score(cand)
-            evaluations += cand.numel()
-        j = int(torch.argmin(scores))
-        loss = float(scores[j])
-        if not math.isfinite(loss):
-            # argmin propagates NaN; only here, off the fast path, look past it.
-            scores = torch.nan_to_num(scores, nan=torch.inf, posinf=torch.inf)
-            j = int(torch.argmin(scores))
-            loss = float(scores[j])
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"every candidate's loss is NaN or inf at step {step}")
-        i = j if cand is None else int(cand[j])
+                # argmin propagates NaN: from here on, score through the general path.
+                fused = False
+                if blocked is not None:
+                    taken = torch.isinf(blocked)
+        if not fused:
+            i, loss, evaluated = _general_step(
+                objective, step, corrective, replacement, taken, s, gen, device
+            )
+            evaluations += evaluated
         objective.add(i)
-        if not replacement:
+        if blocked is not None and fused:
+            blocked[i] = torch.inf
+        elif not replacement:
             taken[i] = True
         order.append(i)
         if corrective:

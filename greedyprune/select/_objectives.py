@@ -61,6 +61,14 @@ class Objective(Protocol):
     def reset(self) -> None: ...
 
 
+def _check_max_bytes(max_bytes) -> None:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(
+            f"max_bytes must be a positive int (bytes per chunk of candidate predictions), got "
+            f"{max_bytes!r}"
+        )
+
+
 def _chunks(n: int, chunk: int):
     for start in range(0, n, chunk):
         yield start, min(n, start + chunk)
@@ -77,8 +85,7 @@ class FeatureObjective:
     def __init__(self, features: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         check_tensor("features", features, ndims=(2, 3))
         check_finite("features", features)
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        _check_max_bytes(max_bytes)
         self.features = features
         self.n_candidates = int(features.shape[0])
         self.max_bytes = max_bytes
@@ -215,6 +222,7 @@ class SquaredLoss(FeatureObjective):
         self._m = int(features.shape[1])
         self._flat = features.reshape(self.n_candidates, -1)
         self._sqnorms = self._flat.pow(2).sum(1)
+        self._step_buffers: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _loss_of(self, pred: Tensor) -> Tensor:
         d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
@@ -235,6 +243,28 @@ class SquaredLoss(FeatureObjective):
         # ||phi||^2 + 2 sign <R, phi> in one fused matrix-vector call, then two in-place ops.
         out = torch.addmv(sq, rows, r, alpha=2 * sign)
         return out.add_(r.dot(r)).mul_(1.0 / (2 * self._m * k * k))
+
+    def _best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
+        """The exact greedy step over all N candidates: ``(index, loss after adding it)``.
+
+        blocked: None, or Tensor [N] (the features' dtype and device) holding 0 for an open
+        candidate and +inf for a closed one (no replacement). Same scores as ``losses(None)`` up to
+        the constant ``||R||^2`` and the positive factor, which do not move the argmin, so a step
+        is one ``addmv`` into a preallocated buffer, one ``argmin`` and three scalar reads: at small
+        N the loop's cost is these few calls, not the product.
+        """
+        k = self._size + 1
+        if self._step_buffers is None:
+            r = torch.empty_like(self._total)
+            self._step_buffers = (r, r.view(-1), torch.empty_like(self._sqnorms))
+        r, r_flat, u = self._step_buffers
+        torch.add(self._total, self.target, alpha=-k, out=r)
+        torch.addmv(self._sqnorms, self._flat, r_flat, alpha=2, out=u)
+        if blocked is not None:
+            u.add_(blocked)
+        # argmin returns the first minimal index: ties go to the lowest index.
+        j = int(torch.argmin(u))
+        return j, (float(u[j]) + float(r_flat.dot(r_flat))) / (2 * self._m * k * k)
 
 
 class CrossEntropyLoss(FeatureObjective):
@@ -343,8 +373,7 @@ class FactoredSquaredLoss(FeatureObjective):
         c = out_weights.shape[1]
         if tuple(target.shape) != (m, c):
             raise ValueError(f"target must have shape ({m}, {c}), got {tuple(target.shape)}")
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        _check_max_bytes(max_bytes)
         self.activations, self.out_weights, self.target = activations, out_weights, target
         # The base class's bookkeeping works on any tensor whose first axis indexes neurons.
         self.features = activations

@@ -50,8 +50,10 @@ class Selection:
 
     def prefix_weights(self, k: int) -> Tensor:
         """Tensor [N] (float64): uniform-average weights of the size-k prefix ``order[:k]``."""
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k must be an int, got {type(k).__name__} ({k!r})")
         if not 1 <= k <= self.n:
-            raise ValueError(f"k must be in 1..{self.n}, got {k}")
+            raise ValueError(f"k must be in 1..{self.n} (the selection's size), got {k}")
         c = torch.bincount(self.order[:k], minlength=self.n_candidates).to(torch.float64)
         return c / k
 
@@ -67,6 +69,16 @@ class Selection:
         weights=None,
     ) -> Selection:
         order = torch.as_tensor(order, dtype=torch.long).flatten().cpu()
+        if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n_candidates):
+            raise ValueError(
+                f"order must hold indices in [0, {n_candidates}) for n_candidates={n_candidates}, "
+                f"got range [{int(order.min())}, {int(order.max())}]"
+            )
+        losses = torch.as_tensor(losses, dtype=torch.float64).flatten().cpu()
+        if losses.numel() != order.numel():
+            raise ValueError(
+                f"losses must hold one loss per step ({order.numel()}), got {losses.numel()}"
+            )
         counts = torch.bincount(order, minlength=n_candidates)
         if weights is None:
             weights = counts.to(torch.float64) / max(1, order.numel())
@@ -74,7 +86,7 @@ class Selection:
             order=order,
             counts=counts,
             weights=torch.as_tensor(weights, dtype=torch.float64).cpu(),
-            losses=torch.as_tensor(losses, dtype=torch.float64).flatten().cpu(),
+            losses=losses,
             evaluations=int(evaluations),
             method=method,
         )

@@ -5,11 +5,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._checks import (
+    check_finite,
+    check_positive_int,
+    check_same_device,
+    check_same_dtype,
+    check_tensor,
+)
+
 __all__ = ["project_simplex", "solve_simplex_ls"]
 
 
 def project_simplex(v: Tensor) -> Tensor:
     """Euclidean projection of v [k] onto {w >= 0, sum w = 1} (sort-based, exact)."""
+    check_tensor("v", v, ndims=(1,))
+    check_finite("v", v)
     u, _ = torch.sort(v, descending=True)
     css = torch.cumsum(u, 0) - 1
     idx = torch.arange(1, v.numel() + 1, device=v.device, dtype=v.dtype)
@@ -33,7 +43,28 @@ def solve_simplex_ls(
     k x k Gram matrix, started from ``init`` (uniform if None). The best iterate is returned, so the
     result is never worse than ``init``.
     """
+    check_tensor("features", features, ndims=(2, 3))
+    check_tensor("target", target, ndims=(1, 2))
+    check_same_device(features=features, target=target)
+    check_same_dtype(features=features, target=target)
+    if tuple(target.shape) != tuple(features.shape[1:]):
+        raise ValueError(
+            f"target must have shape {tuple(features.shape[1:])} (features' shape without k), "
+            f"got {tuple(target.shape)}"
+        )
+    check_finite("features", features)
+    check_finite("target", target)
     k = features.shape[0]
+    if init is not None:
+        check_tensor("init", init, ndims=(1,))
+        if init.shape[0] != k:
+            raise ValueError(
+                f"init must have shape ({k},), one weight per row of features, got {tuple(init.shape)}"
+            )
+    max_iter = check_positive_int("max_iter", max_iter)
+    patience = check_positive_int("patience", patience)
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
     flat = features.reshape(k, -1)
     m = features.shape[1]
     gram = (flat @ flat.T) / m

@@ -61,6 +61,10 @@ class StackedObjective:
             raise ValueError(
                 f"all inputs must share the batch size {batch}, got {[tuple(t.shape) for t in self.inputs]}"
             )
+        if target is not None and not isinstance(target, Tensor):
+            raise TypeError(
+                f"target must be a torch.Tensor [B, ...] or None, got {type(target).__name__}"
+            )
         if target is not None and target.shape[0] != batch:
             raise ValueError(
                 f"target must have batch size {batch}, got shape {tuple(target.shape)}"
