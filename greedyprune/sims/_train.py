@@ -2,7 +2,8 @@
 
 The loop is generic: any ``nn.Module`` can be trained. A model that defines
 ``mean_field_lr_scales() -> [(parameter, multiplier), ...]`` gets per-parameter step sizes
-``lr * multiplier`` on the gradient (for a width-N mean-field layer the multiplier is N, so that
+``lr * multiplier`` on the gradient (a multiplier is a number or a tensor broadcastable to the
+parameter) (for a width-N mean-field layer the multiplier is N, so that
 each neuron moves at a width-independent speed); parameters it does not list get multiplier 1.
 A deep mean-field network reuses this loop by defining that method.
 
@@ -24,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["LOSSES", "lr_scales", "squared_loss", "train_mean_field"]
+__all__ = [
+    "LOSSES",
+    "lr_scales",
+    "squared_loss",
+    "train_many_mean_field",
+    "train_mean_field",
+]
 
 
 def squared_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -47,9 +54,16 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 def lr_scales(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
     """Each trainable parameter of ``model`` with its learning-rate multiplier (see module doc)."""
-    listed: dict[int, float] = {}
+    listed: dict[int, float | Tensor] = {}
     if hasattr(model, "mean_field_lr_scales"):
         for p, s in model.mean_field_lr_scales():
+            if isinstance(s, Tensor):
+                if not bool((s > 0).all()):
+                    raise ValueError(
+                        "mean_field_lr_scales gave a multiplier tensor with entries <= 0"
+                    )
+                listed[id(p)] = s
+                continue
             if not isinstance(s, (int, float)) or not s > 0:
                 raise ValueError(f"mean_field_lr_scales gave multiplier {s!r}; it must be > 0")
             listed[id(p)] = float(s)
@@ -152,7 +166,10 @@ def train_mean_field(
         with torch.no_grad():
             for p, s in groups:
                 if p.grad is not None:
-                    p.add_(p.grad, alpha=-lr * s)
+                    if isinstance(s, Tensor):
+                        p.sub_(p.grad * s, alpha=lr)
+                    else:
+                        p.add_(p.grad, alpha=-lr * s)
                 if weight_decay:
                     p.mul_(1.0 - lr * weight_decay)
                 if noise:
@@ -160,3 +177,68 @@ def train_mean_field(
                     p.add_(xi, alpha=math.sqrt(2.0 * lr * noise))
     history.append({"step": steps, "loss": full_loss()})
     return history
+
+
+class _Stack(nn.Module):
+    """K two-layer networks with shared input as one module: outputs ``[m, K]``.
+
+    The loss is the sum of the K networks' losses, so each network's gradient is the one it would
+    get alone; each neuron's learning-rate multiplier is its own network's width.
+    """
+
+    def __init__(self, nets):
+        super().__init__()
+        acts = {net.activation for net in nets}
+        if len(acts) != 1 or any(net.n_outputs is not None for net in nets):
+            raise ValueError("train_many_mean_field needs single-output nets with one activation")
+        self._act = nets[0]._act
+        self.a = nn.Parameter(torch.cat([net.a.detach() for net in nets]))
+        self.b = nn.Parameter(torch.cat([net.b.detach() for net in nets]))
+        widths = torch.tensor([net.width for net in nets], device=self.a.device)
+        owner = torch.repeat_interleave(torch.arange(len(nets), device=self.a.device), widths)
+        self.register_buffer("owner", owner)
+        self.register_buffer("widths", widths.to(self.a.dtype))
+        # [sumN, K]: neuron i contributes 1/N_k to its own network k; a dense GEMM is faster
+        # than a scatter for the few networks of a sweep
+        assign = torch.zeros(len(owner), len(nets), dtype=self.a.dtype, device=self.a.device)
+        assign[torch.arange(len(owner), device=owner.device), owner] = 1.0 / self.widths[owner]
+        self.register_buffer("assign", assign)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self._act(x @ self.a.T) * self.b) @ self.assign
+
+    def mean_field_lr_scales(self):
+        w = self.widths[self.owner]
+        return [(self.a, w[:, None]), (self.b, w)]
+
+
+def train_many_mean_field(nets, x: Tensor, y: Tensor, **kwargs) -> list[float]:
+    """Train several single-output two-layer nets on the same ``(x [m, d], y [m])`` at once.
+
+    Same result as calling ``train_mean_field(net, x, y, **kwargs)`` for each net with the
+    squared loss (up to floating-point summation order), in one batched loop. The nets are updated
+    in place; returns each net's final training loss. ``loss`` must not be passed.
+    """
+    nets = list(nets)
+    if not nets:
+        raise ValueError("nets is empty; pass at least one network")
+    if "loss" in kwargs:
+        raise ValueError("train_many_mean_field uses the squared loss; do not pass loss=")
+    if kwargs.get("batch_size") is not None or kwargs.get("noise"):
+        # mini-batches and noise would be shared across the nets, unlike separate runs
+        raise ValueError("train_many_mean_field supports full-batch noiseless training only")
+    stack = _Stack(nets)
+
+    def summed(out: Tensor, target: Tensor) -> Tensor:
+        return 0.5 * (out - target[:, None]).pow(2).mean(0).sum()
+
+    train_mean_field(stack, x, y, loss=summed, **kwargs)
+    start = 0
+    finals = []
+    with torch.no_grad():
+        for net in nets:
+            net.a.copy_(stack.a[start : start + net.width])
+            net.b.copy_(stack.b[start : start + net.width])
+            start += net.width
+            finals.append(float(squared_loss(net(x), y)))
+    return finals

@@ -1,0 +1,263 @@
+"""Presets of ``greedyprune verify two-layer`` and the resumable runner behind it.
+
+``quick`` is the demo (a few minutes on 2 CPU cores, small but honest); ``paper`` reproduces the
+authors' toy figure (log loss vs log n for n ~ 90-1000). Both hold two settings:
+
+- ``interior``: tanh, d = 5, teacher-student data (m = 10 points in ``quick``, 20 in ``paper``),
+  float64. The labels lie inside the hull of the pretrained network's features with a margin
+  that is large enough for the fast rate to show within the fitted n range (b_n stays bounded).
+  With m = 20 the slow regime lasts until n ~ 100, so ``quick`` (n <= 300) uses m = 10.
+- ``boundary``: ReLU, d = 5, m = 200. The feature cloud is thin in most of the 200 directions:
+  the labels are outside the hull or close to its boundary, Proposition B's conditions fail and
+  greedy's slope is about -1 or shallower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from greedyprune.runs import RunDir
+from greedyprune.theory import check, two_layer_claims
+
+from ._experiments import (
+    Setting,
+    bounds_experiment,
+    finetune_experiment,
+    random_weights_experiment,
+    rate_experiment,
+    regime_experiment,
+)
+
+__all__ = ["PRESETS", "Preset", "geometric_grid", "load_results", "verify_two_layer"]
+
+
+def geometric_grid(low: int, high: int, points: int) -> list[int]:
+    """About ``points`` integers spaced evenly in log between ``low`` and ``high`` (inclusive)."""
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= low <= high, got low={low}, high={high}")
+    return sorted({int(v) for v in np.rint(np.geomspace(low, high, points))})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a verify run does. Sizes are subnetwork sizes n.
+
+    settings: the settings (``interior`` first; extra experiments run on it only).
+    seeds: replicates. grid: sizes for the rate curves; fit_range: the n range of the slope fits.
+    gd_widths: widths trained from scratch. corrective_max: steps of the re-weighted variant.
+    bounds_n_max: greedy steps in the bounds experiment (every n is recorded).
+    random_widths / random_grid: the random-weight experiment. finetune_sizes / finetune_steps:
+    the fine-tune vs re-train experiment. regime_ms / regime_budgets / regime_n: the (m, budget)
+    map (empty ``regime_ms`` skips it).
+    """
+
+    name: str
+    settings: tuple[Setting, ...]
+    seeds: int
+    grid: tuple[int, ...]
+    fit_range: tuple[int, int]
+    gd_widths: tuple[int, ...]
+    corrective_max: int
+    bounds_n_max: int
+    random_widths: tuple[int, ...]
+    random_grid: tuple[int, ...]
+    finetune_sizes: tuple[int, ...]
+    finetune_steps: int
+    regime_ms: tuple[int, ...] = ()
+    regime_budgets: tuple[int, ...] = ()
+    regime_n: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def config(self, seeds: int | None = None, device: str = "cpu") -> dict:
+        """The run's config.json (what must match to resume)."""
+        cfg = asdict(self)
+        cfg["settings"] = [s.as_dict() for s in self.settings]
+        cfg["seeds"] = self.seeds if seeds is None else seeds
+        cfg["device"] = device
+        return cfg
+
+
+def _interior(width: int, steps: int, m: int) -> Setting:
+    return Setting(name="interior", activation="tanh", m=m, d=5, width=width, steps=steps)
+
+
+def _boundary(width: int, steps: int) -> Setting:
+    return Setting(name="boundary", activation="relu", m=200, d=5, width=width, steps=steps)
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        name="quick",
+        settings=(_interior(1000, 1000, m=10), _boundary(1000, 1000)),
+        seeds=3,
+        grid=tuple(geometric_grid(1, 300, 30)),
+        fit_range=(30, 300),
+        gd_widths=(30, 60, 120, 300),
+        corrective_max=21,
+        bounds_n_max=300,
+        random_widths=(100, 1000, 10000),
+        random_grid=tuple(geometric_grid(1, 300, 20)),
+        finetune_sizes=(10, 30, 100),
+        finetune_steps=300,
+    ),
+    "paper": Preset(
+        name="paper",
+        settings=(_interior(2000, 1500, m=20), _boundary(2000, 1500)),
+        seeds=8,
+        grid=tuple(geometric_grid(1, 1000, 50)),
+        fit_range=(90, 1000),
+        gd_widths=(90, 130, 190, 270, 390, 560, 800, 1000),
+        corrective_max=21,
+        bounds_n_max=1000,
+        random_widths=(100, 1000, 10000, 50000),
+        random_grid=tuple(geometric_grid(1, 1000, 30)),
+        finetune_sizes=(10, 30, 100, 300),
+        finetune_steps=500,
+        regime_ms=(10, 20, 50, 100),
+        regime_budgets=(300, 1500, 6000),
+        regime_n=300,
+    ),
+}
+
+
+def _units(preset: Preset, seeds: int, device):
+    """(unit id, thunk) pairs in run order: the main setting's seeds first."""
+    main = preset.settings[0]
+    for seed in range(seeds):
+        for s in preset.settings:
+            yield (
+                f"rate/{s.name}/{seed}",
+                lambda s=s, seed=seed: rate_experiment(
+                    s,
+                    seed,
+                    grid=preset.grid,
+                    gd_widths=preset.gd_widths,
+                    corrective_max=preset.corrective_max if s is main else 0,
+                    device=device,
+                ),
+            )
+            yield (
+                f"bounds/{s.name}/{seed}",
+                lambda s=s, seed=seed: bounds_experiment(
+                    s, seed, n_max=preset.bounds_n_max, device=device
+                ),
+            )
+        yield (
+            f"random_weights/{main.name}/{seed}",
+            lambda seed=seed: random_weights_experiment(
+                main, seed, widths=preset.random_widths, grid=preset.random_grid, device=device
+            ),
+        )
+        yield (
+            f"finetune/{main.name}/{seed}",
+            lambda seed=seed: finetune_experiment(
+                main, seed, sizes=preset.finetune_sizes, steps=preset.finetune_steps, device=device
+            ),
+        )
+        if preset.regime_ms:
+            yield (
+                f"regime/{main.name}/{seed}",
+                lambda seed=seed: regime_experiment(
+                    main,
+                    seed,
+                    ms=preset.regime_ms,
+                    budgets=preset.regime_budgets,
+                    n=preset.regime_n,
+                    device=device,
+                ),
+            )
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str):
+    """Run torch on one CPU thread inside the block (restored after).
+
+    Every tensor here is small (m <= a few hundred points, N <= 10^4 neurons), so an op takes
+    microseconds and OpenMP's synchronisation between threads costs more than it saves: with
+    OMP_NUM_THREADS=2 on a busy 2-core machine training ran 10-30x slower than on one thread.
+    """
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not known; pass one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def load_results(out: str | os.PathLike) -> pd.DataFrame:
+    """The results table of a run folder."""
+    p = Path(out) / "results.csv"
+    if not p.exists():
+        raise FileNotFoundError(
+            f"no results.csv in {str(out)!r}; run `greedyprune verify two-layer`"
+        )
+    return pd.read_csv(p)
+
+
+def verify_two_layer(
+    preset: str | Preset = "quick",
+    out: str | os.PathLike = "runs/two_layer",
+    *,
+    seeds: int | None = None,
+    device: str = "cpu",
+    progress: bool | None = None,
+    n_boot: int = 1000,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run a preset into the folder ``out`` (resuming finished units) and judge the claims.
+
+    Writes ``out/config.json``, ``out/results.csv`` (long format, one row per measurement) and
+    ``out/verdicts.csv``. ``seeds`` overrides the preset's number of replicates; ``device`` is
+    where tensors live (``"cpu"`` or ``"cuda"``). Returns ``(results, verdicts)``.
+    """
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if not isinstance(p, Preset):
+        raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no CUDA device is available; pass --device cpu")
+    k = p.seeds if seeds is None else seeds
+    run = RunDir(out, p.config(k, device))
+    done = run.done_units()
+    todo = [(u, fn) for u, fn in _units(p, k, device) if u not in done]
+    bar = tqdm(
+        todo, desc=f"two-layer {p.name}", disable=(None if progress is None else not progress)
+    )
+    with _one_cpu_thread(device):
+        for unit, fn in bar:
+            bar.set_postfix_str(unit)
+            run.append(unit, fn())
+    results = run.read()
+    verdicts = judge(results, p, n_boot=n_boot)
+    run.write_table(verdicts, "verdicts")
+    return results, verdicts
+
+
+def judge(results: pd.DataFrame, preset: Preset, *, n_boot: int = 1000) -> pd.DataFrame:
+    """The verdict table of a preset's results (see ``greedyprune.theory.check``)."""
+    main = preset.settings[0]
+    claims = two_layer_claims(corrective_range=(1, main.m))
+    return check(results, claims, n_range=preset.fit_range, n_boot=n_boot)
+
+
+def with_overrides(preset: Preset, **changes) -> Preset:
+    """A copy of ``preset`` with fields replaced (for tests and notebooks)."""
+    return replace(preset, **changes)

@@ -1,0 +1,32 @@
+"""The paper's claims as data, rate fits with confidence intervals, bound constants, verdicts.
+
+``theory`` reads result tables and tensors; it never trains. The pieces other front ends use:
+
+- :class:`Claim` and :func:`check` (results table + claims -> verdict table),
+- :func:`fit_rate` (log-log or exponential slope over a stated n range, bootstrap CI over seeds),
+- :func:`slope_difference_interval` (paired comparison of two curves' slopes),
+- :func:`register_condition` (add a condition a claim can require).
+"""
+
+from ._bounds import b_n, bound_constants, fast_rate_envelope, hull_membership, margin_estimate
+from ._check import CONDITIONS, VERDICTS, check, register_condition
+from ._claims import FORMS, Claim, two_layer_claims
+from ._fit import RateFit, fit_rate, slope_difference_interval
+
+__all__ = [
+    "CONDITIONS",
+    "FORMS",
+    "VERDICTS",
+    "Claim",
+    "RateFit",
+    "b_n",
+    "bound_constants",
+    "check",
+    "fast_rate_envelope",
+    "fit_rate",
+    "hull_membership",
+    "margin_estimate",
+    "register_condition",
+    "slope_difference_interval",
+    "two_layer_claims",
+]

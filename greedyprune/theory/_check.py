@@ -1,0 +1,337 @@
+"""Turn a long-format results table and a list of claims into verdicts.
+
+Verdicts: ``holds``, ``fails``, ``inconclusive`` (the interval straddles the threshold: more seeds
+would decide), ``conditions not met`` (the claim does not apply in this setting; the reason says
+which condition failed, and the measured slope is still reported) and ``no data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._claims import Claim
+from ._fit import fit_rate, slope_difference_interval
+
+__all__ = ["CONDITIONS", "VERDICTS", "check", "register_condition"]
+
+VERDICTS = ("holds", "fails", "inconclusive", "conditions not met", "no data")
+
+Condition = Callable[[pd.DataFrame, tuple[float, float] | None], tuple[bool | None, str]]
+
+
+def _target_in_hull(rows: pd.DataFrame, n_range) -> tuple[bool | None, str]:
+    sel = rows[(rows.get("experiment") == "bounds") & (rows.get("target") == "y")]
+    if sel.empty or "in_hull" not in sel:
+        return None, "no bounds rows toward y to test hull membership"
+    per_seed = sel.groupby("seed")["in_hull"].min()
+    if per_seed.isna().any():
+        return None, f"the hull LP did not finish in {int(per_seed.isna().sum())} seeds"
+    bad = int((per_seed < 1).sum())
+    if bad:
+        res = sel.groupby("seed")["lp_residual"].max().max()
+        return False, (
+            f"y lies outside the hull of the features in {bad} of {per_seed.size} seeds "
+            f"(LP residual up to {res:.2g} of max|y|)"
+        )
+    return True, f"y inside the hull in all {per_seed.size} seeds (LP)"
+
+
+def _b_n_bounded(rows: pd.DataFrame, n_range) -> tuple[bool | None, str]:
+    sel = rows[
+        (rows.get("experiment") == "bounds")
+        & (rows.get("target") == "y")
+        & (rows.get("method") == "greedy")
+    ]
+    if sel.empty or "b_n" not in sel:
+        return None, "no b_n rows toward y"
+    try:
+        fit = fit_rate(sel["n"], sel["b_n"], seed=sel["seed"], n_range=n_range, n_boot=500)
+    except ValueError as exc:
+        return None, f"b_n growth could not be fitted ({exc})"
+    # bounded b_n (interior) fits an exponent near 0; a boundary target gives about 1/2
+    ok = fit.slope <= 0.25
+    return ok, (
+        f"b_n = n ||f_n - y|| grows like n^{fit.slope:.2f} over n={fit.n_min}..{fit.n_max}"
+        + (" (bounded: interior)" if ok else " (unbounded: y on or near the hull's boundary)")
+    )
+
+
+CONDITIONS: dict[str, Condition] = {
+    "target_in_hull": _target_in_hull,
+    "b_n_bounded": _b_n_bounded,
+}
+
+
+def register_condition(name: str, fn: Condition) -> None:
+    """Add a condition usable in ``Claim.conditions``.
+
+    ``fn(rows, n_range) -> (ok, reason)``: ``rows`` are all result rows of one setting; ``ok`` is
+    True/False, or None when the rows cannot decide (the claim is then judged anyway).
+    """
+    if not isinstance(name, str) or not callable(fn):
+        raise TypeError("register_condition(name: str, fn: callable)")
+    CONDITIONS[name] = fn
+
+
+def _rows(df: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    sel = df[(df["experiment"] == claim.experiment) & (df["method"] == method)]
+    for col, val in claim.where.items():
+        if col not in sel:
+            return sel.iloc[0:0]
+        sel = sel[sel[col] == val]
+    return sel
+
+
+def _judge_interval(lo: float, hi: float, threshold: float, below: bool) -> str:
+    """holds if the interval lies on the wanted side of threshold, fails if on the other."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if below:
+        return "holds" if hi <= threshold else ("fails" if lo > threshold else "inconclusive")
+    return "holds" if lo >= threshold else ("fails" if hi < threshold else "inconclusive")
+
+
+def _seed_bootstrap(values: pd.Series, seeds: pd.Series, n_boot: int, rng: int):
+    """Mean over seeds of per-seed means, with a percentile interval from re-sampled seeds."""
+    per_seed = values.groupby(seeds.to_numpy()).mean().to_numpy()
+    est = float(per_seed.mean())
+    if per_seed.size < 2:
+        return est, np.nan, np.nan
+    gen = np.random.default_rng(rng)
+    boots = per_seed[gen.integers(0, per_seed.size, size=(n_boot, per_seed.size))].mean(1)
+    return est, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+def _evaluate(df, claim: Claim, n_range, n_boot: int) -> dict:
+    rng = claim.n_range or n_range
+    rows = _rows(df, claim, claim.method)
+    out = dict(measured_slope=np.nan, ci_low=np.nan, ci_high=np.nan, n_min=np.nan, n_max=np.nan)
+    if rows.empty or claim.metric not in rows:
+        return dict(out, verdict="no data", reason=f"no rows for {claim.experiment}/{claim.method}")
+    out["n_seeds"] = int(rows["seed"].nunique())
+
+    def power(r, form="power"):
+        return fit_rate(
+            r["n"], r[claim.metric], seed=r["seed"], n_range=rng, form=form, n_boot=n_boot
+        )
+
+    try:
+        if claim.form in ("power", "exponential", "bound"):
+            try:
+                fit = power(rows, "power" if claim.form != "exponential" else "exponential")
+            except ValueError:
+                # a bound is checked row by row: a slope that cannot be fitted is only not shown
+                if claim.form != "bound":
+                    raise
+            else:
+                out.update(
+                    measured_slope=fit.slope,
+                    ci_low=fit.ci_low,
+                    ci_high=fit.ci_high,
+                    n_min=fit.n_min,
+                    n_max=fit.n_max,
+                )
+        if claim.form == "power":
+            p, tol = claim.predicted_slope, claim.tolerance
+            if claim.direction == "at_most":
+                verdict = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
+                rule = f"interval <= {p + tol:.2f}"
+            elif claim.direction == "at_least":
+                verdict = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
+                rule = f"interval >= {p - tol:.2f}"
+            else:
+                lo_ok = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
+                hi_ok = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
+                verdict = (
+                    "holds"
+                    if lo_ok == hi_ok == "holds"
+                    else "fails"
+                    if "fails" in (lo_ok, hi_ok)
+                    else "inconclusive"
+                )
+                rule = f"interval within {p - tol:.2f}..{p + tol:.2f}"
+            return dict(out, verdict=verdict, reason=f"{rule} ({fit.ci_method} bootstrap)")
+        if claim.form == "exponential":
+            pw = power(rows, "power")
+            better = fit.r2 > pw.r2
+            if fit.ci_high < 0 and better:
+                verdict = "holds"
+            elif not better or fit.ci_low >= 0:
+                verdict = "fails"
+            else:
+                verdict = "inconclusive"
+            return dict(
+                out,
+                verdict=verdict,
+                reason=f"log-loss slope per neuron; R^2 exponential {fit.r2:.3f} vs power {pw.r2:.3f}",
+            )
+        if claim.form == "bound":
+            sel = rows if rng is None else rows[(rows["n"] >= rng[0]) & (rows["n"] <= rng[1])]
+            ratio = (sel[claim.metric] / sel[claim.bound_column]).to_numpy()
+            in_range = f"{np.nanmax(ratio):.3g} in the fit range" if ratio.size else "none in range"
+            all_rows = rows[claim.metric] / rows[claim.bound_column]
+            worst_all = float(np.nanmax(all_rows.to_numpy()))
+            verdict = "holds" if worst_all <= 1 + 1e-9 else "fails"
+            return dict(
+                out,
+                verdict=verdict,
+                reason=(
+                    f"max {claim.metric}/{claim.bound_column} = {worst_all:.3g} over all "
+                    f"{len(rows)} rows ({in_range})"
+                ),
+            )
+        if claim.form == "faster_than":
+            other = _rows(df, claim, claim.versus)
+            if other.empty:
+                return dict(out, verdict="no data", reason=f"no rows for {claim.versus}")
+            a, b = power(rows), power(other)
+            lo, hi = slope_difference_interval(
+                (rows["n"], rows[claim.metric], rows["seed"]),
+                (other["n"], other[claim.metric], other["seed"]),
+                n_range=rng,
+                n_boot=n_boot,
+            )
+            out.update(
+                measured_slope=a.slope,
+                ci_low=a.ci_low,
+                ci_high=a.ci_high,
+                n_min=a.n_min,
+                n_max=a.n_max,
+            )
+            verdict = _judge_interval(lo, hi, 0.0, below=True)
+            return dict(
+                out,
+                verdict=verdict,
+                reason=(
+                    f"slope {a.slope:.2f} vs {claim.versus} {b.slope:.2f} [{b.ci_low:.2f}, "
+                    f"{b.ci_high:.2f}]; difference interval [{lo:.2f}, {hi:.2f}]"
+                ),
+            )
+        if claim.form == "less_than":
+            other = _rows(df, claim, claim.versus)
+            keys = ["n", "seed"]
+            merged = rows[[*keys, claim.metric]].merge(
+                other[[*keys, claim.metric]], on=keys, suffixes=("_a", "_b")
+            )
+            if rng is not None:
+                merged = merged[(merged["n"] >= rng[0]) & (merged["n"] <= rng[1])]
+            if merged.empty:
+                return dict(out, verdict="no data", reason=f"no paired rows with {claim.versus}")
+            lr = np.log(merged[f"{claim.metric}_a"]) - np.log(merged[f"{claim.metric}_b"])
+            est, lo, hi = _seed_bootstrap(lr, merged["seed"], n_boot, 0)
+            out.update(n_min=int(merged["n"].min()), n_max=int(merged["n"].max()))
+            verdict = _judge_interval(lo, hi, 0.0, below=True)
+            return dict(
+                out,
+                verdict=verdict,
+                reason=(
+                    f"{claim.metric} ratio {claim.method}/{claim.versus} = {np.exp(est):.3g} "
+                    f"[{np.exp(lo):.3g}, {np.exp(hi):.3g}] (geometric mean over n and seeds)"
+                ),
+            )
+        if claim.form == "decreasing":
+            last = rows[rows["n"] == rows.groupby(claim.by)["n"].transform("max")]
+            fit = fit_rate(last[claim.by], last[claim.metric], seed=last["seed"], n_boot=n_boot)
+            out.update(
+                measured_slope=fit.slope,
+                ci_low=fit.ci_low,
+                ci_high=fit.ci_high,
+                n_min=int(last["n"].min()),
+                n_max=int(last["n"].max()),
+            )
+            verdict = _judge_interval(fit.ci_low, fit.ci_high, 0.0, below=True)
+            return dict(
+                out,
+                verdict=verdict,
+                reason=(
+                    f"final {claim.metric} ~ {claim.by}^{fit.slope:.2f} over {claim.by}="
+                    f"{int(last[claim.by].min())}..{int(last[claim.by].max())}"
+                ),
+            )
+    except ValueError as exc:
+        return dict(out, verdict="no data", reason=str(exc))
+    raise AssertionError(claim.form)  # pragma: no cover - Claim validates form
+
+
+def check(
+    results: pd.DataFrame,
+    claims: Sequence[Claim],
+    *,
+    n_range: tuple[float, float] | None = None,
+    conditions: Mapping[str, Condition] | None = None,
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """Verdicts for ``claims`` on ``results``, one row per (claim, setting).
+
+    results: long format with at least ``experiment, method, n, seed`` and the claims' metric
+        columns; an optional ``setting`` column splits the table (each setting judged apart).
+    claims: the :class:`Claim` list. n_range: default fit range ``(low, high)`` (a claim's own
+        ``n_range`` wins). conditions: extra or replacement condition functions by name.
+    n_boot: bootstrap re-samples for the intervals.
+
+    Returns a DataFrame with columns ``claim, setting, statement, form, predicted_slope,
+    measured_slope, ci_low, ci_high, n_min, n_max, n_seeds, verdict, reason``. A claim whose
+    condition fails gets "conditions not met" and the failing conditions in ``reason``; its
+    measured slope is still reported.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+    missing = {"experiment", "method", "n", "seed"} - set(results.columns)
+    if missing:
+        raise ValueError(f"results lacks the columns {sorted(missing)}; pass the long-format table")
+    conds = dict(CONDITIONS, **(conditions or {}))
+    for c in claims:
+        if not isinstance(c, Claim):
+            raise TypeError(f"claims must be Claim objects, got {type(c).__name__}")
+        for name in c.conditions:
+            if name not in conds:
+                raise ValueError(f"claim {c.id!r} names unknown condition {name!r}; register it")
+    df = results if "setting" in results else results.assign(setting="default")
+    out = []
+    for setting, rows in df.groupby("setting", sort=False):
+        for claim in claims:
+            # a method that was not run in this setting (by design) gets no row, not "no data"
+            if _rows(rows, claim, claim.method).empty or (
+                claim.versus and _rows(rows, claim, claim.versus).empty
+            ):
+                continue
+            res = _evaluate(rows, claim, n_range, n_boot)
+            failed, notes = [], []
+            for name in claim.conditions:
+                ok, why = conds[name](rows, claim.n_range or n_range)
+                (failed if ok is False else notes).append(f"{name}: {why}")
+            if failed and res["verdict"] != "no data":
+                res["reason"] = "; ".join(failed) + f" | measured: {res['reason']}"
+                res["verdict"] = "conditions not met"
+            elif notes:
+                res["reason"] = res["reason"] + " | " + "; ".join(notes)
+            out.append(
+                dict(
+                    claim=claim.id,
+                    setting=setting,
+                    statement=claim.statement,
+                    form=claim.form,
+                    predicted_slope=claim.predicted_slope,
+                    n_seeds=res.pop("n_seeds", 0),
+                    **res,
+                )
+            )
+    cols = [
+        "claim",
+        "setting",
+        "statement",
+        "form",
+        "predicted_slope",
+        "measured_slope",
+        "ci_low",
+        "ci_high",
+        "n_min",
+        "n_max",
+        "n_seeds",
+        "verdict",
+        "reason",
+    ]
+    return pd.DataFrame(out, columns=cols)

@@ -1,0 +1,188 @@
+"""The paper's claims as data: what is asserted, under which conditions, with which rate.
+
+A :class:`Claim` says which rows of a long-format results table it is about (``experiment``,
+``method``, ``metric``) and how to judge them (``form``). :func:`greedyprune.theory.check` turns a
+results table and a list of claims into verdicts. Claims for other front ends (deep networks) are
+built the same way; the forms below are the whole vocabulary.
+
+Forms
+-----
+``"power"``        ``metric ~ C n^slope``; ``direction`` says how to compare with ``predicted_slope``:
+                   ``"at_most"`` (as steep as predicted or steeper: holds when the whole interval is
+                   <= predicted + tolerance), ``"at_least"`` (no steeper: interval >=
+                   predicted - tolerance) or ``"about"`` (interval within predicted +- tolerance).
+``"exponential"``  ``log metric`` falls linearly in n: the exponential fit's slope interval is < 0
+                   and it fits better (higher R^2) than a power law over the same range.
+``"bound"``        ``metric <= bound_column`` on every row (a deterministic inequality).
+``"faster_than"``  the power slope of ``method`` is below that of ``versus`` (paired bootstrap
+                   over seeds of the difference).
+``"less_than"``    ``metric`` of ``method`` is below that of ``versus`` at the same (n, seed): the
+                   mean log ratio's interval is < 0.
+``"decreasing"``   the metric at the largest n falls as the column ``by`` grows (power slope of
+                   the metric against ``by`` has an interval < 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["FORMS", "Claim", "two_layer_claims"]
+
+FORMS = ("power", "exponential", "bound", "faster_than", "less_than", "decreasing")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable statement.
+
+    id: short name (a row of the verdict table). statement: the claim in words.
+    source: where it comes from (paper, THEORY.md section, related work).
+    experiment, method, metric: the rows and column it is about.
+    form, direction, predicted_slope, tolerance: how it is judged (see the module doc).
+    versus: the other method for ``faster_than`` / ``less_than``.
+    bound_column: the column holding the bound for ``bound``. by: the column for ``decreasing``.
+    conditions: names of conditions (see ``greedyprune.theory.CONDITIONS``) that must hold in a
+        setting for the claim to apply there; otherwise the verdict is "conditions not met".
+    n_range: the n range of the fit (None: the range passed to ``check``).
+    where: extra equality filters on the rows, e.g. ``{"target": "f_N"}``.
+    """
+
+    id: str
+    statement: str
+    experiment: str
+    method: str
+    metric: str = "loss_train"
+    form: str = "power"
+    direction: str = "at_most"
+    predicted_slope: float | None = None
+    tolerance: float = 0.4
+    versus: str | None = None
+    bound_column: str | None = None
+    by: str | None = None
+    conditions: tuple[str, ...] = ()
+    n_range: tuple[float, float] | None = None
+    where: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self):
+        if self.form not in FORMS:
+            raise ValueError(f"Claim {self.id!r}: form={self.form!r}; pass one of {FORMS}")
+        if self.direction not in ("at_most", "at_least", "about"):
+            raise ValueError(
+                f"Claim {self.id!r}: direction={self.direction!r}; pass at_most, at_least or about"
+            )
+        if self.form == "power" and self.predicted_slope is None:
+            raise ValueError(f"Claim {self.id!r}: a power claim needs predicted_slope")
+        if self.form in ("faster_than", "less_than") and not self.versus:
+            raise ValueError(f"Claim {self.id!r}: form {self.form!r} needs versus=<method>")
+        if self.form == "bound" and not self.bound_column:
+            raise ValueError(f"Claim {self.id!r}: form 'bound' needs bound_column")
+        if self.form == "decreasing" and not self.by:
+            raise ValueError(f"Claim {self.id!r}: form 'decreasing' needs by=<column>")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> list[Claim]:
+    """The claims checked by ``greedyprune verify two-layer`` (see docs/two_layer.md).
+
+    corrective_range: n range of the exponential fit of the re-weighted variant (it reaches the
+    floor of exact interpolation after about m + 1 picks, so its range is short).
+    """
+    return [
+        Claim(
+            "prop_a_bound_fN",
+            "greedy toward f_N: e_n <= D^2 / n for every n",
+            "bounds",
+            "greedy",
+            metric="e_n",
+            form="bound",
+            bound_column="bound_D2_over_n",
+            predicted_slope=-1.0,
+            where={"target": "f_N"},
+            source="Proposition A (THEORY.md); the paper's O(1/n) rate",
+        ),
+        Claim(
+            "prop_a_bound_y",
+            "greedy toward the labels y: e_n <= D^2 / n for every n (needs y in the hull)",
+            "bounds",
+            "greedy",
+            metric="e_n",
+            form="bound",
+            bound_column="bound_D2_over_n",
+            predicted_slope=-1.0,
+            where={"target": "y"},
+            conditions=("target_in_hull",),
+            source="Proposition A (THEORY.md)",
+        ),
+        Claim(
+            "greedy_fast_rate",
+            "greedy from a pretrained net: training loss ~ n^-2",
+            "rate",
+            "greedy_pretrained",
+            predicted_slope=-2.0,
+            tolerance=0.4,
+            direction="at_most",
+            conditions=("target_in_hull", "b_n_bounded"),
+            source="the paper's O(1/n^2) theorem; Proposition B (THEORY.md)",
+        ),
+        Claim(
+            "gd_scratch_rate",
+            "GD from scratch at the same budget: loss falls no faster than ~1/n",
+            "rate",
+            "gd_scratch",
+            predicted_slope=-1.0,
+            tolerance=0.3,
+            direction="at_least",
+            source="mean-field rates, the paper's contrast (THEORY.md)",
+        ),
+        Claim(
+            "greedy_faster_than_gd",
+            "greedy's log-log slope is steeper than GD from scratch's",
+            "rate",
+            "greedy_pretrained",
+            form="faster_than",
+            versus="gd_scratch",
+            source="the authors' toy figure (PAPER.md)",
+        ),
+        Claim(
+            "random_subset_rate",
+            "random subsets (with replacement) toward f_N: E e_n = B_var / n, slope -1",
+            "rate",
+            "random_subset",
+            metric="discrepancy",
+            predicted_slope=-1.0,
+            tolerance=0.25,
+            direction="about",
+            source="Proposition A, random version (THEORY.md)",
+        ),
+        Claim(
+            "corrective_exponential",
+            "re-weighted greedy: log loss falls linearly in n (exponential rate)",
+            "rate",
+            "greedy_corrective",
+            form="exponential",
+            n_range=corrective_range,
+            source="Ye, Wu, Liu 2020; fully-corrective Frank-Wolfe",
+        ),
+        Claim(
+            "random_weights_floor",
+            "greedy from random-weight nets: the loss floor falls as N grows",
+            "random_weights",
+            "greedy_random",
+            form="decreasing",
+            by="N",
+            source="THEORY.md, random-weight networks",
+        ),
+        Claim(
+            "finetune_beats_retrain",
+            "fine-tuning the greedy subnetwork beats re-training it from scratch (same budget)",
+            "finetune",
+            "greedy_finetuned",
+            metric="loss_test",
+            form="less_than",
+            versus="gd_retrain",
+            source="the paper's advice",
+        ),
+    ]
