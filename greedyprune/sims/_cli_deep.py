@@ -1,0 +1,95 @@
+"""``greedyprune verify deep``: layer-wise greedy selection in deep mean-field networks.
+
+Thin: parse, call :func:`greedyprune.sims._deep_experiments.run_deep`, print the verdicts and the
+accuracy (or test-loss) table. Library errors propagate to ``greedyprune.cli``, which turns them
+into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r} must list integers >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default="quick",
+        help="quick: a few minutes on 2 CPU cores; paper: the numbers in docs/deep.md",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("teacher", "mnist1d", "digits"),
+        default="teacher",
+        help="deep teacher-student regression, MNIST-1D (generated offline) or sklearn digits",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default runs/deep-PRESET-DATA); an interrupted run resumes",
+    )
+    parser.add_argument("--seeds", type=_seeds, default=None, help="override the preset's seeds")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the networks (default cpu)"
+    )
+    parser.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def run(args) -> int:
+    import pandas as pd
+    import torch
+
+    from ._deep_experiments import deep_preset, run_deep
+
+    setting, seeds = deep_preset(args.preset, args.data)
+    if args.seeds is not None:
+        seeds = args.seeds
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {args.device!r} is not a torch device; pass cpu or cuda"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is present; pass cpu")
+    out = Path(args.out) if args.out else Path("runs") / f"deep-{args.preset}-{args.data}"
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    _results, verdicts, summary = run_deep(
+        setting, seeds, out, preset=args.preset, device=device, progress=args.progress, log=log
+    )
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        table = summary[summary["experiment"] != "reference"].pivot_table(
+            index="n", columns="method", values="mean"
+        )
+        metric = summary["metric"].iloc[0] if not summary.empty else "metric"
+        print(f"\n{metric} (mean over {len(seeds)} seed(s)) by size per layer n:")
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        ref = summary[summary["experiment"] == "reference"]
+        for _, row in ref.iterrows():
+            print(f"{row['method']} (width {setting.width}): {metric} = {row['mean']:.4g}")
+        print("\nverdicts:")
+        cols = ["claim", "measured_slope", "ci_low", "ci_high", "verdict"]
+        print(verdicts[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"\nresults in {out} ({time.perf_counter() - t0:.1f}s)")
+    return 0

@@ -1,0 +1,267 @@
+"""Layer-wise greedy forward selection in a deep mean-field network, from the input to the output.
+
+Layer l is selected with the layers below it already pruned. Two objectives score a candidate:
+
+- ``"local"`` (imitation): make the next layer's pre-activations (the output, for the last hidden
+  layer) match the full network's, in squared loss. Neuron i of layer l contributes the rank-one
+  feature ``phi_i = h_i (x) W^{l+1}_{:, i}``: its activation on the data times its outgoing
+  weights, so :class:`~greedyprune.select.FactoredSquaredLoss` scores all candidates with matrix
+  products and never builds the ``[N, m, N_{l+1}]`` tensor.
+- ``"global"``: the training loss of the whole network with the candidate added. The activations
+  below layer l are computed once; the layers above run once on the stacked candidates
+  (:class:`~greedyprune.select.StackedObjective`, the mechanism the CNN front end uses too).
+
+Baselines reuse the same bookkeeping: ``"random"`` (a uniform subset per layer) and
+``"magnitude"`` (the neurons with the largest contribution norm ``||h_i|| ||W^{l+1}_{:, i}||``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from greedyprune.select import (
+    FactoredSquaredLoss,
+    Selection,
+    StackedObjective,
+    greedy_select,
+    magnitude,
+    make_generator,
+    random_subset,
+)
+
+from ._deep import DeepMeanFieldNet
+
+__all__ = ["METHODS", "LayerwiseResult", "layerwise_select", "per_sample_loss"]
+
+METHODS = ("local", "global", "random", "magnitude")
+
+
+def per_sample_loss(loss: str, output: Tensor, target: Tensor) -> Tensor:
+    """Per-sample loss ``[B]``: ``"squared"`` (``||f - y||^2 / 2`` over outputs) or ``"cross_entropy"``.
+
+    output: ``[B, c]``; target: ``[B, c]`` (squared) or integer labels ``[B]`` (cross-entropy).
+    """
+    if loss == "squared":
+        if target.shape != output.shape:
+            # broadcasting [B, 1] against [B] would silently compare every pair of samples
+            raise ValueError(
+                f"the squared loss needs targets shaped like the outputs {tuple(output.shape)}, "
+                f"got {tuple(target.shape)}; reshape y to [m, c] (e.g. y[:, None])"
+            )
+        return 0.5 * (output - target).pow(2).reshape(output.shape[0], -1).sum(1)
+    if loss == "cross_entropy":
+        return F.cross_entropy(output, target, reduction="none")
+    raise ValueError(f"loss={loss!r} is not known; pass 'squared' or 'cross_entropy'")
+
+
+@dataclass
+class LayerwiseResult:
+    """What :func:`layerwise_select` returns.
+
+    selections: one :class:`~greedyprune.select.Selection` per hidden layer (input first); its
+        ``losses`` are that layer's objective (local imitation or global loss) after each step.
+    counts: per hidden layer a LongTensor ``[N_l]``: how often each neuron was picked.
+    network: the compact subnetwork (a :class:`DeepMeanFieldNet` of the kept widths).
+    """
+
+    selections: list[Selection]
+    counts: list[Tensor]
+    network: DeepMeanFieldNet
+    info: dict = field(default_factory=dict)
+
+    @property
+    def widths(self) -> list[int]:
+        """Distinct neurons kept per hidden layer."""
+        return self.network.widths
+
+    def gates(self, net: DeepMeanFieldNet) -> list[Tensor]:
+        """Per-layer gates ``N_l * counts_l / sum(counts_l)`` that make ``net`` compute the subnetwork."""
+        out = []
+        for c, b in zip(self.counts, net.biases):
+            c = c.to(device=b.device, dtype=b.dtype)
+            out.append(c * (c.numel() / c.sum()))
+        return out
+
+
+def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> list[int]:
+    if isinstance(sizes, bool):
+        raise TypeError(f"{name} must be an int or a list of ints, got {sizes!r}")
+    if sizes is None:
+        sizes = list(widths)
+    elif isinstance(sizes, int):
+        sizes = [sizes] * len(widths)
+    else:
+        sizes = list(sizes)
+    if len(sizes) != len(widths):
+        raise ValueError(
+            f"{name} must give one size per hidden layer ({len(widths)}), got {len(sizes)}"
+        )
+    for l, (n, N) in enumerate(zip(sizes, widths)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name}[{l}]={n!r} must be an int >= 1")
+        if not replacement and n > N:
+            raise ValueError(
+                f"{name}[{l}]={n} exceeds layer {l + 1}'s {N} neurons; without replacement pass "
+                f"at most {N}"
+            )
+    return sizes
+
+
+def _local_objective(
+    net: DeepMeanFieldNet, x: Tensor, layer: int, gates: list, max_bytes: int
+) -> FactoredSquaredLoss:
+    """Imitate the full network's pre-activation of layer ``layer + 1`` (0-based hidden index)."""
+    with torch.no_grad():
+        h_pruned = net.hidden(x, layer + 1, gates)  # [m, N_l]
+        h_full = net.hidden(x, layer + 1)
+        w_out = net.weights[layer + 1].detach()  # [N_{l+1} or c, N_l]
+        target = h_full @ w_out.T / net.widths[layer]
+    return FactoredSquaredLoss(
+        h_pruned.T.contiguous(), w_out.T.contiguous(), target, max_bytes=max_bytes
+    )
+
+
+def _global_objective(
+    net: DeepMeanFieldNet,
+    x: Tensor,
+    y: Tensor,
+    layer: int,
+    gates: list,
+    loss: str,
+    max_bytes: int,
+) -> StackedObjective:
+    with torch.no_grad():
+        h = net.hidden(x, layer + 1, gates)  # cached once: everything below the layer
+    batch = h.shape[0]
+    above = list(gates)
+
+    def forward(stacked: Tensor, cand_gates: Tensor) -> Tensor:
+        # Gate the stacked copies in place of a [K*B, N] per-sample gate tensor.
+        k = cand_gates.shape[0]
+        gated = (stacked.view(k, batch, -1) * cand_gates.unsqueeze(1)).view(k * batch, -1)
+        g = list(above)
+        g[layer] = None
+        return net.forward_from(gated, layer + 1, g)
+
+    return StackedObjective(
+        h,
+        forward,
+        lambda out, t: per_sample_loss(loss, out, t),
+        net.widths[layer],
+        target=y,
+        scale=float(net.widths[layer]),
+        max_bytes=max_bytes,
+    )
+
+
+def layerwise_select(
+    net: DeepMeanFieldNet,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    method: str = "local",
+    sizes: int | Sequence[int] | None = None,
+    tol: float | None = None,
+    replacement: bool = True,
+    loss: str = "squared",
+    candidates=None,
+    batch_size: int | None = None,
+    generator: torch.Generator | int | None = None,
+    max_bytes: int = 256 * 2**20,
+    progress: bool = False,
+) -> LayerwiseResult:
+    """Select the neurons of every hidden layer of ``net``, from the input to the output.
+
+    net: the (pretrained or random) network; it is not modified.
+    x: ``[m, d]`` data the objectives are measured on; y: targets (``[m, c]`` for the squared loss,
+        labels ``[m]`` for cross-entropy), needed by ``method="global"``.
+    method: ``"local"``, ``"global"``, ``"random"`` or ``"magnitude"`` (module docstring).
+    sizes: steps per hidden layer (an int for all, or one per layer); None: the layer's width.
+        With ``replacement`` a neuron can be picked again, so the kept width can be smaller.
+    tol: per-layer early stop by loss tolerance (greedy methods only). Local: stop once the
+        imitation loss is at most ``tol`` times the loss of the empty layer, ``||target||^2 / 2``.
+        Global: stop once the loss is at most ``(1 + tol)`` times the loss with this layer unpruned
+        (the layers below already pruned). ``sizes`` is then the largest size allowed.
+    replacement: True is the theory's version; False never picks a neuron twice (the authors').
+    loss: ``"squared"`` or ``"cross_entropy"``, for the global objective.
+    candidates: candidates scored per step (see :func:`greedyprune.select.greedy_select`).
+    batch_size: score the global objective on this many data points drawn once per layer (the
+        authors use a mini-batch); None uses all of ``x``.
+    generator: seed or generator for random subsets, candidate draws and batches.
+    Returns a :class:`LayerwiseResult`.
+    """
+    if not isinstance(net, DeepMeanFieldNet):
+        raise TypeError(f"net must be a DeepMeanFieldNet, got {type(net).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not known; pass one of {list(METHODS)}")
+    net._check_x(x)
+    if method == "global":
+        if y is None:
+            raise ValueError("method='global' scores the training loss; pass the targets y")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}; pass matching data")
+        per_sample_loss(loss, net(x[:1]), y[:1])
+    if method in ("random", "magnitude") and tol is not None:
+        raise ValueError(f"tol applies to the greedy methods only, not method={method!r}")
+    if tol is not None and (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float))
+        or not math.isfinite(tol)
+        or tol < 0
+    ):
+        raise ValueError(f"tol={tol!r} must be a finite number >= 0 (or None to stop by size)")
+    repl = replacement and method in ("local", "global")
+    sizes = _sizes(sizes, net.widths, repl)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size={batch_size!r} must be None or an int >= 1")
+    gen = make_generator(generator if generator is not None else 0)
+
+    gates: list[Tensor | None] = [None] * net.depth
+    selections, counts = [], []
+    for l in range(net.depth):
+        N = net.widths[l]
+        if method == "global":
+            xb, yb = x, y
+            if batch_size is not None and batch_size < x.shape[0]:
+                idx = torch.randperm(x.shape[0], generator=gen)[:batch_size].to(x.device)
+                xb, yb = x[idx], y[idx]
+            obj = _global_objective(net, xb, yb, l, gates, loss, max_bytes)
+        else:
+            obj = _local_objective(net, x, l, gates, max_bytes)
+        stop = None
+        if tol is not None:
+            if method == "local":
+                stop = float(tol) * float(obj.target.pow(2).sum()) / (2 * obj.target.shape[0])
+            else:
+                for i in range(N):
+                    obj.add(i)
+                stop = (1.0 + float(tol)) * obj.current_loss()
+                obj.reset()
+        if method in ("local", "global"):
+            sel = greedy_select(
+                obj,
+                sizes[l],
+                replacement=replacement,
+                candidates=candidates,
+                stop=stop,
+                generator=gen,
+                progress=progress,
+            )
+        elif method == "random":
+            sel = random_subset(obj, sizes[l], replacement=False, generator=gen)
+        else:
+            sel = magnitude(obj, sizes[l])
+        selections.append(sel)
+        counts.append(sel.counts.clone())
+        c = sel.counts.to(device=net.biases[l].device, dtype=net.biases[l].dtype)
+        gates[l] = c * (N / c.sum())
+    info = dict(method=method, replacement=repl, sizes=sizes, tol=tol, loss=loss)
+    return LayerwiseResult(selections, counts, net.subnetwork(counts), info)

@@ -1,0 +1,171 @@
+"""Deep experiments end to end in a tiny setting: records, reproducibility, resume, data, CLI."""
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from greedyprune.cli import main
+from greedyprune.runs import RunDir
+from greedyprune.sims import _deep_experiments as dx
+from greedyprune.sims._realdata import deep_teacher, digits_data, load_data, mnist1d_data
+
+TINY = dx.DeepSetting(
+    name="tiny",
+    m=32,
+    m_test=40,
+    d=3,
+    teacher_widths=(4, 4),
+    width=12,
+    steps=40,
+    finetune_steps=10,
+    sizes=(2, 4, 8),
+)
+
+
+def _strip(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in df.columns if c != "seconds"]
+    return df[cols].sort_values(["unit", "method", "n"]).reset_index(drop=True)
+
+
+def test_rate_records_are_tidy_and_reproducible():
+    dx._CACHE.clear()
+    a = dx.rate_experiment(TINY, 0, "greedy_local")
+    dx._CACHE.clear()
+    b = dx.rate_experiment(TINY, 0, "greedy_local")
+    assert [r["n"] for r in a] == list(TINY.sizes)
+    for ra, rb in zip(a, b):
+        ra.pop("seconds"), rb.pop("seconds")
+        assert ra == rb
+    c = dx.rate_experiment(TINY, 1, "greedy_local")
+    assert a[0]["loss_train"] != c[0]["loss_train"]
+    # with replacement greedy never keeps more distinct neurons than steps
+    assert all(r["kept"] <= TINY.depth * r["n"] for r in a)
+
+
+def test_gd_scratch_has_the_stated_width():
+    recs = dx.rate_experiment(TINY, 0, "gd_scratch")
+    assert [r["widths"] for r in recs] == ["2-2", "4-4", "8-8"]
+
+
+def test_run_resumes_after_an_interruption(tmp_path, monkeypatch):
+    full = dx.run_deep(TINY, (0,), tmp_path / "a", n_boot=50)[0]
+    real = dx.finetune_experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dx, "finetune_experiment", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dx.run_deep(TINY, (0,), tmp_path / "b", n_boot=50)
+    partial = pd.read_csv(tmp_path / "b/results.csv")
+    assert "tiny/seed0/finetune" not in set(partial["unit"])
+    monkeypatch.setattr(dx, "finetune_experiment", real)
+    ran = []
+    resumed = dx.run_deep(TINY, (0,), tmp_path / "b", log=ran.append, n_boot=50)[0]
+    assert len(ran) == 1 and "finetune" in ran[0]
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(full))
+    ran.clear()
+    dx.run_deep(TINY, (0,), tmp_path / "b", log=ran.append, n_boot=50)
+    assert ran == []
+    with pytest.raises(ValueError, match="other settings"):
+        dx.run_deep(TINY, (0, 1), tmp_path / "b")
+
+
+def test_verdicts_and_summary_cover_every_claim(tmp_path):
+    results, verdicts, summary = dx.run_deep(TINY, (0, 1), tmp_path, n_boot=200)
+    assert set(verdicts["claim"]) == {c.id for c in dx.deep_claims(TINY)}
+    assert set(verdicts["verdict"]) <= {
+        "holds",
+        "fails",
+        "inconclusive",
+        "conditions not met",
+        "no data",
+    }
+    assert set(summary["seeds"]) == {2}
+    ref = results[(results["method"] == "full")]
+    assert (ref["discrepancy"] == 0).all()
+    assert (tmp_path / "verdicts.csv").exists() and (tmp_path / "manifest.json").exists()
+
+
+def test_setting_validation_names_the_field():
+    with pytest.raises(ValueError, match="data="):
+        dx.DeepSetting(data="cifar")
+    with pytest.raises(ValueError, match="exceed width"):
+        dx.DeepSetting(width=8, sizes=(4, 16))
+    with pytest.raises(ValueError, match="unknown methods"):
+        dx.DeepSetting(methods=("greedy_local", "oracle"))
+    with pytest.raises(ValueError, match="preset="):
+        dx.deep_preset("huge")
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_teacher_data_is_seeded_and_shaped():
+    a, b = deep_teacher(20, 4, m_test=10, seed=3), deep_teacher(20, 4, m_test=10, seed=3)
+    assert a.x_train.shape == (20, 4) and a.y_train.shape == (20, 1) and a.x_test.shape == (10, 4)
+    assert torch.equal(a.y_train, b.y_train)
+    assert not torch.equal(a.y_train, deep_teacher(20, 4, m_test=10, seed=4).y_train)
+
+
+def test_mnist1d_is_generated_offline_and_leaves_global_rngs_alone():
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(5)
+    before = (np.random.rand(), random.random())  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(5)
+    ds = mnist1d_data(num_samples=200, seed=1)
+    after = (np.random.rand(), random.random())  # noqa: NPY002
+    assert before == after
+    assert ds.x_train.shape == (160, 40) and ds.x_test.shape == (40, 40)
+    assert ds.y_train.dtype == torch.long and int(ds.y_train.max()) <= 9
+    again = mnist1d_data(num_samples=200, seed=1)
+    assert torch.equal(ds.x_train, again.x_train)
+
+
+def test_digits_split_is_standardised_on_the_training_part():
+    ds = digits_data(seed=0, dtype=torch.float64)
+    assert ds.x_train.shape[1] == 64 and ds.x_train.shape[0] + ds.x_test.shape[0] == 1797
+    torch.testing.assert_close(ds.x_train.mean(0), torch.zeros(64, dtype=torch.float64))
+    with pytest.raises(ValueError, match="test_fraction"):
+        digits_data(test_fraction=1.5)
+    with pytest.raises(ValueError, match="data='cifar'"):
+        load_data("cifar")
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--preset", "huge"],
+        ["--data", "cifar"],
+        ["--seeds", "a,b"],
+        ["--device", "nonsense"],
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(argv, capsys):
+    try:
+        code = main(["verify", "deep", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("greedyprune: error:") and len(err.splitlines()) == 1
+
+
+def test_cli_refuses_a_folder_with_other_settings(tmp_path, capsys):
+    RunDir(tmp_path, {"kind": "two-layer"})
+    assert main(["verify", "deep", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cli_asks_for_a_missing_gpu(tmp_path, capsys):
+    assert main(["verify", "deep", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
