@@ -1,0 +1,55 @@
+"""Prune torchvision CNNs by greedy forward selection of channels (Ye et al. 2020).
+
+Gates on the prunable channel groups found from the model (:func:`find_prunable_groups`), layer-wise
+greedy selection through the kernel's ``StackedObjective`` (:func:`greedy_prune`), surgery with
+Torch-Pruning (:func:`fold_and_prune`), one MACs counter (:func:`count_macs`), fine-tuning, safe
+save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`.
+"""
+
+from ._baselines import BASELINES, baseline_channels
+from ._data import DataSpec, load_data, parse_data
+from ._finetune import batch_stream, evaluate, finetune, fixed_batch, latency_ms
+from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
+from ._io import load_pruned, save_pruned
+from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune, loss_per_sample
+from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
+from ._models import build_model, list_archs, load_checkpoint
+from ._pipeline import METHODS, compare, prune, summarize
+from ._surgery import fold_and_prune, prune_channels
+
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "DataSpec",
+    "Gate",
+    "GatedModel",
+    "GreedyPruneResult",
+    "LayerRecord",
+    "MacsModel",
+    "PrunableGroup",
+    "baseline_channels",
+    "batch_stream",
+    "build_model",
+    "compare",
+    "count_macs",
+    "count_params",
+    "evaluate",
+    "find_prunable_groups",
+    "finetune",
+    "fixed_batch",
+    "fold_and_prune",
+    "greedy_prune",
+    "latency_ms",
+    "list_archs",
+    "load_checkpoint",
+    "load_data",
+    "load_pruned",
+    "loss_per_sample",
+    "parse_data",
+    "parse_macs",
+    "profile_layers",
+    "prune",
+    "prune_channels",
+    "save_pruned",
+    "summarize",
+]

@@ -1,0 +1,105 @@
+"""Building torchvision classifiers offline and loading user checkpoints safely."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+__all__ = ["build_model", "list_archs", "load_checkpoint"]
+
+
+def list_archs() -> list[str]:
+    """Names of the torchvision classification models (``torchvision.models.get_model`` names)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _weight_names(arch: str) -> set[str]:
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        return set()
+    names = set()
+    for w in enum:
+        names.add(w.name)
+        names.add(f"{enum.__name__}.{w.name}")
+    names.add("DEFAULT")
+    names.add(f"{enum.__name__}.DEFAULT")
+    return names
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pth``/``.pt`` file (``torch.load(weights_only=True)``) or ``.safetensors``.
+
+    Checkpoints that wrap the state dict (``{"state_dict": ...}`` or ``{"model": ...}``) are unwrapped
+    and a ``module.`` prefix (DataParallel) is stripped. Anything that is not a readable state dict
+    raises ``ValueError`` (never unpickles arbitrary objects).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights={str(path)!r} does not exist; pass a local checkpoint file"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any parse failure of a user file is bad input, not a bug
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"weights={str(path)!r} is not a readable checkpoint ({first[:160]}); pass a state dict "
+            "saved with torch.save(model.state_dict(), path) or a .safetensors file"
+        ) from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"weights={str(path)!r} does not hold a state dict of tensors; save one with "
+            "torch.save(model.state_dict(), path)"
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None = None) -> nn.Module:
+    """A torchvision classifier ``arch`` with ``num_classes`` outputs, in eval mode.
+
+    weights: None (random initialisation) or a local checkpoint file. Nothing is downloaded: a
+        torchvision weight name (``IMAGENET1K_V1``, ``DEFAULT``, ...) raises ``ValueError`` asking
+        for a local file.
+    """
+    if not isinstance(arch, str) or arch not in list_archs():
+        near = difflib.get_close_matches(str(arch), list_archs(), n=6, cutoff=0.6)
+        hint = f" (did you mean one of {', '.join(near)}?)" if near else ""
+        raise ValueError(
+            f"arch={arch!r} is not a torchvision classification model{hint}; "
+            "see torchvision.models.list_models(module=torchvision.models)"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if weights is not None:
+        w = str(weights)
+        if not Path(w).exists() and w in _weight_names(arch):
+            raise ValueError(
+                f"weights={w!r} is a torchvision weight name, which would need a download; nothing is "
+                "downloaded here: save the state dict to a local file and pass its path"
+            )
+        state = load_checkpoint(w)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = " ".join(s.strip() for s in first[:2])[:200]
+            raise ValueError(
+                f"weights={w!r} does not fit {arch} with {num_classes} classes ({detail}); check "
+                "--arch and the number of classes of the data"
+            ) from None
+    return model.eval()
