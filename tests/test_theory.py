@@ -1,6 +1,7 @@
 """greedyprune.theory: rate fits, bound constants and the verdict logic on curves of known slope."""
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,8 @@ def test_b_n_and_its_checks():
 
 
 def _curve(method, slope, *, seeds=4, noise=0.02, experiment="rate", c=1.0, extra=None):
-    gen = np.random.default_rng(abs(hash((method, slope))) % 2**32)
+    # A stable seed: Python's str hash changes between processes.
+    gen = np.random.default_rng(zlib.crc32(f"{method}/{slope}".encode()))
     rows = []
     for seed in range(seeds):
         cs = c * math.exp(gen.normal(0, 0.2))
@@ -239,8 +241,10 @@ def test_fast_rate_reports_which_condition_is_not_met():
 
 
 def test_inconclusive_when_the_interval_straddles_the_threshold():
-    # slope -1.6 is the threshold of the fast-rate claim (-2 + 0.4); large seed noise
-    df = pd.DataFrame(_curve("greedy_pretrained", -1.6, noise=0.3) + _bounds_rows(0.0))
+    # -1.6 is the threshold of the fast-rate claim (-2 + 0.4): half the seeds fall with slope
+    # -1.3 and half with -1.9, so resampling seeds gives an interval on both sides of it.
+    steep = [dict(r, seed=r["seed"] + 2) for r in _curve("greedy_pretrained", -1.9, seeds=2)]
+    df = pd.DataFrame(_curve("greedy_pretrained", -1.3, seeds=2) + steep + _bounds_rows(0.0))
     assert _verdict(df, "greedy_fast_rate").verdict == "inconclusive"
 
 
