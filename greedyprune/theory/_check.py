@@ -304,7 +304,9 @@ def check(
                 ok, why = conds[name](rows, claim.n_range or n_range)
                 (failed if ok is False else notes).append(f"{name}: {why}")
             if failed and res["verdict"] != "no data":
-                res["reason"] = "; ".join(failed) + f" | measured: {res['reason']}"
+                res["reason"] = (
+                    "; ".join(failed) + f" | the measurement alone: {res['verdict']} ({res['reason']})"
+                )
                 res["verdict"] = "conditions not met"
             elif notes:
                 res["reason"] = res["reason"] + " | " + "; ".join(notes)
