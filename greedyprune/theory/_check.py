@@ -305,7 +305,8 @@ def check(
                 (failed if ok is False else notes).append(f"{name}: {why}")
             if failed and res["verdict"] != "no data":
                 res["reason"] = (
-                    "; ".join(failed) + f" | the measurement alone: {res['verdict']} ({res['reason']})"
+                    "; ".join(failed)
+                    + f" | the measurement alone: {res['verdict']} ({res['reason']})"
                 )
                 res["verdict"] = "conditions not met"
             elif notes:
