@@ -4,7 +4,7 @@ uniform width, ResNet-18 and MobileNetV2 (16 px), 3 seeds, at 50% and 25% of the
 Runs (or resumes, through the run folders under runs/) the same job as
 
     greedyprune compare --arch ARCH --data digits --target-macs 0.5,0.25 --seeds 0,1,2 \
-        --methods greedy,l1,taylor,random,uniform --image-size 16 --train-epochs 10 \
+        --methods greedy,l1,taylor,bn,random,uniform --image-size 16 --train-epochs 10 \
         --finetune-epochs 1 --candidates 8 --greedy-batch 8 --out runs/compare-digits-ARCH
 
 A fresh run takes about 40 minutes per architecture on one loaded CPU core; a finished one is
@@ -23,15 +23,16 @@ from greedyprune.plots import apply_style, savefig
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("resnet18", "mobilenet_v2")
-METHODS = ("greedy", "l1", "taylor", "random", "uniform")
+METHODS = ("greedy", "l1", "taylor", "bn", "random", "uniform")
 LABELS = {
     "greedy": "greedy forward selection",
     "l1": "L1 magnitude",
     "taylor": "Taylor",
+    "bn": "BN scale",
     "random": "random channels",
-    "uniform": "uniform width, from scratch",
+    "uniform": "uniform width, trained from scratch (11 epochs)",
 }
-MARKERS = {"greedy": "o", "l1": "s", "taylor": "^", "random": "x", "uniform": "D"}
+MARKERS = {"greedy": "o", "l1": "s", "taylor": "^", "bn": "v", "random": "x", "uniform": "D"}
 
 
 def results(arch: str) -> pd.DataFrame:
@@ -68,7 +69,7 @@ def main() -> None:
             if r.empty:
                 continue
             ax.errorbar(
-                100 * r["macs_fraction_mean"] * (1 + 0.012 * (i - 2)),
+                100 * r["macs_fraction_mean"] * (1 + 0.012 * (i - 2.5)),
                 100 * r["acc_finetuned_mean"],
                 yerr=100 * r["acc_finetuned_std"].fillna(0),
                 marker=MARKERS[method],

@@ -293,8 +293,9 @@ def compare(
     """Greedy against the baselines (:data:`BASELINES`) at equal MACs and fine-tuning budget.
 
     Every method keeps the same number of channels per group (one keep ratio planned for each
-    target), then fine-tunes ``finetune_epochs`` at ``finetune_lr`` (``uniform``, re-initialised,
-    trains from scratch for the same epochs at the base model's learning rate 0.05). One row per
+    target), then fine-tunes ``finetune_epochs`` at ``finetune_lr``. ``uniform``, re-initialised,
+    trains from scratch at the base model's learning rate 0.05 for the whole budget the others
+    had: ``train_epochs`` (when the base model is trained here) + ``finetune_epochs``. One row per
     (method, target, seed) in ``out/results.csv``; finished rows are skipped on a rerun.
     targets: MACs targets (fractions or absolute, see ``parse_macs``).
     """
@@ -313,6 +314,7 @@ def compare(
         "train_epochs": train_epochs,
         "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr,
+        "uniform_epochs": (train_epochs if weights is None else 0) + finetune_epochs,
         "candidates": candidates,
         "greedy_batch": greedy_batch,
         "loss": loss,
@@ -342,10 +344,12 @@ def compare(
         )
         acc_pruned = evaluate(model, test)
         t0 = time.perf_counter()
+        # uniform is a thinner network trained from scratch: it gets the whole budget the
+        # pruned networks had (the base model's training plus the fine-tuning)
         finetune(
             model,
             train,
-            epochs=finetune_epochs,
+            epochs=config["uniform_epochs"] if method == "uniform" else finetune_epochs,
             lr=0.05 if method == "uniform" else finetune_lr,
             generator=seed,
         )
