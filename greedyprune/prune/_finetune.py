@@ -144,9 +144,6 @@ def finetune(
     opt = torch.optim.SGD(
         param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=True
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    )
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
@@ -157,8 +154,6 @@ def finetune(
         # The shuffling generator's state is restored so a resumed run sees the batches an
         # uninterrupted one would.
         gen.set_state(state["generator"])
-        for _ in range(start * per_epoch):
-            sched.step()
     history: list[float] = []
     step = start * per_epoch
     model.train()
@@ -172,8 +167,10 @@ def finetune(
             loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # the cosine schedule is a function of the step alone, so a resumed run needs no state
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             opt.step()
-            sched.step()
             step += 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()

@@ -16,7 +16,9 @@ from torch import Tensor
 
 from ._objectives import DEFAULT_MAX_BYTES
 
-__all__ = ["StackedObjective"]
+__all__ = ["CPU_MAX_BYTES", "StackedObjective"]
+
+CPU_MAX_BYTES = 8 * 2**20
 
 
 def _stack(x: Tensor, k: int) -> Tensor:
@@ -37,6 +39,10 @@ class StackedObjective:
         authors multiply by the layer's width (scale = N) so a kept channel carries N/n.
     chunk_size: candidates per forward pass; by default as many as fit ``max_bytes``, estimating a
         candidate's memory as ``activation_factor`` times the size of the inputs.
+    max_bytes: the memory budget of one chunk; None: ``DEFAULT_MAX_BYTES`` on an accelerator and
+        ``CPU_MAX_BYTES`` on the CPU, where large stacks run slower per sample once their
+        activations leave the caches (MobileNetV2 at 64 px: stacks of 1-8 copies of a 32-image
+        batch were up to 2x faster than all 50 candidates at once; benchmarks/bench_prune.py).
     """
 
     def __init__(
@@ -49,7 +55,7 @@ class StackedObjective:
         target: Tensor | None = None,
         scale: float = 1.0,
         chunk_size: int | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
         activation_factor: float = 4.0,
     ):
         self._tuple = isinstance(inputs, (tuple, list))
@@ -81,6 +87,8 @@ class StackedObjective:
         self.device = x0.device
         self.dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
         if chunk_size is None:
+            if max_bytes is None:
+                max_bytes = CPU_MAX_BYTES if self.device.type == "cpu" else DEFAULT_MAX_BYTES
             per = sum(t.numel() * t.element_size() for t in self.inputs) * activation_factor
             chunk_size = max(1, int(max_bytes // max(1.0, per)))
         self.chunk_size = chunk_size
