@@ -2,7 +2,7 @@
 
 ``quick`` is the demo (about 20 s on 2 CPU cores, small but honest: N = 1000, 1000 GD steps,
 n <= 300, 3 seeds); ``paper`` reproduces the authors' toy figure (log loss vs log n for n ~
-90-1000; N = 2000, 3000 GD steps, 8 seeds, about 15 minutes on one core). Both hold two settings:
+90-1000; N = 2000, 3000 GD steps, 8 seeds, about 10 minutes on one core). Both hold two settings:
 
 - ``interior``: tanh, d = 5, teacher-student data (m = 10 points in ``quick``, 20 in ``paper``),
   float64. The labels lie inside the hull of the pretrained network's features with a margin
