@@ -258,3 +258,20 @@ def test_prune_runs_on_a_folder_with_a_local_checkpoint(capsys, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["macs"] <= 0.6 * summary["macs_full"]
     assert (out / "model.safetensors").is_file() and (out / "pruned.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "word"),
+    [
+        (["--tol", "2"], "tol=2.0"),
+        (["--tol", "0.02", "--batch-size", "0"], "batch_size=0"),
+        (["--tol", "0.02", "--train-epochs", "0"], "train_epochs"),
+        (["--tol", "0.02", "--device", "cuda"], "cuda"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(capsys, tmp_path, extra, word):
+    if "cuda" in word and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    argv = ["prune", "--arch", "resnet18", "--data", "digits", "--out", str(tmp_path / "r")]
+    _fails(capsys, [*argv, *extra], word)
+    assert not (tmp_path / "r").exists()

@@ -26,7 +26,7 @@ from ._data import load_data, parse_data
 from ._finetune import batch_stream, evaluate, finetune, fixed_batch, latency_ms
 from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
-from ._layerwise import greedy_prune
+from ._layerwise import greedy_prune, loss_per_sample
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, load_checkpoint
 from ._surgery import fold_and_prune, prune_channels
@@ -53,6 +53,48 @@ def _precheck(arch, data, image_size, weights, targets) -> list[int]:
         )
     full = count_macs(model, torch.zeros(1, 3, size, size))
     return [parse_macs(t, full) for t in targets if t is not None]
+
+
+def _check_settings(
+    *,
+    candidates=None,
+    loss="ce",
+    tol=None,
+    mode="batched",
+    device="cpu",
+    positive_ints=(),
+    positive=(),
+    non_negative=(),
+):
+    """The cheap checks of ``prune``/``compare``: all before a folder is made or a model trained."""
+    if candidates is not None and (
+        isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+    ):
+        raise ValueError(f"candidates={candidates!r} must be an int >= 1 (the authors: 50) or None")
+    loss_per_sample(loss)
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
+    ):
+        raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
+    if mode not in ("batched", "sequential"):
+        raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+    for name, value in positive_ints:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    for name, value in positive:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}={value!r} must be a number > 0")
+    for name, value in non_negative:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name}={value!r} must be a number >= 0")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; pass cpu, cuda or cuda:1"
+        ) from None
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; pass cpu")
 
 
 def _setup(arch, data, image_size, weights, device, train_epochs, out, seed, progress):
@@ -149,6 +191,16 @@ def prune(
         "train_epochs": train_epochs,
         "seed": seed,
     }
+    _check_settings(
+        candidates=candidates,
+        loss=loss,
+        tol=tol,
+        mode=mode,
+        device=device,
+        positive_ints=[("batch_size", batch_size), ("n_eval", n_eval)],
+        positive=[("train_epochs", train_epochs)] if weights is None else [],
+        non_negative=[("between_epochs", between_epochs), ("finetune_epochs", finetune_epochs)],
+    )
     _precheck(arch, data, image_size, weights, [target_macs])
     if target_macs is None and tol is None:
         raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
@@ -319,6 +371,14 @@ def compare(
         "greedy_batch": greedy_batch,
         "loss": loss,
     }
+    _check_settings(
+        candidates=candidates,
+        loss=loss,
+        device=device,
+        positive_ints=[("greedy_batch", greedy_batch)],
+        positive=[("finetune_epochs", finetune_epochs)]
+        + ([("train_epochs", train_epochs)] if weights is None else []),
+    )
     _precheck(arch, data, image_size, weights, targets)
     run = RunDir(out, config)
     _, size, train, test, _, base, example, _ = _setup(
