@@ -83,6 +83,26 @@ def _accuracy(suffix: nn.Module, h: Tensor, y: Tensor, chunk: int = 256) -> floa
     return correct / max(1, h.shape[0])
 
 
+def check_selection_settings(*, candidates=None, loss="ce", tol=None, mode="batched") -> None:
+    """The arguments of :func:`greedy_prune` that can be checked without a model (the front ends
+    call it before any folder is made or model trained)."""
+    # a tuple such as ("eps", 0.1) is the kernel's stochastic-greedy rule, checked there
+    if not isinstance(candidates, (tuple, type(None))) and (
+        isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+    ):
+        raise ValueError(
+            f"candidates={candidates!r} must be an int >= 1 (the authors: 50), None (all) or "
+            "('eps', e) (stochastic greedy)"
+        )
+    loss_per_sample(loss)
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
+    ):
+        raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
+    if mode not in ("batched", "sequential"):
+        raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+
+
 def _check_batches(batches) -> Callable[[], Batch]:
     if callable(batches):
         return batches
@@ -137,14 +157,11 @@ def greedy_prune(
     between_layers: called with the model after each group (e.g. a short fine-tune).
     Returns the gated model and the per-group records.
     """
-    if mode not in ("batched", "sequential"):
-        raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+    check_selection_settings(candidates=candidates, loss=loss, tol=tol, mode=mode)
     if target_macs is None and tol is None and widths is None:
         raise ValueError("pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)")
     if target_macs is not None and widths is not None:
         raise ValueError("pass target_macs or widths, not both")
-    if tol is not None and not (0 <= tol < 1):
-        raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
     if tol is not None and eval_batch is None:
         raise ValueError("tol needs eval_batch=(x, y): the images the accuracy is measured on")
     loss_fn = loss_per_sample(loss)

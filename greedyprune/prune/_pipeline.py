@@ -26,7 +26,7 @@ from ._data import load_data, parse_data
 from ._finetune import batch_stream, evaluate, finetune, fixed_batch, latency_ms
 from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
-from ._layerwise import greedy_prune, loss_per_sample
+from ._layerwise import check_selection_settings, greedy_prune
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, load_checkpoint
 from ._surgery import fold_and_prune, prune_channels
@@ -67,17 +67,7 @@ def _check_settings(
     non_negative=(),
 ):
     """The cheap checks of ``prune``/``compare``: all before a folder is made or a model trained."""
-    if candidates is not None and (
-        isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
-    ):
-        raise ValueError(f"candidates={candidates!r} must be an int >= 1 (the authors: 50) or None")
-    loss_per_sample(loss)
-    if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
-    ):
-        raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
-    if mode not in ("batched", "sequential"):
-        raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+    check_selection_settings(candidates=candidates, loss=loss, tol=tol, mode=mode)
     for name, value in positive_ints:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be an int >= 1")
