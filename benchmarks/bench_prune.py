@@ -15,6 +15,7 @@ channels; the script checks it and reports the median ratio of wall times measur
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -71,8 +72,7 @@ def _latency(args, device, dtype) -> dict:
     groups = gp.find_prunable_groups(full, example)
     mm = gp.MacsModel(gp.profile_layers(full, example), groups)
     widths = mm.plan(gp.parse_macs(0.5, mm.full_macs))
-    pruned = gp.build_model(args.arch, 1000).to(device=device, dtype=dtype).eval()
-    pruned.load_state_dict(full.state_dict())
+    pruned = copy.deepcopy(full)
     kept = gp.baseline_channels("l1", pruned, example, groups, widths)
     gp.prune_channels(pruned, example, kept)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device, dtype=dtype)

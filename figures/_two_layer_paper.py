@@ -5,7 +5,7 @@ minutes on one CPU core), and the house style."""
 from pathlib import Path
 
 from greedyprune.plots import apply_style, savefig
-from greedyprune.sims import PRESETS, load_results, verify_two_layer
+from greedyprune.sims import PRESETS, verify_two_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "two_layer_paper"
@@ -14,9 +14,9 @@ FIT_RANGE = PRESETS["paper"].fit_range
 
 def results():
     """The results table; runs the missing units of the preset first."""
-    verify_two_layer("paper", RUN, progress=True)
+    results, _ = verify_two_layer("paper", RUN, progress=True)
     apply_style()
-    return load_results(RUN)
+    return results
 
 
 def save(fig, name: str) -> None:

@@ -78,12 +78,12 @@ def _check_settings(
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name}={value!r} must be a number >= 0")
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except (RuntimeError, TypeError):
         raise ValueError(
             f"device={device!r} is not a torch device; pass cpu, cuda or cuda:1"
         ) from None
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is available; pass cpu")
 
 
