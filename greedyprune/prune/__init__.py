@@ -7,32 +7,47 @@ save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`.
 """
 
 from ._baselines import BASELINES, baseline_channels
-from ._data import DataSpec, load_data, parse_data
-from ._finetune import batch_stream, evaluate, finetune, fixed_batch, latency_ms
+from ._data import DataSpec, check_images, eval_indices, load_data, parse_data
+from ._finetune import (
+    batch_stream,
+    evaluate,
+    finetune,
+    fixed_batch,
+    latency_ms,
+    stream_batches,
+)
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
 from ._io import load_pruned, save_pruned
 from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune, loss_per_sample
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, list_archs, load_checkpoint
 from ._pipeline import METHODS, compare, prune, summarize
+from ._proxyless import proxylessnas_mobile
+from ._recipes import RECIPES, UNSET, FinetuneSettings, Recipe, resolve_recipe
 from ._surgery import fold_and_prune, prune_channels
 
 __all__ = [
     "BASELINES",
     "METHODS",
+    "RECIPES",
+    "UNSET",
     "DataSpec",
+    "FinetuneSettings",
     "Gate",
     "GatedModel",
     "GreedyPruneResult",
     "LayerRecord",
     "MacsModel",
     "PrunableGroup",
+    "Recipe",
     "baseline_channels",
     "batch_stream",
     "build_model",
+    "check_images",
     "compare",
     "count_macs",
     "count_params",
+    "eval_indices",
     "evaluate",
     "find_prunable_groups",
     "finetune",
@@ -48,8 +63,11 @@ __all__ = [
     "parse_data",
     "parse_macs",
     "profile_layers",
+    "proxylessnas_mobile",
     "prune",
     "prune_channels",
+    "resolve_recipe",
     "save_pruned",
+    "stream_batches",
     "summarize",
 ]

@@ -46,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--greedy-batch", type=int, default=8, help="images per greedy step")
     parser.add_argument("--loss", choices=["ce", "imitation"], default="ce")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: on when stderr is a terminal)",
+    )
 
 
 def run(args) -> int:
@@ -70,7 +78,9 @@ def run(args) -> int:
         greedy_batch=args.greedy_batch,
         loss=args.loss,
         device=args.device,
-        progress=None,
+        workers=args.workers,
+        amp=args.amp,
+        progress=args.progress,
     )
     table = summarize(df)
     cols = [

@@ -7,9 +7,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch import Tensor
+from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["DataSpec", "load_data", "parse_data"]
+__all__ = [
+    "DataSpec",
+    "check_images",
+    "class_count",
+    "eval_indices",
+    "labels_of",
+    "load_data",
+    "parse_data",
+]
+
+# What torchvision's ImageFolder accepts as an image file.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -69,14 +81,14 @@ def _synthetic(image_size: int, num_classes: int, n_train: int, n_test: int):
     return TensorDataset(xt, yt), TensorDataset(xv, yv), num_classes
 
 
-def _folder(path: str, image_size: int):
+def _folder(path: str, image_size: int, crop_scale: tuple[float, float]):
     from torchvision import datasets, transforms
 
     norm = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     resize = round(image_size * 256 / 224)
     train_tf = transforms.Compose(
         [
-            transforms.RandomResizedCrop(image_size),
+            transforms.RandomResizedCrop(image_size, scale=crop_scale),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             norm,
@@ -85,8 +97,15 @@ def _folder(path: str, image_size: int):
     val_tf = transforms.Compose(
         [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm]
     )
-    train = datasets.ImageFolder(str(Path(path) / "train"), transform=train_tf)
-    val = datasets.ImageFolder(str(Path(path) / "val"), transform=val_tf)
+    try:
+        train = datasets.ImageFolder(str(Path(path) / "train"), transform=train_tf)
+        val = datasets.ImageFolder(str(Path(path) / "val"), transform=val_tf)
+    except (FileNotFoundError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ValueError(
+            f"data folder {path!r} holds no usable images ({first}); put images "
+            f"({', '.join(IMAGE_EXTENSIONS[:3])}, ...) in train/CLASS/ and val/CLASS/"
+        ) from None
     if train.classes != val.classes:
         raise ValueError(f"data folder {path!r}: train/ and val/ hold different class folders")
     return train, val, len(train.classes)
@@ -98,20 +117,91 @@ def load_data(
     *,
     num_classes: int = 1000,
     synthetic_size: tuple[int, int] = (512, 256),
+    crop_scale: tuple[float, float] = (0.08, 1.0),
 ) -> tuple[Dataset, Dataset, int]:
     """(train, test, n_classes); images are float tensors [3, image_size, image_size].
 
     ``digits``: scikit-learn's 1797 handwritten 8x8 digits, bilinearly upscaled, replicated to three
     channels, standardised with the training mean/std; fixed stratified split 1347 / 450.
     ``synthetic``: Gaussian images and random labels (for throughput only).
-    ``folder:PATH``: ImageNet layout with standard transforms (random resized crop + flip for
-    training; resize to 256/224 of the size and centre crop for testing).
+    ``folder:PATH``: ImageNet layout with standard transforms (random resized crop of area
+    ``crop_scale`` + flip for training; resize to 256/224 of the size and centre crop for testing).
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    lo, hi = crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(
+            f"crop_scale={crop_scale!r} must satisfy 0 < low <= high <= 1, e.g. (0.2, 1)"
+        )
     spec = parse_data(spec) if isinstance(spec, str) else spec
     if spec.kind == "digits":
         return _digits(image_size)
     if spec.kind == "synthetic":
         return _synthetic(image_size, num_classes, *synthetic_size)
-    return _folder(spec.path, image_size)
+    return _folder(spec.path, image_size, (float(lo), float(hi)))
+
+
+def labels_of(dataset: Dataset) -> Tensor:
+    """The labels [n] of a dataset, read without decoding images where the dataset allows it
+    (ImageFolder's ``targets``, a TensorDataset's second tensor, a Subset of either)."""
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets)
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None and len(tensors) >= 2:
+        return tensors[1]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+def eval_indices(n_total: int, *, n_eval: int | None = None, every: int | None = None) -> list[int]:
+    """Indices of an evaluation set spread over the whole training set: every ``every``-th image
+    (the authors take every 200th), or, with ``n_eval``, every ``max(1, n_total // n_eval)``-th
+    image, ``n_eval`` of them. Never the first n: an ImageNet-layout folder is sorted by class."""
+    if (n_eval is None) == (every is None):
+        raise ValueError("pass exactly one of n_eval (a count) and every (a stride)")
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"eval stride every={every!r} must be an int >= 1 (the authors: 200)")
+        return list(range(0, n_total, every))
+    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
+        raise ValueError(f"n_eval={n_eval!r} must be an int >= 1")
+    stride = max(1, n_total // n_eval)
+    return list(range(0, n_total, stride))[:n_eval]
+
+
+def class_count(labels: Tensor) -> int:
+    """The number of distinct classes among ``labels``."""
+    return int(torch.unique(torch.as_tensor(labels)).numel())
+
+
+def check_images(dataset: Dataset, *, workers: int = 8) -> int:
+    """Open the header of every image file of a folder dataset (``ImageFolder``); raise
+    ``ValueError`` naming the first file PIL cannot read. Returns the number of files checked (0
+    for in-memory datasets). Only the headers are read, so a 1.28M-image folder takes minutes,
+    not hours."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def bad(path: str) -> str | None:
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018  (the header is parsed on open; size proves it)
+        except Exception as exc:  # any failure to parse a user file is bad input
+            return f"{path!r} ({type(exc).__name__})"
+        return None
+
+    paths = [p for p, _ in samples]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for found in pool.map(bad, paths, chunksize=256):
+            if found is not None:
+                raise ValueError(
+                    f"unreadable image {found}: remove or replace the file, then run again"
+                )
+    return len(paths)

@@ -1,16 +1,19 @@
-"""Training and fine-tuning (the authors' recipe), evaluation, batch streams and latency.
+"""Training and fine-tuning, evaluation, batch streams and latency.
 
-Recipe (PAPER.md): SGD with Nesterov momentum 0.9, cosine learning-rate schedule, label smoothing
-0.1, weight decay on convolution and linear weights only (none on batch norm and biases).
-Checkpoints hold tensors and plain numbers only and load with ``weights_only=True``.
+``finetune`` defaults to the authors' final fine-tuning: SGD with Nesterov momentum 0.9, cosine
+learning-rate schedule, label smoothing 0.1, weight decay on convolution and linear weights only
+(none on batch norm and biases). Their between-layer step differs (momentum 0, a fixed rate, decay
+on every parameter, plain cross-entropy): see ``greedyprune.prune.RECIPES``. Checkpoints hold
+tensors and plain numbers only and load with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -19,7 +22,27 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-__all__ = ["batch_stream", "evaluate", "finetune", "fixed_batch", "latency_ms", "param_groups"]
+__all__ = [
+    "AMP_DTYPES",
+    "autocast",
+    "batch_stream",
+    "evaluate",
+    "finetune",
+    "fixed_batch",
+    "latency_ms",
+    "param_groups",
+    "stream_batches",
+]
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, amp: str | None):
+    """``torch.autocast`` for ``amp`` in ``AMP_DTYPES`` on CUDA; a no-op context otherwise."""
+    device = torch.device(device)
+    if amp is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -27,12 +50,13 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two optimizer groups: weights of dim >= 2 (decayed) and batch norm / biases (not decayed)."""
+def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False) -> list[dict]:
+    """Two optimizer groups: weights of dim >= 2 (decayed) and batch norm / biases (not decayed,
+    unless ``decay_all``)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+            (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": float(weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},
@@ -40,21 +64,71 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> float:
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    amp: str | None = None,
+    channels_last: bool = False,
+) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode on ``dataset`` of
-    ``(x [3, H, W], y)`` pairs; the model's training flag is restored."""
+    ``(x [3, H, W], y)`` pairs, in chunks of ``batch_size`` (memory does not grow with the
+    dataset); the model's training flag is restored."""
     device = _device_of(model)
     was_training = model.training
     model.eval()
     correct = total = 0
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     try:
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            x, y = x.to(device), y.to(device)
-            correct += int((model(x).argmax(1) == y).sum())
+        for x, y in loader:
+            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+            with autocast(device, amp):
+                logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
             total += int(y.numel())
     finally:
         model.train(was_training)
     return correct / max(1, total)
+
+
+def _to(x: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def stream_batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    device="cpu",
+    num_workers: int = 0,
+    channels_last: bool = False,
+) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+    """A callable returning a fresh pass over ``dataset`` in order, ``batch_size`` samples at a
+    time, on ``device``: a dataset with random transforms is re-augmented on every pass (as the
+    authors' evaluation set is), and memory holds one batch, never the whole set."""
+    device = torch.device(device)
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        for x, y in loader:
+            yield _to(x, device, channels_last), y.to(device, non_blocking=True)
+
+    return batches
 
 
 def fixed_batch(
@@ -66,22 +140,55 @@ def fixed_batch(
     return torch.stack(xs).to(device), torch.as_tensor(ys).to(device)
 
 
+class _RandomBatches:
+    """An endless batch sampler: each batch is ``batch_size`` indices drawn without replacement,
+    batches independent; the draws come from ``generator`` in the main process, so a stream is
+    the same whatever the number of loader workers."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+
+    def __iter__(self):
+        while True:
+            yield torch.randperm(self.n, generator=self.generator)[: self.batch_size].tolist()
+
+
 def batch_stream(
-    dataset: Dataset, batch_size: int, *, generator: torch.Generator, device="cpu"
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    generator: torch.Generator,
+    device="cpu",
+    num_workers: int = 0,
+    channels_last: bool = False,
 ) -> Callable[[], tuple[Tensor, Tensor]]:
     """A callable returning a fresh random mini-batch ``(x [B, 3, H, W], y [B])`` per call
-    (samples without replacement within a batch, independent between calls)."""
+    (samples without replacement within a batch, independent between calls). With
+    ``num_workers`` > 0, images are decoded by DataLoader workers into pinned memory (on CUDA)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(dataset)
+    device = torch.device(device)
     tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+
+        def next_tensor_batch() -> tuple[Tensor, Tensor]:
+            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)]
+            return _to(tensors[0][idx], device, channels_last), tensors[1][idx].to(device)
+
+        return next_tensor_batch
+    loader = DataLoader(
+        dataset,
+        batch_sampler=_RandomBatches(n, batch_size, generator),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
+    it = iter(loader)
 
     def next_batch() -> tuple[Tensor, Tensor]:
-        idx = torch.randperm(n, generator=generator)[: min(batch_size, n)]
-        if tensors is not None:
-            return tensors[0][idx].to(device), tensors[1][idx].to(device)
-        xs, ys = zip(*(dataset[int(i)] for i in idx))
-        return torch.stack(xs).to(device), torch.as_tensor(ys).to(device)
+        x, y = next(it)
+        return _to(x, device, channels_last), y.to(device, non_blocking=True)
 
     return next_batch
 
@@ -108,22 +215,33 @@ def finetune(
     weight_decay: float = 4e-5,
     label_smoothing: float = 0.1,
     momentum: float = 0.9,
+    nesterov: bool = True,
+    schedule: str = "cosine",
+    decay_all: bool = False,
     generator: torch.Generator | int = 0,
     checkpoint: str | os.PathLike | None = None,
     num_workers: int = 0,
+    amp: str | None = None,
+    channels_last: bool = False,
     progress: bool = False,
 ) -> list[float]:
     """Train ``model`` in place for ``epochs`` (fractions allowed: 0.1 = a tenth of an epoch, the
     authors' between-layer step) and return the mean training loss of each epoch.
 
-    SGD Nesterov, cosine schedule from ``lr`` to 0 over all steps, label smoothing, no weight decay
-    on batch norm and biases. ``checkpoint``: a file written after every epoch; if it exists, training
-    resumes after the last finished epoch (same model architecture required).
+    SGD (Nesterov when ``nesterov`` and ``momentum`` > 0), ``schedule`` "cosine" (from ``lr`` to 0
+    over all steps) or "constant", label smoothing, weight decay on weights of dim >= 2 only
+    unless ``decay_all``. ``amp``: "bf16" or "fp16" autocast on CUDA (fp16 with a gradient
+    scaler). ``checkpoint``: a file written after every epoch; if it exists, training resumes after
+    the last finished epoch (same model architecture required).
     """
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule={schedule!r} must be 'cosine' or 'constant'")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
     device = _device_of(model)
     gen = (
         generator
@@ -137,13 +255,18 @@ def finetune(
         drop_last=len(train_set) > batch_size,
         generator=gen,
         num_workers=num_workers,
+        pin_memory=device.type == "cuda",
     )
     per_epoch = len(loader)
     total_steps = max(1, math.ceil(epochs * per_epoch))
     n_epochs = math.ceil(epochs)
     opt = torch.optim.SGD(
-        param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=True
+        param_groups(model, weight_decay, decay_all=decay_all),
+        lr=lr,
+        momentum=momentum,
+        nesterov=bool(nesterov and momentum > 0),
     )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
@@ -163,14 +286,17 @@ def finetune(
         for x, y in bar:
             if step >= total_steps:
                 break
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+            with autocast(device, amp):
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            # the cosine schedule is a function of the step alone, so a resumed run needs no state
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-            opt.step()
+            scaler.scale(loss).backward()
+            # the schedule is a function of the step alone, so a resumed run needs no state
+            if schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            scaler.step(opt)
+            scaler.update()
             step += 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()

@@ -51,6 +51,7 @@ def find_prunable_groups(
     *,
     include_stem: bool = False,
     include_head: bool = False,
+    residual: bool = True,
 ) -> list[PrunableGroup]:
     """The model's prunable groups in forward order (see the module docstring).
 
@@ -74,7 +75,9 @@ def find_prunable_groups(
         for dep, _ in grp:
             mod = dep.target.module
             op = _op_name(dep)
-            if op.startswith(("Add", "Sub", "Cat", "Split", "Stack", "Unbind")):
+            if op.startswith(("Cat", "Split", "Stack", "Unbind")) or (
+                not residual and op.startswith(("Add", "Sub"))
+            ):
                 coupled = True
             if mod not in names or not isinstance(mod, (nn.Conv2d, nn.Linear)):
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 
 from greedyprune.runs import atomic_write_text
 
-from ._models import build_model
+from ._models import build_model, list_archs
 from ._surgery import prune_channels
 
 __all__ = ["load_pruned", "save_pruned"]
@@ -21,28 +22,47 @@ __all__ = ["load_pruned", "save_pruned"]
 FORMAT = "greedyprune-pruned/1"
 
 
+def _in_channels(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 def save_pruned(
     folder: str | os.PathLike,
     model: nn.Module,
     *,
-    arch: str,
-    num_classes: int,
+    arch: str | None = None,
+    num_classes: int | None = None,
     image_size: int,
     kept: dict[str, list[int]],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``pruned.json`` (arch, classes, kept channels per group)."""
+    """Write ``model.safetensors`` and ``pruned.json`` (arch, classes, kept channels per group).
+
+    arch: a :func:`build_model` name, so that :func:`load_pruned` rebuilds the model on its own;
+        for a module of your own, any label (default: its class name), and ``load_pruned`` then
+        needs the unpruned model (``model=``).
+    num_classes: needed to rebuild a ``build_model`` architecture; may be None for a custom one.
+    kept: group root convolution name -> kept channel indices (as from ``fold_and_prune``), the
+        channels of the *unpruned* model.
+    """
+    if arch is None:
+        arch = type(model).__name__
+    if not isinstance(arch, str) or not arch:
+        raise ValueError(f"arch must be a non-empty string, got {arch!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # Cloned so that tensors sharing memory (tied weights) are written as separate tensors.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     tmp = folder / ".model.safetensors.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, folder / "model.safetensors")
     record = {
         "format": FORMAT,
         "arch": arch,
-        "num_classes": int(num_classes),
+        "num_classes": None if num_classes is None else int(num_classes),
         "image_size": int(image_size),
+        "in_channels": _in_channels(model),
         "kept": {k: [int(i) for i in v] for k, v in kept.items()},
         **(extra or {}),
     }
@@ -50,25 +70,90 @@ def save_pruned(
     return folder
 
 
-def load_pruned(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the architecture from ``pruned.json``, cut it to the kept channels, load the weights.
+def _read_record(rec_path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(rec_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(rec_path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{str(rec_path)!r} is not a greedyprune record (format {FORMAT!r})")
+    bad = [
+        key
+        for key, ok in (
+            ("arch", isinstance(record.get("arch"), str)),
+            ("image_size", isinstance(record.get("image_size"), int)),
+            ("kept", isinstance(record.get("kept"), dict)),
+        )
+        if not ok
+    ]
+    if bad:
+        raise ValueError(f"{str(rec_path)!r} lacks a valid {', '.join(bad)}; it is damaged")
+    return record
 
-    Nothing is unpickled. Returns (model in eval mode on the CPU, the record).
+
+def load_pruned(
+    folder: str | os.PathLike, model: nn.Module | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The pruned model saved by :func:`save_pruned`: the unpruned architecture, cut to the kept
+    channels of ``pruned.json`` by :func:`prune_channels`, with the weights of
+    ``model.safetensors``. Nothing is unpickled.
+
+    model: None to rebuild the architecture named in the record with :func:`build_model` (any
+        :func:`list_archs` name); for a module of your own, pass the *unpruned* model built by your
+        code (same class and constructor arguments as the one that was pruned; its weights do not
+        matter). It is copied, not changed. Passing it for a ``build_model`` name uses it instead
+        of rebuilding.
+    Returns (the pruned model in eval mode, on the CPU or on ``model``'s device; the record).
     """
     folder = Path(folder)
     rec_path, w_path = folder / "pruned.json", folder / "model.safetensors"
     for p in (rec_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"{str(p)!r} is missing; pass a folder written by save_pruned")
+    record = _read_record(rec_path)
+    arch = record["arch"]
+    if model is None:
+        if arch not in list_archs():
+            raise ValueError(
+                f"{str(rec_path)!r} names arch={arch!r}, which build_model does not know (a custom "
+                "module): build the unpruned model with your own code and pass it, "
+                f"load_pruned({str(folder)!r}, model=YourModel(...))"
+            )
+        if record.get("num_classes") is None:
+            raise ValueError(
+                f"{str(rec_path)!r} has no num_classes to rebuild {arch}; pass the unpruned model "
+                "as load_pruned(folder, model=...)"
+            )
+        model = build_model(arch, int(record["num_classes"]))
+        given = False
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+    else:
+        model = copy.deepcopy(model)
+        given = True
+    size, c_in = int(record["image_size"]), int(record.get("in_channels", 3))
+    ref = next(iter(model.parameters()), None)
+    example = torch.zeros(
+        1,
+        c_in,
+        size,
+        size,
+        dtype=ref.dtype if ref is not None and ref.is_floating_point() else torch.float32,
+        device=ref.device if ref is not None else "cpu",
+    )
+    fix = (
+        f"; pass the unpruned model ({arch}) built exactly as the one that was pruned"
+        if given
+        else ""
+    )
     try:
-        record = json.loads(rec_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(rec_path)!r} is not valid JSON ({exc})") from None
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{str(rec_path)!r} is not a greedyprune record (format {FORMAT!r})")
-    model = build_model(record["arch"], int(record["num_classes"]))
-    size = int(record["image_size"])
-    prune_channels(model, torch.zeros(1, 3, size, size), record["kept"])
+        prune_channels(model, example, record["kept"])
+    except Exception as exc:  # a model that does not fit the record, or cannot be traced
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        what = "model=" if given else f"the rebuilt {arch}"
+        raise ValueError(
+            f"{what} does not fit the kept channels of {str(rec_path)!r} ({first}){fix}"
+        ) from None
     try:
         state = load_file(str(w_path))
     except Exception as exc:
@@ -76,8 +161,12 @@ def load_pruned(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
+        detail = " ".join(s.strip() for s in str(exc).strip().splitlines()[:2])[:200]
+        if given:
+            raise ValueError(
+                f"model= does not fit {str(w_path)!r} once cut to the kept channels ({detail}){fix}"
+            ) from None
         raise ValueError(
-            f"{str(w_path)!r} does not match the architecture in {str(rec_path)!r} "
-            f"({str(exc).splitlines()[0][:200]})"
+            f"{str(w_path)!r} does not match the architecture in {str(rec_path)!r} ({detail})"
         ) from None
     return model.eval(), record

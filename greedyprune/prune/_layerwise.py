@@ -27,6 +27,7 @@ from ._macs import MacsModel, parse_macs, profile_layers
 __all__ = ["GreedyPruneResult", "LayerRecord", "greedy_prune", "loss_per_sample"]
 
 Batch = tuple[Tensor, Tensor]
+CANDIDATE_ORDERS = ("random", "lowest-index")
 
 
 def loss_per_sample(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -42,7 +43,9 @@ def loss_per_sample(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
 @dataclass
 class LayerRecord:
     """One group's selection: ``order`` (picks in order, repeats possible with replacement),
-    ``kept`` (distinct channels), ``gate`` [D] (D * w), losses per step, accuracies if measured."""
+    ``kept`` (distinct channels), ``gate`` [D] (D * w), losses per step, accuracies if measured,
+    ``evaluations`` (candidate scorings) and ``full_evaluations`` (passes over the evaluation set
+    for ``tol``, the pre-check skips most)."""
 
     name: str
     n_channels: int
@@ -53,6 +56,7 @@ class LayerRecord:
     acc_before: float | None = None
     acc_after: float | None = None
     evaluations: int = 0
+    full_evaluations: int = 0
 
 
 @dataclass
@@ -75,15 +79,35 @@ class _LayerObjective(StackedObjective):
         self.inputs, self.target, self.batch = (inputs,), target, int(inputs.shape[0])
 
 
+def _chunks(x: Tensor, size: int) -> list[Tensor]:
+    return [x[a : a + size] for a in range(0, x.shape[0], size)]
+
+
 @torch.no_grad()
-def _accuracy(suffix: nn.Module, h: Tensor, y: Tensor, chunk: int = 256) -> float:
-    correct = 0
-    for a in range(0, h.shape[0], chunk):
-        correct += int((suffix(h[a : a + chunk]).argmax(1) == y[a : a + chunk]).sum())
-    return correct / max(1, h.shape[0])
+def _run_chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> Tensor:
+    """``fn(x)`` computed ``chunk`` samples at a time: peak memory follows the chunk, not ``x``."""
+    return torch.cat([fn(c) for c in _chunks(x, chunk)])
 
 
-def check_selection_settings(*, candidates=None, loss="ce", tol=None, mode="batched") -> None:
+@torch.no_grad()
+def _accuracy(model: nn.Module, eval_data, chunk: int) -> float:
+    """Top-1 of ``model`` on ``eval_data``: an (x, y) pair, run ``chunk`` images at a time, or a
+    callable returning an iterable of (x, y) batches (streamed, e.g. a DataLoader)."""
+    correct = total = 0
+    batches = (
+        ((xc, yc) for xc, yc in zip(_chunks(eval_data[0], chunk), _chunks(eval_data[1], chunk)))
+        if isinstance(eval_data, tuple)
+        else eval_data()
+    )
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    return correct / max(1, total)
+
+
+def check_selection_settings(
+    *, candidates=None, candidate_order="random", loss="ce", tol=None, mode="batched"
+) -> None:
     """The arguments of :func:`greedy_prune` that can be checked without a model (the front ends
     call it before any folder is made or model trained)."""
     # a tuple such as ("eps", 0.1) is the kernel's stochastic-greedy rule, checked there
@@ -101,6 +125,10 @@ def check_selection_settings(*, candidates=None, loss="ce", tol=None, mode="batc
         raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
     if mode not in ("batched", "sequential"):
         raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+    if candidate_order not in CANDIDATE_ORDERS:
+        raise ValueError(
+            f"candidate_order={candidate_order!r} must be one of {', '.join(CANDIDATE_ORDERS)}"
+        )
 
 
 def _check_batches(batches) -> Callable[[], Batch]:
@@ -113,6 +141,65 @@ def _check_batches(batches) -> Callable[[], Batch]:
     )
 
 
+class _LayerStep:
+    """What happens after each greedy step of one group (the kernel's ``stop`` rule): the
+    tolerance test (with the authors' pre-check on the step batch), the width cap, and a fresh
+    batch for the next step."""
+
+    def __init__(
+        self,
+        *,
+        obj,
+        labels,
+        cap,
+        model,
+        gate,
+        suffix,
+        prepare,
+        next_batch,
+        tol,
+        precheck,
+        acc_before,
+        eval_data,
+        chunk,
+    ):
+        self.obj, self.labels, self.cap, self.model, self.gate = obj, labels, cap, model, gate
+        self.suffix, self.prepare, self.next_batch = suffix, prepare, next_batch
+        self.tol, self.precheck, self.acc_before = tol, precheck, acc_before
+        self.eval_data, self.chunk = eval_data, chunk
+        self.acc: float | None = None
+        self.full_evaluations = 0
+
+    @torch.no_grad()
+    def _batch_accuracy(self) -> float:
+        self.gate.value = self.obj.gates()
+        try:
+            out = _run_chunked(self.suffix, self.obj.inputs[0], self.chunk)
+        finally:
+            self.gate.value = None
+        return float((out.argmax(1) == self.labels).float().mean())
+
+    def __call__(self, step: int, loss_value: float) -> bool:
+        if self.tol is not None:
+            goal = (1 - self.tol) * self.acc_before
+            if self.precheck is None or self._batch_accuracy() >= self.precheck * self.acc_before:
+                self.gate.value = self.obj.gates()
+                try:
+                    self.acc = _accuracy(self.model, self.eval_data, self.chunk)
+                finally:
+                    self.gate.value = None
+                self.full_evaluations += 1
+                if self.acc >= goal:
+                    return True
+        if int((self.obj.w > 0).sum()) >= self.cap:
+            return True
+        x, y = self.next_batch()
+        inputs, target = self.prepare(x, y)
+        self.obj.set_batch(inputs, target)
+        self.labels = y
+        return False
+
+
 def greedy_prune(
     model: nn.Module,
     batches,
@@ -121,8 +208,11 @@ def greedy_prune(
     target_macs: int | float | str | None = None,
     widths: dict[str, int] | None = None,
     tol: float | None = None,
+    eval_data=None,
     eval_batch: Batch | None = None,
+    precheck: float | None = None,
     candidates: int | None = 50,
+    candidate_order: str = "random",
     replacement: bool = False,
     loss: str = "ce",
     mode: str = "batched",
@@ -130,6 +220,8 @@ def greedy_prune(
     generator: torch.Generator | int | None = 0,
     chunk_size: int | None = None,
     max_bytes: int | None = None,
+    eval_chunk: int = 64,
+    amp: str | None = None,
     between_layers: Callable[[nn.Module], None] | None = None,
     progress: bool = False,
 ) -> tuple[GatedModel, GreedyPruneResult]:
@@ -145,25 +237,53 @@ def greedy_prune(
         prune meet the target given the ones already pruned (met up to rounding).
     widths: channels to keep per group name (instead of a MACs target; groups not named stay
         whole).
-    tol: the authors' per-layer stop: a group stops growing once the accuracy on ``eval_batch``
-        reaches (1 - tol) times its accuracy before this group was pruned. With ``target_macs``
-        too, a group stops at whichever comes first.
-    candidates: channels scored per step (random sample; the authors use 50); None scores all.
+    tol: the authors' per-layer stop: a group stops growing once the top-1 on ``eval_data``
+        reaches (1 - tol) times its top-1 before this group was pruned. With ``target_macs``
+        too, a group stops at whichever comes first. A group that ends with every channel
+        selected is restored whole (no gate), as the authors do.
+    eval_data: the images ``tol`` measures top-1 on: an ``(x, y)`` pair (run ``eval_chunk``
+        images at a time) or a callable returning an iterable of ``(x, y)`` batches on the
+        model's device (streamed: memory does not grow with the evaluation set). ``eval_batch``
+        is the older name of the pair form.
+    precheck: the authors' pre-check (0.95): after a step, the evaluation set is measured only
+        when the step batch's top-1 is at least ``precheck`` times the group's starting top-1.
+        None measures after every step.
+    candidates: channels scored per step (the authors use 50); None scores all.
+    candidate_order: "random" (a random sample of the open channels per step, as the paper
+        describes) or "lowest-index" (the lowest-index open channels, what the authors' code
+        effectively scores).
     replacement: False (default, the authors) never picks a channel twice; True is the theory's
         multiset (the gate of a channel picked j times out of n is D * j / n).
     loss: "ce" against the labels or "imitation" of the unpruned network's logits.
     mode: "batched" (cached prefix, K stacked copies through the suffix) or "sequential" (one full
         forward pass per candidate; the reference, same selections given the same batches).
-    between_layers: called with the model after each group (e.g. a short fine-tune).
+    eval_chunk: images per forward pass of every prefix and evaluation run.
+    amp: "bf16" or "fp16" autocast for the scoring passes on CUDA (ignored on the CPU).
+    between_layers: called with the model after each group that was cut (e.g. a short
+        fine-tune); not after a group that stayed whole.
     Returns the gated model and the per-group records.
     """
-    check_selection_settings(candidates=candidates, loss=loss, tol=tol, mode=mode)
+    from ._finetune import autocast
+
+    check_selection_settings(
+        candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
+    )
     if target_macs is None and tol is None and widths is None:
         raise ValueError("pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)")
     if target_macs is not None and widths is not None:
         raise ValueError("pass target_macs or widths, not both")
-    if tol is not None and eval_batch is None:
-        raise ValueError("tol needs eval_batch=(x, y): the images the accuracy is measured on")
+    if eval_data is None:
+        eval_data = eval_batch
+    if tol is not None and eval_data is None:
+        raise ValueError("tol needs eval_data: the images the top-1 is measured on")
+    if precheck is not None and (
+        isinstance(precheck, bool)
+        or not isinstance(precheck, (int, float))
+        or not 0 < precheck <= 1
+    ):
+        raise ValueError(f"precheck={precheck!r} must be in (0, 1] (the authors: 0.95) or None")
+    if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
+        raise ValueError(f"eval_chunk={eval_chunk!r} must be an int >= 1")
     loss_fn = loss_per_sample(loss)
     next_batch = _check_batches(batches)
     gen = generator
@@ -180,12 +300,7 @@ def greedy_prune(
     if target_macs is not None:
         result.planned_macs = macs_model.macs(macs_model.plan(target_macs))
     extra = {} if max_bytes is None else {"max_bytes": max_bytes}
-
-    def target_of(x: Tensor, y: Tensor) -> Tensor:
-        if reference is None:
-            return y
-        with torch.no_grad():
-            return reference(x)
+    device = example_input.device
 
     for g in tqdm(gm.groups, desc="layers", disable=not progress):
         gate = gm.gates[g.name]
@@ -202,78 +317,70 @@ def greedy_prune(
             result.layers.append(LayerRecord(g.name, d, [], list(range(d)), [1.0] * d, []))
             continue
         prefix, suffix = gm.split(g.name)
-        acc_before, h_eval = None, None
-        if tol is not None:
-            with torch.no_grad():
-                h_eval = prefix(eval_batch[0])
-            acc_before = _accuracy(suffix, h_eval, eval_batch[1])
-        x, y = next_batch()
+        with autocast(device, amp):
+            acc_before = None if tol is None else _accuracy(model, eval_data, eval_chunk)
 
-        def run_suffix(xs: Tensor, gates: Tensor, suffix=suffix, gate=gate) -> Tensor:
-            gate.stacked = gates
-            try:
-                return suffix(xs)
-            finally:
-                gate.stacked = None
+            def prepare(x: Tensor, y: Tensor, prefix=prefix) -> tuple[Tensor, Tensor]:
+                with torch.no_grad():
+                    inputs = _run_chunked(prefix, x, eval_chunk) if mode == "batched" else x
+                    target = y if reference is None else _run_chunked(reference, x, eval_chunk)
+                return inputs, target
 
-        def run_full(xs: Tensor, gates: Tensor, gate=gate) -> Tensor:
-            gate.stacked = gates
-            try:
-                return model(xs)
-            finally:
-                gate.stacked = None
+            def run_suffix(xs: Tensor, gates: Tensor, suffix=suffix, gate=gate) -> Tensor:
+                gate.stacked = gates
+                try:
+                    return suffix(xs)
+                finally:
+                    gate.stacked = None
 
-        with torch.no_grad():
-            inputs = prefix(x) if mode == "batched" else x
-        obj = _LayerObjective(
-            inputs,
-            run_suffix if mode == "batched" else run_full,
-            loss_fn,
-            d,
-            target=target_of(x, y),
-            scale=float(d),
-            chunk_size=1 if mode == "sequential" else chunk_size,
-            **extra,
-        )
-        state = {"acc": None}
+            def run_full(xs: Tensor, gates: Tensor, gate=gate) -> Tensor:
+                gate.stacked = gates
+                try:
+                    return model(xs)
+                finally:
+                    gate.stacked = None
 
-        def stop(
-            step: int,
-            loss_value: float,
-            obj=obj,
-            prefix=prefix,
-            suffix=suffix,
-            gate=gate,
-            state=state,
-            h_eval=h_eval,
-            acc_before=acc_before,
-            cap=cap,
-        ):
-            distinct = int((obj.w > 0).sum())
-            if tol is not None:
-                gate.value = obj.gates()
-                state["acc"] = _accuracy(suffix, h_eval, eval_batch[1])
-                gate.value = None
-                if state["acc"] >= (1 - tol) * acc_before:
-                    return True
-            if distinct >= cap:
-                return True
-            xb, yb = next_batch()
-            with torch.no_grad():
-                obj.set_batch(prefix(xb) if mode == "batched" else xb, target_of(xb, yb))
-            return False
-
-        n_steps = cap if not replacement else 64 * d
-        sel = greedy_select(
-            obj,
-            n_steps,
-            replacement=replacement,
-            candidates=candidates,
-            stop=stop,
-            generator=gen,
-        )
-        gate.value = obj.gates().detach().clone()
+            x, y = next_batch()
+            inputs, target = prepare(x, y)
+            obj = _LayerObjective(
+                inputs,
+                run_suffix if mode == "batched" else run_full,
+                loss_fn,
+                d,
+                target=target,
+                scale=float(d),
+                chunk_size=1 if mode == "sequential" else chunk_size,
+                **extra,
+            )
+            after_step = _LayerStep(
+                obj=obj,
+                labels=y,
+                cap=cap,
+                model=model,
+                gate=gate,
+                suffix=suffix if mode == "batched" else model,
+                prepare=prepare,
+                next_batch=next_batch,
+                tol=tol,
+                precheck=precheck,
+                acc_before=acc_before,
+                eval_data=eval_data,
+                chunk=eval_chunk,
+            )
+            sel = greedy_select(
+                obj,
+                cap if not replacement else 64 * d,
+                replacement=replacement,
+                candidates=candidates,
+                candidate_order=candidate_order,
+                stop=after_step,
+                generator=gen,
+                progress=progress,
+            )
         kept = sorted(int(i) for i in torch.nonzero(obj.w > 0).flatten())
+        whole = len(kept) == d
+        # A group that selected every channel is restored whole (no gate), as the authors do.
+        gate.value = None if whole else obj.gates().detach().clone()
         done[g.name] = len(kept)
         result.layers.append(
             LayerRecord(
@@ -281,14 +388,15 @@ def greedy_prune(
                 d,
                 [int(i) for i in sel.order],
                 kept,
-                [float(v) for v in gate.value.cpu()],
+                [1.0] * d if whole else [float(v) for v in gate.value.cpu()],
                 [float(v) for v in sel.losses],
                 acc_before,
-                state["acc"],
+                after_step.acc,
                 int(sel.evaluations),
+                after_step.full_evaluations,
             )
         )
-        if between_layers is not None:
+        if between_layers is not None and not whole:
             between_layers(model)
             model.eval()
     return gm, result

@@ -1,21 +1,31 @@
-"""Building torchvision classifiers offline and loading user checkpoints safely."""
+"""Building classifiers offline (torchvision's and this package's own) and loading user
+checkpoints safely."""
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from ._proxyless import proxylessnas_mobile
+
 __all__ = ["build_model", "list_archs", "load_checkpoint"]
+
+# Models defined in this package, by name: a builder taking the number of classes.
+_OWN_MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "proxylessnas_mobile": lambda num_classes: proxylessnas_mobile(num_classes=num_classes),
+}
 
 
 def list_archs() -> list[str]:
-    """Names of the torchvision classification models (``torchvision.models.get_model`` names)."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    """Names ``build_model`` knows: the torchvision classification models
+    (``torchvision.models.get_model`` names) and this package's own (``proxylessnas_mobile``)."""
+    return sorted({*torchvision.models.list_models(module=torchvision.models), *_OWN_MODELS})
 
 
 def _weight_names(arch: str) -> set[str]:
@@ -69,7 +79,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None = None) -> nn.Module:
-    """A torchvision classifier ``arch`` with ``num_classes`` outputs, in eval mode.
+    """The classifier ``arch`` (a name from :func:`list_archs`) with ``num_classes`` outputs, in
+    eval mode.
 
     weights: None (random initialisation) or a local checkpoint file. Nothing is downloaded: a
         torchvision weight name (``IMAGENET1K_V1``, ``DEFAULT``, ...) raises ``ValueError`` asking
@@ -79,12 +90,15 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
         near = difflib.get_close_matches(str(arch), list_archs(), n=6, cutoff=0.6)
         hint = f" (did you mean one of {', '.join(near)}?)" if near else ""
         raise ValueError(
-            f"arch={arch!r} is not a torchvision classification model{hint}; "
-            "see torchvision.models.list_models(module=torchvision.models)"
+            f"arch={arch!r} is not a torchvision classification model nor proxylessnas_mobile"
+            f"{hint}; see greedyprune.prune.list_archs()"
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if arch in _OWN_MODELS:
+        model = _OWN_MODELS[arch](num_classes)
+    else:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if weights is not None:
         w = str(weights)
         if not Path(w).exists() and w in _weight_names(arch):

@@ -10,25 +10,28 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from greedyprune.runs import RunDir
 
 from ._baselines import BASELINES, baseline_channels
-from ._data import load_data, parse_data
-from ._finetune import batch_stream, evaluate, finetune, fixed_batch, latency_ms
+from ._data import check_images, class_count, eval_indices, labels_of, load_data, parse_data
+from ._finetune import AMP_DTYPES, batch_stream, evaluate, finetune, latency_ms, stream_batches
 from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
 from ._layerwise import check_selection_settings, greedy_prune
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
-from ._models import build_model, load_checkpoint
+from ._models import build_model
+from ._recipes import UNSET, FinetuneSettings, resolve_recipe
 from ._surgery import fold_and_prune, prune_channels
 
 __all__ = ["METHODS", "compare", "prune", "summarize"]
@@ -37,40 +40,83 @@ METHODS = ("greedy", *BASELINES)
 _DEFAULT_SIZE = {"folder": 224, "digits": 32, "synthetic": 64}
 
 
-def _precheck(arch, data, image_size, weights, targets) -> list[int]:
-    """Check the cheap arguments before any folder is created or model trained; absolute targets."""
+@dataclass
+class _Prepared:
+    """What a run needs, built and checked before its folder is written."""
+
+    kind: str
+    size: int
+    train: Dataset
+    test: Dataset
+    n_classes: int
+    model: nn.Module
+    example: Tensor
+    targets: list[int]
+
+
+def _prepare(
+    arch, data, image_size, weights, device, targets, *, crop_scale=(0.08, 1.0), workers=0
+) -> _Prepared:
+    """Load the data (every image header of a folder checked), build the model with the data's
+    class count, load the weights, and turn the MACs targets into reachable absolute counts: every
+    check that can fail, before any folder is created or model trained."""
     spec = parse_data(data)
     size = _DEFAULT_SIZE[spec.kind] if image_size is None else image_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {size!r}")
-    model = build_model(arch, 10)
-    if weights is not None:
-        # A missing path may be a torchvision weight name: build_model says how to fix either.
-        _ = (
-            load_checkpoint(weights)
-            if Path(str(weights)).exists()
-            else build_model(arch, 10, weights)
+    if weights is None and spec.kind == "folder":
+        raise ValueError(
+            "data=folder:... needs weights=PATH (a trained checkpoint); only digits and "
+            "synthetic models are trained here from scratch"
         )
-    full = count_macs(model, torch.zeros(1, 3, size, size))
-    return [parse_macs(t, full) for t in targets if t is not None]
+    train, test, n_classes = load_data(spec, size, num_classes=10, crop_scale=crop_scale)
+    for dataset in (train, test):
+        check_images(dataset, workers=max(4, workers))
+    model = build_model(arch, n_classes, weights)
+    example = torch.zeros(1, 3, size, size)
+    groups = find_prunable_groups(model, example)
+    macs_model = MacsModel(profile_layers(model, example), groups)
+    smallest = macs_model.macs({g.name: 1 for g in groups})
+    absolute = []
+    for t in targets:
+        if t is None:
+            continue
+        target = parse_macs(t, macs_model.full_macs)
+        if target < smallest:
+            raise ValueError(
+                f"target_macs={t!r} ({target / 1e6:.3f}M) is below the smallest reachable "
+                f"{smallest / 1e6:.3f}M MACs of {arch} at {size} px (one channel per prunable "
+                "group); pass a larger target"
+            )
+        absolute.append(target)
+    model = model.to(device).eval()
+    return _Prepared(spec.kind, size, train, test, n_classes, model, example.to(device), absolute)
 
 
 def _check_settings(
     *,
     candidates=None,
+    candidate_order="random",
     loss="ce",
     tol=None,
     mode="batched",
     device="cpu",
+    amp=None,
     positive_ints=(),
+    non_negative_ints=(),
     positive=(),
     non_negative=(),
 ):
     """The cheap checks of ``prune``/``compare``: all before a folder is made or a model trained."""
-    check_selection_settings(candidates=candidates, loss=loss, tol=tol, mode=mode)
+    check_selection_settings(
+        candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
+    )
     for name, value in positive_ints:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be an int >= 1")
+    for name, value in non_negative_ints:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r} must be an int >= 0")
     for name, value in positive:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name}={value!r} must be a number > 0")
@@ -85,49 +131,62 @@ def _check_settings(
         ) from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is available; pass cpu")
-
-
-def _setup(arch, data, image_size, weights, device, train_epochs, out, seed, progress):
-    spec = parse_data(data)
-    size = _DEFAULT_SIZE[spec.kind] if image_size is None else image_size
-    train, test, n_classes = load_data(spec, size, num_classes=10)
-    model = build_model(arch, n_classes, weights).to(device)
-    trained_here = False
-    if weights is None:
-        if spec.kind == "folder":
+    if amp is not None:
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+        if kind != "cuda":
             raise ValueError(
-                "data=folder:... needs weights=PATH (a trained checkpoint); only digits and "
-                "synthetic models are trained here from scratch"
+                f"amp={amp!r} needs a CUDA device (device={device!r}); drop amp on the CPU"
             )
-        base = Path(out) / "base.safetensors"
-        if base.is_file():
-            model.load_state_dict(load_file(str(base)))
-        else:
-            finetune(
-                model,
-                train,
-                epochs=train_epochs,
-                lr=0.05,
-                generator=seed,
-                checkpoint=Path(out) / "base-train.pt",
-                progress=progress,
-            )
-            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-            save_file(state, str(base))
-        trained_here = True
-    model.eval()
-    example = torch.zeros(1, 3, size, size, device=device)
-    return spec, size, train, test, n_classes, model, example, trained_here
 
 
-def _between(train, epochs, seed):
-    if not epochs:
-        return None
+def _train_base(prep: _Prepared, run: RunDir, train_epochs, seed, progress, **loader) -> bool:
+    """Train the base model when no checkpoint was given (digits, synthetic); cached in the run
+    folder as ``base.safetensors``. Returns whether it was trained here."""
+    base = run.path / "base.safetensors"
+    if base.is_file():
+        try:
+            prep.model.load_state_dict(load_file(str(base)))
+        except Exception:
+            raise ValueError(
+                f"{str(base)!r} is damaged; delete it and run again to retrain the base model"
+            ) from None
+    else:
+        finetune(
+            prep.model,
+            prep.train,
+            epochs=train_epochs,
+            lr=0.05,
+            generator=seed,
+            checkpoint=run.path / "base-train.pt",
+            progress=progress,
+            **loader,
+        )
+        state = {k: v.detach().contiguous().cpu() for k, v in prep.model.state_dict().items()}
+        tmp = run.path / ".base.safetensors.tmp"
+        save_file(state, str(tmp))
+        os.replace(tmp, base)
+    prep.model.eval()
+    return True
 
-    def step(model: nn.Module) -> None:
-        finetune(model, train, epochs=epochs, lr=2.5e-3, weight_decay=4e-5, generator=seed)
 
-    return step
+def _sgd(phase: FinetuneSettings) -> dict:
+    """``finetune`` keywords of one recipe phase."""
+    return {
+        "epochs": phase.epochs,
+        "lr": phase.lr,
+        "batch_size": phase.batch_size,
+        "momentum": phase.momentum,
+        "nesterov": phase.nesterov,
+        "weight_decay": phase.weight_decay,
+        "decay_all": phase.decay_all,
+        "label_smoothing": phase.label_smoothing,
+        "schedule": phase.schedule,
+    }
+
+
+def _auto_progress(progress) -> bool:
+    return sys.stderr.isatty() if progress is None else bool(progress)
 
 
 def prune(
@@ -135,93 +194,163 @@ def prune(
     data: str,
     out: str | os.PathLike,
     *,
+    recipe: str = "default",
     target_macs: str | float | None = None,
-    tol: float | None = None,
     weights: str | None = None,
     image_size: int | None = None,
-    candidates: int | None = 50,
-    batch_size: int = 128,
-    n_eval: int = 6400,
+    candidates=UNSET,
+    candidate_order=UNSET,
+    batch_size=UNSET,
+    crop_scale=UNSET,
+    tol=UNSET,
+    precheck=UNSET,
+    n_eval=UNSET,
+    eval_every=UNSET,
+    between_epochs=UNSET,
+    finetune_epochs=UNSET,
+    finetune_lr=UNSET,
+    finetune_batch_size=UNSET,
     replacement: bool = False,
     loss: str = "ce",
     mode: str = "batched",
-    between_epochs: float = 0.0,
-    finetune_epochs: float = 0.0,
-    finetune_lr: float = 0.01,
     train_epochs: float = 20,
     seed: int = 0,
     device: str = "cpu",
-    progress: bool = False,
+    workers: int = 0,
+    amp: str | None = None,
+    channels_last: bool = False,
+    progress: bool | None = None,
 ) -> dict:
     """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
 
+    recipe: "default" or "authors" (see :data:`RECIPES`): every knob below left unset takes the
+        recipe's value; a value given here overrides it (``recipe="authors", candidates=8``).
     target_macs: "220M", "1.5G", 0.5 or "50%" (see ``parse_macs``); tol: the authors' per-layer
-    accuracy tolerance (on the first ``n_eval`` training images). At least one of them.
+        top-1 tolerance, measured on every ``eval_every``-th training image (or ``n_eval`` images
+        spread over the whole set). At least one of them.
     weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
-    ``train_epochs`` and cached in ``out``. Returns the summary (also in ``out/summary.json``).
-    The pruned model is ``out/model.safetensors`` + ``out/pruned.json`` (see ``load_pruned``).
+        ``train_epochs`` and cached in ``out``.
+    workers: DataLoader workers; amp: "bf16"/"fp16" autocast on CUDA; channels_last: NHWC memory.
+    progress: bars on the layers, steps and epochs; None: on when stderr is a terminal.
+    Returns the summary (also in ``out/summary.json``). The pruned model is
+    ``out/model.safetensors`` + ``out/pruned.json`` (see ``load_pruned``).
     """
+    r = resolve_recipe(
+        recipe,
+        candidates=candidates,
+        candidate_order=candidate_order,
+        batch_size=batch_size,
+        crop_scale=crop_scale,
+        tol=tol,
+        precheck=precheck,
+        n_eval=n_eval,
+        eval_every=eval_every,
+        between_epochs=between_epochs,
+        finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr,
+        finetune_batch_size=finetune_batch_size,
+    )
+    progress = _auto_progress(progress)
+    _check_settings(
+        candidates=r.candidates,
+        candidate_order=r.candidate_order,
+        loss=loss,
+        tol=r.tol,
+        mode=mode,
+        device=device,
+        amp=amp,
+        positive_ints=[("batch_size", r.batch_size), ("finetune_batch_size", r.final.batch_size)]
+        + ([("n_eval", r.n_eval)] if r.n_eval is not None else [])
+        + ([("eval_every", r.eval_every)] if r.eval_every is not None else []),
+        non_negative_ints=[("workers", workers)],
+        positive=[("train_epochs", train_epochs)] if weights is None else [],
+        non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
+    )
+    prep = _prepare(
+        arch,
+        data,
+        image_size,
+        weights,
+        device,
+        [target_macs],
+        crop_scale=tuple(r.crop_scale),
+        workers=workers,
+    )
+    if target_macs is None and r.tol is None:
+        raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
+    if r.tol is not None and r.n_eval is None and r.eval_every is None:
+        raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
     config = {
         "job": "prune",
         "arch": arch,
         "data": data,
         "target_macs": target_macs,
-        "tol": tol,
         "weights": weights,
         "image_size": image_size,
-        "candidates": candidates,
-        "batch_size": batch_size,
-        "n_eval": n_eval,
+        "recipe": r.as_dict(),
         "replacement": replacement,
         "loss": loss,
         "mode": mode,
-        "between_epochs": between_epochs,
-        "finetune_epochs": finetune_epochs,
-        "finetune_lr": finetune_lr,
         "train_epochs": train_epochs,
         "seed": seed,
     }
-    _check_settings(
-        candidates=candidates,
-        loss=loss,
-        tol=tol,
-        mode=mode,
-        device=device,
-        positive_ints=[("batch_size", batch_size), ("n_eval", n_eval)],
-        positive=[("train_epochs", train_epochs)] if weights is None else [],
-        non_negative=[("between_epochs", between_epochs), ("finetune_epochs", finetune_epochs)],
-    )
-    _precheck(arch, data, image_size, weights, [target_macs])
-    if target_macs is None and tol is None:
-        raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
     run = RunDir(out, config)
-    _, size, train, test, n_classes, model, example, _ = _setup(
-        arch, data, image_size, weights, device, train_epochs, run.path, seed, progress
-    )
+    loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
+    if weights is None:
+        _train_base(prep, run, train_epochs, seed, progress, **loader)
+    model, example, train = prep.model, prep.example, prep.train
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     full_macs = count_macs(model, example)
-    target = None if target_macs is None else parse_macs(target_macs, full_macs)
-    acc_full = evaluate(model, test)
+    target = prep.targets[0] if prep.targets else None
+    eval_loader = {"batch_size": 256, **loader}
+    acc_full = evaluate(model, prep.test, **eval_loader)
+    idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
+    eval_set = Subset(train, idx)
+    eval_classes = class_count(labels_of(eval_set))
     selected = run.path / "selected"
     t0 = time.perf_counter()
     if (selected / "pruned.json").is_file():
-        model, record = load_pruned(selected)
+        model, record = load_pruned(selected, model=prep.model)
         model.to(device)
         select_s = float(record.get("select_s", 0.0))
     else:
         gen = torch.Generator().manual_seed(seed)
+
+        def between(m: nn.Module) -> None:
+            finetune(m, train, generator=seed, **_sgd(r.between), **loader)
+
         gm, result = greedy_prune(
             model,
-            batch_stream(train, batch_size, generator=gen, device=device),
+            batch_stream(
+                train,
+                r.batch_size,
+                generator=gen,
+                device=device,
+                num_workers=workers,
+                channels_last=channels_last,
+            ),
             example,
             target_macs=target,
-            tol=tol,
-            eval_batch=fixed_batch(train, n_eval, device) if tol is not None else None,
-            candidates=candidates,
+            tol=r.tol,
+            eval_data=stream_batches(
+                eval_set,
+                64,
+                device=device,
+                num_workers=workers,
+                channels_last=channels_last,
+            )
+            if r.tol is not None
+            else None,
+            precheck=r.precheck,
+            candidates=r.candidates,
+            candidate_order=r.candidate_order,
             replacement=replacement,
             loss=loss,
             mode=mode,
             generator=seed,
-            between_layers=_between(train, between_epochs, seed),
+            amp=amp,
+            between_layers=between if r.between.epochs > 0 else None,
             progress=progress,
         )
         model, kept = fold_and_prune(gm)
@@ -230,15 +359,16 @@ def prune(
             pd.DataFrame(
                 [
                     {
-                        "layer": r.name,
-                        "channels": r.n_channels,
-                        "kept": len(r.kept),
-                        "evaluations": r.evaluations,
-                        "loss_last": r.losses[-1] if r.losses else float("nan"),
-                        "acc_before": r.acc_before,
-                        "acc_after": r.acc_after,
+                        "layer": rec.name,
+                        "channels": rec.n_channels,
+                        "kept": len(rec.kept),
+                        "evaluations": rec.evaluations,
+                        "full_evaluations": rec.full_evaluations,
+                        "loss_last": rec.losses[-1] if rec.losses else float("nan"),
+                        "acc_before": rec.acc_before,
+                        "acc_after": rec.acc_after,
                     }
-                    for r in result.layers
+                    for rec in result.layers
                 ]
             ),
             "layers",
@@ -247,26 +377,27 @@ def prune(
             selected,
             model,
             arch=arch,
-            num_classes=n_classes,
-            image_size=size,
+            num_classes=prep.n_classes,
+            image_size=prep.size,
             kept=kept,
             extra={"select_s": select_s},
         )
-    acc_pruned = evaluate(model, test)
-    if finetune_epochs:
+    acc_pruned = evaluate(model, prep.test, **eval_loader)
+    if r.final.epochs:
         finetune(
             model,
             train,
-            epochs=finetune_epochs,
-            lr=finetune_lr,
             generator=seed,
             checkpoint=run.path / "finetune.pt",
             progress=progress,
+            **_sgd(r.final),
+            **loader,
         )
-    acc_final = evaluate(model, test)
+    acc_final = evaluate(model, prep.test, **eval_loader)
     macs = count_macs(model, example)
     summary = {
         "arch": arch,
+        "recipe": r.name,
         "macs_full": full_macs,
         "macs_target": target,
         "macs": macs,
@@ -275,11 +406,20 @@ def prune(
         "acc_full": acc_full,
         "acc_pruned": acc_pruned,
         "acc_finetuned": acc_final,
+        "n_eval": len(idx),
+        "eval_classes": eval_classes,
+        "classes": prep.n_classes,
         "select_s": select_s,
     }
     kept = json.loads((selected / "pruned.json").read_text())["kept"]
     save_pruned(
-        run.path, model, arch=arch, num_classes=n_classes, image_size=size, kept=kept, extra=summary
+        run.path,
+        model,
+        arch=arch,
+        num_classes=prep.n_classes,
+        image_size=prep.size,
+        kept=kept,
+        extra=summary,
     )
     run.write_json("summary.json", summary)
     return summary
@@ -330,7 +470,9 @@ def compare(
     greedy_batch: int = 8,
     loss: str = "ce",
     device: str = "cpu",
-    progress: bool = False,
+    workers: int = 0,
+    amp: str | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Greedy against the baselines (:data:`BASELINES`) at equal MACs and fine-tuning budget.
 
@@ -365,19 +507,23 @@ def compare(
         candidates=candidates,
         loss=loss,
         device=device,
+        amp=amp,
         positive_ints=[("greedy_batch", greedy_batch)],
+        non_negative_ints=[("workers", workers)],
         positive=[("finetune_epochs", finetune_epochs)]
         + ([("train_epochs", train_epochs)] if weights is None else []),
     )
-    _precheck(arch, data, image_size, weights, targets)
+    progress = _auto_progress(progress)
+    prep = _prepare(arch, data, image_size, weights, device, targets, workers=workers)
     run = RunDir(out, config)
-    _, size, train, test, _, base, example, _ = _setup(
-        arch, data, image_size, weights, device, train_epochs, run.path, 0, progress
-    )
+    loader = {"num_workers": workers, "amp": amp}
+    if weights is None:
+        _train_base(prep, run, train_epochs, 0, progress, **loader)
+    size, train, test, base, example = prep.size, prep.train, prep.test, prep.model, prep.example
     groups = find_prunable_groups(base, example)
     macs_model = MacsModel(profile_layers(base, example), groups)
     full_macs = macs_model.full_macs
-    abs_targets = [parse_macs(t, full_macs) for t in targets]
+    abs_targets = prep.targets
     acc_full = evaluate(base, test)
     lat_example = torch.zeros(32, 3, size, size, device=device)
     lat_full = latency_ms(base, lat_example)
@@ -392,7 +538,7 @@ def compare(
         model, select_s = _one_method(
             method, base, example, groups, widths, target, train, config, seed, device
         )
-        acc_pruned = evaluate(model, test)
+        acc_pruned = evaluate(model, test, **loader)
         t0 = time.perf_counter()
         # uniform is a thinner network trained from scratch: it gets the whole budget the
         # pruned networks had (the base model's training plus the fine-tuning)
@@ -402,6 +548,8 @@ def compare(
             epochs=config["uniform_epochs"] if method == "uniform" else finetune_epochs,
             lr=0.05 if method == "uniform" else finetune_lr,
             generator=seed,
+            progress=progress,
+            **loader,
         )
         ft_s = time.perf_counter() - t0
         macs = count_macs(model, example)

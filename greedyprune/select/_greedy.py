@@ -84,7 +84,7 @@ def _device_of(objective) -> torch.device:
     return torch.device(dev) if dev is not None else torch.device("cpu")
 
 
-def _general_step(objective, step, corrective, replacement, taken, s, gen, device):
+def _general_step(objective, step, corrective, replacement, taken, s, gen, device, lowest=False):
     """One step through ``objective.losses``: ``(index, loss, candidates evaluated)``."""
     N = int(objective.n_candidates)
     score = objective.linesearch_losses if corrective and step > 1 else objective.losses
@@ -104,7 +104,10 @@ def _general_step(objective, step, corrective, replacement, taken, s, gen, devic
             scores = score(cand)
         evaluated = pool_size
     else:
-        pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
+        if lowest:
+            pick = torch.arange(s, device=device)
+        else:
+            pick = torch.randperm(pool_size, generator=gen)[:s].to(device)
         cand = pick if pool is None else pool[pick]
         cand, _ = torch.sort(cand)
         scores = score(cand)
@@ -131,6 +134,7 @@ def greedy_select(
     stop=None,
     generator: torch.Generator | int | None = None,
     weights: str = "average",
+    candidate_order: str = "random",
     progress: bool = False,
 ) -> Selection:
     """Grow a subnetwork one neuron at a time, each time adding the neuron that lowers the loss most.
@@ -142,6 +146,9 @@ def greedy_select(
     candidates: None scores every candidate each step; an int s scores s candidates drawn at random
         (stochastic greedy, without replacement within the step); ``("eps", eps)`` sets
         s = ceil((N / n) log(1 / eps)). Ties go to the lowest index.
+    candidate_order: with ``candidates`` s below the open pool, "random" (stochastic greedy, the
+        default) draws the s candidates at random; "lowest-index" takes the s open candidates of
+        lowest index (what the authors' CNN code ends up doing, see docs/prune.md).
     stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops); it is
         called once per step, after the step's loss has reached the host.
     generator: torch.Generator or int seed for the candidate draws.
@@ -173,6 +180,9 @@ def greedy_select(
             "weights='corrective' needs a squared-loss feature objective (SquaredLoss or FactoredSquaredLoss)"
         )
     s = candidates_per_step(candidates, N, n)
+    if candidate_order not in ("random", "lowest-index"):
+        raise ValueError(f"candidate_order={candidate_order!r} must be 'random' or 'lowest-index'")
+    lowest = candidate_order == "lowest-index"
     should_stop = stop_rule(stop)
     gen = make_generator(generator) if s is not None else None
     device = _device_of(objective)
@@ -202,7 +212,7 @@ def greedy_select(
                     taken = torch.isinf(blocked)
         if not fused:
             i, loss, evaluated = _general_step(
-                objective, step, corrective, replacement, taken, s, gen, device
+                objective, step, corrective, replacement, taken, s, gen, device, lowest
             )
             evaluations += evaluated
         objective.add(i)
@@ -234,5 +244,10 @@ def greedy_select(
         method=method,
         weights=mix if corrective else None,
     )
-    sel.info = {"replacement": replacement, "candidates_per_step": s, "weights": weights}
+    sel.info = {
+        "replacement": replacement,
+        "candidates_per_step": s,
+        "weights": weights,
+        "candidate_order": candidate_order,
+    }
     return sel
