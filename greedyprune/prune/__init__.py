@@ -7,7 +7,14 @@ save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`.
 """
 
 from ._baselines import BASELINES, baseline_channels
-from ._data import DataSpec, check_images, eval_indices, load_data, parse_data
+from ._data import (
+    DataSpec,
+    check_images,
+    eval_indices,
+    load_data,
+    parse_data,
+    write_image_folder,
+)
 from ._finetune import (
     batch_stream,
     evaluate,
@@ -70,4 +77,5 @@ __all__ = [
     "save_pruned",
     "stream_batches",
     "summarize",
+    "write_image_folder",
 ]

@@ -11,6 +11,7 @@ reference: one full forward pass of the whole model per candidate. Each step dra
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -45,7 +46,8 @@ class LayerRecord:
     """One group's selection: ``order`` (picks in order, repeats possible with replacement),
     ``kept`` (distinct channels), ``gate`` [D] (D * w), losses per step, accuracies if measured,
     ``evaluations`` (candidate scorings) and ``full_evaluations`` (passes over the evaluation set
-    for ``tol``, the pre-check skips most)."""
+    for ``tol``, the pre-check skips most), ``seconds`` of selection (between-layer tuning
+    excluded)."""
 
     name: str
     n_channels: int
@@ -57,6 +59,7 @@ class LayerRecord:
     acc_after: float | None = None
     evaluations: int = 0
     full_evaluations: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -303,6 +306,7 @@ def greedy_prune(
     device = example_input.device
 
     for g in tqdm(gm.groups, desc="layers", disable=not progress):
+        t0 = time.perf_counter()
         gate = gm.gates[g.name]
         d = g.n_channels
         cap = d
@@ -394,6 +398,7 @@ def greedy_prune(
                 after_step.acc,
                 int(sel.evaluations),
                 after_step.full_evaluations,
+                time.perf_counter() - t0,
             )
         )
         if between_layers is not None and not whole:

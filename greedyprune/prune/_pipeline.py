@@ -364,6 +364,7 @@ def prune(
                         "kept": len(rec.kept),
                         "evaluations": rec.evaluations,
                         "full_evaluations": rec.full_evaluations,
+                        "select_s": rec.seconds,
                         "loss_last": rec.losses[-1] if rec.losses else float("nan"),
                         "acc_before": rec.acc_before,
                         "acc_after": rec.acc_after,
