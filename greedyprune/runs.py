@@ -62,15 +62,19 @@ class RunDir:
     path: the folder; created if missing.
     config: the run's settings (JSON-serialisable). If the folder already holds a different
         ``config.json``, a ``ValueError`` says so: resuming under other settings would mix results.
+    writer: False for a reader that checks the config and reads tables but never writes (the
+        ranks other than 0 of a distributed run): its writes are no-ops.
     """
 
-    def __init__(self, path: str | os.PathLike, config: Mapping[str, Any]):
+    def __init__(self, path: str | os.PathLike, config: Mapping[str, Any], *, writer: bool = True):
         self.path = Path(path)
+        self.writer = bool(writer)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(
                 f"out={str(self.path)!r} exists and is not a folder; pass another --out"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
         self.config = _jsonable(dict(config))
         cfg_file = self.path / "config.json"
         if cfg_file.exists():
@@ -83,7 +87,7 @@ class RunDir:
                     f"out={str(self.path)!r} holds a run with other settings (differs in: "
                     f"{', '.join(changed)}); pass a new --out or the same settings to resume"
                 )
-        else:
+        elif self.writer:
             self.write_json("config.json", self.config)
 
     def table_path(self, table: str = "results") -> Path:
@@ -107,9 +111,13 @@ class RunDir:
     ) -> None:
         """Append one unit's rows atomically; rows of a unit already present are replaced."""
         new = pd.DataFrame([dict(r, unit=str(unit)) for r in records])
-        if new.empty:
+        if new.empty or not self.writer:
             return
-        old = self.read(table)
+        # Finished rows are carried over as the text they were written as, so a later unit
+        # (with other columns, say) never rewrites them (an int column read back as float).
+        p = self.table_path(table)
+        has_rows = p.exists() and p.stat().st_size > 0
+        old = pd.read_csv(p, dtype=str, keep_default_na=False) if has_rows else pd.DataFrame()
         if not old.empty and "unit" in old.columns:
             old = old[old["unit"].astype(str) != str(unit)]
         df = pd.concat([old, new], ignore_index=True) if not old.empty else new
@@ -117,10 +125,12 @@ class RunDir:
 
     def write_table(self, df: pd.DataFrame, table: str) -> Path:
         p = self.table_path(table)
-        atomic_write_text(p, df.to_csv(index=False))
+        if self.writer:
+            atomic_write_text(p, df.to_csv(index=False))
         return p
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path / name
-        atomic_write_text(p, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+        if self.writer:
+            atomic_write_text(p, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
         return p

@@ -27,8 +27,19 @@ def test_usage_errors_exit_2_with_one_line(argv, capsys):
     assert len(err.splitlines()) == 1
 
 
-def test_parser_builds():
-    assert build_parser().prog == "greedyprune"
+def test_each_command_reaches_its_front_end():
+    from greedyprune.prune import _cli_compare, _cli_prune
+
+    parser = build_parser()
+    common = ["--arch", "resnet18", "--data", "digits"]
+    args = parser.parse_args(["prune", *common, "--out", "r", "--candidates", "all"])
+    assert args._run is _cli_prune.run
+    assert args.candidates is None and args.out == "r"
+    args = parser.parse_args(
+        ["compare", *common, "--out", "c", "--methods", "l1, bn", "--seeds", "0,2"]
+    )
+    assert args._run is _cli_compare.run
+    assert args.methods == ["l1", "bn"] and args.seeds == [0, 2]
 
 
 def test_console_entry_point_runs():

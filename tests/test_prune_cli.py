@@ -1,5 +1,6 @@
 """greedyprune prune / compare: bad input gives one line and exit code 2; tiny end-to-end runs."""
 
+import csv
 import json
 
 import pandas as pd
@@ -9,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
 from greedyprune.cli import main
+from greedyprune.prune import _pipeline
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 
@@ -68,42 +70,124 @@ def test_bad_method_and_missing_stop(capsys, tmp_path):
     _fails(capsys, argv, "target_macs")
 
 
-def test_prune_end_to_end_and_resume(capsys, tmp_path):
+def _files(folder):
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+class _Calls:
+    """Wraps ``module.name`` (where the pipeline looks it up) and counts its calls; ``before`` runs
+    first with the call count and may raise (an interruption)."""
+
+    def __init__(self, monkeypatch, module, name, before=None):
+        self.n, self.before, real = 0, before, getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            self.n += 1
+            if self.before is not None:
+                self.before(self.n)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+
+def _interrupt(n):
+    raise KeyboardInterrupt
+
+
+def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     out = tmp_path / "run"
     argv = ["prune", "--arch", "resnet18", "--data", "synthetic", "--out", str(out), *TINY]
     argv += ["--tol", "0.9", "--n-eval", "8", "--candidates", "2", "--batch-size", "2"]
     argv += ["--finetune-epochs", "0.05"]
-    assert main(argv) == 0
+    # First run: interrupted in the fine-tuning that follows the selection (the selection, like
+    # the base model's training, is done by then).
+    with monkeypatch.context() as m:
+        select = _Calls(m, _pipeline, "greedy_prune")
+        _Calls(m, _pipeline, "finetune", before=lambda n: select.n and _interrupt(n))
+        assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert select.n == 1
+    assert not (out / "summary.json").exists()
+    interrupted = _files(out)
+    # Second run with the same settings: the selected model is loaded, not selected again, and
+    # every file the first run left (base model, selection, layer table) is reused byte for byte.
+    with monkeypatch.context() as m:
+        select = _Calls(m, _pipeline, "greedy_prune")
+        assert main(argv) == 0
+    assert select.n == 0
+    after = _files(out)
+    for name, data in interrupted.items():
+        assert after.get(name) == data, f"{name} was rewritten on resume"
     first = json.loads((out / "summary.json").read_text())
     model, record = gp.load_pruned(out)
     assert record["macs"] == first["macs"] == gp.count_macs(model, torch.zeros(1, 3, 16, 16))
     assert first["macs"] < first["macs_full"]
     layers = pd.read_csv(out / "layers.csv")
     assert (layers["kept"] <= layers["channels"]).all()
-    # A second run with the same settings resumes: the selection is loaded, not redone.
-    assert main(argv) == 0
-    assert json.loads((out / "summary.json").read_text())["macs"] == first["macs"]
+    # A finished run started again redoes nothing: no selection, every file unchanged.
+    with monkeypatch.context() as m:
+        select = _Calls(m, _pipeline, "greedy_prune")
+        assert main(argv) == 0
+    assert select.n == 0
+    assert _files(out) == after
     # Other settings in the same folder are refused.
     _fails(capsys, [*argv[:-1], "0.1"], "other settings")
 
 
-def test_compare_equal_macs_and_resume(capsys, tmp_path):
+def _rows(path):
+    """results.csv as {unit: the row's text, byte for byte}."""
+    lines = path.read_text().splitlines()
+    col = next(csv.reader(lines[:1])).index("unit")
+    return {next(csv.reader([line]))[col]: line for line in lines[1:]}
+
+
+def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     out = tmp_path / "cmp"
     argv = ["compare", "--arch", "mobilenet_v3_small", "--data", "synthetic", "--out", str(out)]
     argv += [*TINY, "--methods", "l1,taylor,bn,random,uniform", "--target-macs", "0.7"]
     argv += ["--finetune-epochs", "0.05", "--seeds", "0,1"]
-    assert main(argv) == 0
+    base = out / "base.safetensors"
+    # First run: the third unit is interrupted while it trains (after the base model is trained).
+    trained = {"units": 0}
+
+    def third_unit_interrupted(n):
+        if base.is_file():
+            trained["units"] += 1
+            if trained["units"] == 3:
+                raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        _Calls(m, _pipeline, "finetune", before=third_unit_interrupted)
+        assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    finished = _rows(out / "results.csv")
+    assert len(finished) == 2
+    base_bytes = base.read_bytes()
+    # Second run: only the eight unfinished units run; the finished rows are kept byte for byte.
+    with monkeypatch.context() as m:
+        calls = _Calls(m, _pipeline, "finetune")
+        assert main(argv) == 0
+    assert calls.n == 8
     assert "uniform" in capsys.readouterr().out
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 10
+    for unit, line in finished.items():
+        assert rows[unit] == line, f"finished unit {unit} was redone or rewritten"
+    assert base.read_bytes() == base_bytes
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == 10
+    assert len(df) == 10 and df["unit"].is_unique
     # Equal widths for every method: one MACs count per target.
     assert df["macs"].nunique() == 1
     assert (df["macs"] <= df["macs_target"]).all()
     assert (df["macs"] >= 0.98 * df["macs_target"]).all()
-    mtime = (out / "results.csv").stat().st_mtime_ns
-    assert main(argv) == 0
-    assert len(pd.read_csv(out / "results.csv")) == 10
-    assert (out / "results.csv").stat().st_mtime_ns >= mtime
+    # A finished run started again trains nothing and leaves the results as they were.
+    results = (out / "results.csv").read_bytes()
+    with monkeypatch.context() as m:
+        calls = _Calls(m, _pipeline, "finetune")
+        assert main(argv) == 0
+    assert calls.n == 0
+    assert (out / "results.csv").read_bytes() == results
 
 
 def test_parse_macs():

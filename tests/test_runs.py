@@ -54,3 +54,28 @@ def test_write_table_roundtrip(tmp_path):
     df = pd.DataFrame({"claim": ["a"], "measured_slope": [-1.9]})
     run.write_table(df, "verdicts")
     assert run.read("verdicts").equals(df)
+
+
+def test_finished_rows_are_kept_byte_for_byte(tmp_path):
+    """Resume keeps what is done: later units (and a fresh RunDir on the folder) never rewrite the
+    text of a finished unit's rows, floats included."""
+    rows = [{"x": 0.1 + 0.2, "y": 1 / 3, "z": 2.5e-17, "name": "a,b", "n": 3}]
+    run = RunDir(tmp_path, {"seeds": 2})
+    run.append("u0", rows)
+    first = run.table_path().read_text().splitlines()
+    run.append("u1", [{"x": 1e300, "y": -0.0, "z": float("nan"), "name": "c", "n": 4}])
+    resumed = RunDir(tmp_path, {"seeds": 2})
+    assert resumed.done_units() == {"u0", "u1"}
+    resumed.append("u2", [{"x": 7.0, "y": 0.7, "z": 0.07, "name": "d", "n": 5}])
+    assert resumed.table_path().read_text().splitlines()[:2] == first
+    assert resumed.read().loc[0, "x"] == 0.1 + 0.2
+
+
+def test_a_later_unit_with_other_columns_leaves_finished_rows_as_written(tmp_path):
+    run = RunDir(tmp_path / "r", {"a": 1})
+    run.append("u0", [{"n": 3, "x": 0.5}])
+    first = (tmp_path / "r" / "results.csv").read_text().splitlines()[1]
+    run.append("u1", [{"x": 0.25}])
+    # the int 3 must not come back as 3.0 because u1 left its column empty
+    assert (tmp_path / "r" / "results.csv").read_text().splitlines()[1] == first
+    assert run.done_units() == {"u0", "u1"}
