@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(text: str) -> None:
+    """Write to stderr once: on rank 0 of a distributed run (every rank meets the same error)."""
+    from greedyprune.dist import is_main
+
+    if is_main():
+        sys.stderr.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", None):
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        sys.stderr.write(f"greedyprune: error: {exc}\n")
+        _say(f"greedyprune: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(

@@ -82,6 +82,10 @@ def run(args) -> int:
         amp=args.amp,
         progress=args.progress,
     )
+    from greedyprune.dist import is_main
+
+    if not is_main():
+        return 0
     table = summarize(df)
     cols = [
         "arch",

@@ -198,8 +198,11 @@ def run(args) -> int:
     )
     from pathlib import Path
 
-    layers_csv = Path(args.out) / "layers.csv"
-    layers = pd.read_csv(layers_csv) if layers_csv.is_file() else None
-    print(summary_table(summary, layers))
-    print(f"pruned model: {args.out}/model.safetensors + {args.out}/pruned.json")
+    from greedyprune.dist import is_main
+
+    if is_main():
+        layers_csv = Path(args.out) / "layers.csv"
+        layers = pd.read_csv(layers_csv) if layers_csv.is_file() else None
+        print(summary_table(summary, layers))
+        print(f"pruned model: {args.out}/model.safetensors + {args.out}/pruned.json")
     return 0

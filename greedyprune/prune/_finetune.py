@@ -17,10 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
+
+from ._distributed import all_sum, barrier, is_distributed, is_main, local_slice, world_size
 
 __all__ = [
     "AMP_DTYPES",
@@ -145,12 +149,14 @@ class _RandomBatches:
     batches independent; the draws come from ``generator`` in the main process, so a stream is
     the same whatever the number of loader workers."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, share: slice):
         self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self.share = share
 
     def __iter__(self):
         while True:
-            yield torch.randperm(self.n, generator=self.generator)[: self.batch_size].tolist()
+            batch = torch.randperm(self.n, generator=self.generator)[: self.batch_size]
+            yield batch[self.share].tolist()
 
 
 def batch_stream(
@@ -161,25 +167,30 @@ def batch_stream(
     device="cpu",
     num_workers: int = 0,
     channels_last: bool = False,
+    shard: bool = True,
 ) -> Callable[[], tuple[Tensor, Tensor]]:
     """A callable returning a fresh random mini-batch ``(x [B, 3, H, W], y [B])`` per call
     (samples without replacement within a batch, independent between calls). With
-    ``num_workers`` > 0, images are decoded by DataLoader workers into pinned memory (on CUDA)."""
+    ``num_workers`` > 0, images are decoded by DataLoader workers into pinned memory (on CUDA).
+    In a ``torch.distributed`` process group every rank draws the same global batch and returns
+    its contiguous slice (the batch size must be a multiple of the world size); ``shard=False``
+    gives every rank the whole batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(dataset)
     device = torch.device(device)
     tensors = getattr(dataset, "tensors", None)
+    share = local_slice(min(batch_size, n)) if shard else slice(None)
     if tensors is not None:
 
         def next_tensor_batch() -> tuple[Tensor, Tensor]:
-            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)]
+            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)][share]
             return _to(tensors[0][idx], device, channels_last), tensors[1][idx].to(device)
 
         return next_tensor_batch
     loader = DataLoader(
         dataset,
-        batch_sampler=_RandomBatches(n, batch_size, generator),
+        batch_sampler=_RandomBatches(n, batch_size, generator, share),
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
@@ -248,15 +259,32 @@ def finetune(
         if isinstance(generator, torch.Generator)
         else torch.Generator().manual_seed(int(generator))
     )
-    loader = DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_set) > batch_size,
-        generator=gen,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    distributed = is_distributed()
+    if distributed:
+        # Every rank derives the same sampler seed from the same generator state.
+        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
+        local_batch = max(1, batch_size // world_size())
+        loader = DataLoader(
+            train_set,
+            batch_size=local_batch,
+            sampler=sampler,
+            drop_last=len(sampler) > local_batch,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        net = DDP(model, device_ids=[device] if device.type == "cuda" else None)
+    else:
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > batch_size,
+            generator=gen,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        net = model
     per_epoch = len(loader)
     total_steps = max(1, math.ceil(epochs * per_epoch))
     n_epochs = math.ceil(epochs)
@@ -281,6 +309,8 @@ def finetune(
     step = start * per_epoch
     model.train()
     for epoch in range(start, n_epochs):
+        if distributed:
+            sampler.set_epoch(epoch)
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", disable=not progress, leave=False)
         for x, y in bar:
@@ -288,7 +318,7 @@ def finetune(
                 break
             x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
             with autocast(device, amp):
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             # the schedule is a function of the step alone, so a resumed run needs no state
@@ -300,9 +330,17 @@ def finetune(
             step += 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()
+        if distributed:
+            total, count = all_sum(total, count)
+            # DDP keeps the parameters equal; batch-norm statistics are each rank's own until
+            # rank 0's are sent to all (what a checkpoint holds and the next selection sees)
+            for buf in model.buffers():
+                tdist.broadcast(buf, 0)
         history.append(total / max(1, count))
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, opt, epoch + 1, gen)
+            if is_main():
+                _save_checkpoint(ckpt, model, opt, epoch + 1, gen)
+            barrier()
     model.eval()
     return history
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from greedyprune.select import StackedObjective, greedy_select
 
+from ._distributed import all_sum, gather_mean, is_distributed
 from ._gates import GatedModel
 from ._macs import MacsModel, parse_macs, profile_layers
 
@@ -105,6 +106,7 @@ def _accuracy(model: nn.Module, eval_data, chunk: int) -> float:
     for x, y in batches:
         correct += int((model(x).argmax(1) == y).sum())
         total += int(y.numel())
+    correct, total = all_sum(correct, total)
     return correct / max(1, total)
 
 
@@ -180,7 +182,8 @@ class _LayerStep:
             out = _run_chunked(self.suffix, self.obj.inputs[0], self.chunk)
         finally:
             self.gate.value = None
-        return float((out.argmax(1) == self.labels).float().mean())
+        correct, total = all_sum(int((out.argmax(1) == self.labels).sum()), self.labels.numel())
+        return correct / max(1, total)
 
     def __call__(self, step: int, loss_value: float) -> bool:
         if self.tol is not None:
@@ -232,7 +235,10 @@ def greedy_prune(
 
     model: in eval mode during selection; its modules get gate hooks (``GatedModel``).
     batches: callable or iterator giving ``(x [B, C, H, W], y [B])`` on the model's device; one
-        batch per greedy step (the authors' fresh mini-batch).
+        batch per greedy step (the authors' fresh mini-batch). In a ``torch.distributed`` process
+        group each rank gives its contiguous slice of the same global batch, and ``eval_data``
+        its share of the evaluation set: the scores are then those of the global batch, the
+        same on every rank and the same as one process (see ``batch_stream``).
     example_input: [1, C, H, W] (tracing and MACs counting).
     target_macs: MACs of the whole model (see ``count_macs``) to end at, absolute (an int, "220M")
         or a fraction (0.5, "50%"), see ``parse_macs``; each group in
@@ -354,6 +360,7 @@ def greedy_prune(
                 target=target,
                 scale=float(d),
                 chunk_size=1 if mode == "sequential" else chunk_size,
+                reduce=gather_mean if is_distributed() else None,
                 **extra,
             )
             after_step = _LayerStep(

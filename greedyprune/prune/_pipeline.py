@@ -8,7 +8,6 @@ seed) and skips finished ones.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from greedyprune.runs import RunDir
 
 from ._baselines import BASELINES, baseline_channels
 from ._data import check_images, class_count, eval_indices, labels_of, load_data, parse_data
+from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
 from ._finetune import AMP_DTYPES, batch_stream, evaluate, finetune, latency_ms, stream_batches
 from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
@@ -163,11 +163,20 @@ def _train_base(prep: _Prepared, run: RunDir, train_epochs, seed, progress, **lo
             **loader,
         )
         state = {k: v.detach().contiguous().cpu() for k, v in prep.model.state_dict().items()}
-        tmp = run.path / ".base.safetensors.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, base)
+        if is_main():
+            tmp = run.path / ".base.safetensors.tmp"
+            save_file(state, str(tmp))
+            os.replace(tmp, base)
+        barrier()
     prep.model.eval()
     return True
+
+
+def _open_run(out, config) -> RunDir:
+    """The run folder: made (or checked, to resume) by rank 0, then checked by the other ranks."""
+    run = RunDir(out, config) if is_main() else None
+    barrier()
+    return run if run is not None else RunDir(out, config, writer=False)
 
 
 def _sgd(phase: FinetuneSettings) -> dict:
@@ -186,7 +195,8 @@ def _sgd(phase: FinetuneSettings) -> dict:
 
 
 def _auto_progress(progress) -> bool:
-    return sys.stderr.isatty() if progress is None else bool(progress)
+    """Bars when asked (None: when stderr is a terminal), on rank 0 only."""
+    return is_main() and (sys.stderr.isatty() if progress is None else bool(progress))
 
 
 def prune(
@@ -250,7 +260,6 @@ def prune(
         finetune_lr=finetune_lr,
         finetune_batch_size=finetune_batch_size,
     )
-    progress = _auto_progress(progress)
     _check_settings(
         candidates=r.candidates,
         candidate_order=r.candidate_order,
@@ -266,6 +275,8 @@ def prune(
         positive=[("train_epochs", train_epochs)] if weights is None else [],
         non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
     )
+    device = init_from_env(device)
+    local_slice(r.batch_size)  # the step batch must split evenly over the processes
     prep = _prepare(
         arch,
         data,
@@ -280,6 +291,7 @@ def prune(
         raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
         raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
+    progress = _auto_progress(progress)
     config = {
         "job": "prune",
         "arch": arch,
@@ -294,7 +306,7 @@ def prune(
         "train_epochs": train_epochs,
         "seed": seed,
     }
-    run = RunDir(out, config)
+    run = _open_run(out, config)
     loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
     if weights is None:
         _train_base(prep, run, train_epochs, seed, progress, **loader)
@@ -306,19 +318,22 @@ def prune(
     eval_loader = {"batch_size": 256, **loader}
     acc_full = evaluate(model, prep.test, **eval_loader)
     idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
-    eval_set = Subset(train, idx)
-    eval_classes = class_count(labels_of(eval_set))
+    eval_set = Subset(train, idx[rank() :: world_size()])  # this rank's share
+    eval_classes = class_count(labels_of(Subset(train, idx)))
     selected = run.path / "selected"
     t0 = time.perf_counter()
     if (selected / "pruned.json").is_file():
         model, record = load_pruned(selected, model=prep.model)
         model.to(device)
         select_s = float(record.get("select_s", 0.0))
+        kept = record["kept"]
     else:
         gen = torch.Generator().manual_seed(seed)
+        # one shuffling stream for all between-layer steps: each layer's 0.1 epoch sees new images
+        between_gen = torch.Generator().manual_seed(seed + 1)
 
         def between(m: nn.Module) -> None:
-            finetune(m, train, generator=seed, **_sgd(r.between), **loader)
+            finetune(m, train, generator=between_gen, **_sgd(r.between), **loader)
 
         gm, result = greedy_prune(
             model,
@@ -374,15 +389,17 @@ def prune(
             ),
             "layers",
         )
-        save_pruned(
-            selected,
-            model,
-            arch=arch,
-            num_classes=prep.n_classes,
-            image_size=prep.size,
-            kept=kept,
-            extra={"select_s": select_s},
-        )
+        if is_main():
+            save_pruned(
+                selected,
+                model,
+                arch=arch,
+                num_classes=prep.n_classes,
+                image_size=prep.size,
+                kept=kept,
+                extra={"select_s": select_s},
+            )
+        barrier()
     acc_pruned = evaluate(model, prep.test, **eval_loader)
     if r.final.epochs:
         finetune(
@@ -412,17 +429,18 @@ def prune(
         "classes": prep.n_classes,
         "select_s": select_s,
     }
-    kept = json.loads((selected / "pruned.json").read_text())["kept"]
-    save_pruned(
-        run.path,
-        model,
-        arch=arch,
-        num_classes=prep.n_classes,
-        image_size=prep.size,
-        kept=kept,
-        extra=summary,
-    )
+    if is_main():
+        save_pruned(
+            run.path,
+            model,
+            arch=arch,
+            num_classes=prep.n_classes,
+            image_size=prep.size,
+            kept=kept,
+            extra=summary,
+        )
     run.write_json("summary.json", summary)
+    barrier()
     return summary
 
 
@@ -443,7 +461,10 @@ def _one_method(method, base, example, groups, widths, target, train, cfg, seed,
         )
         model, _ = fold_and_prune(gm)
     else:
-        batch = batch_stream(train, cfg["greedy_batch"] * 8, generator=gen, device=device)()
+        # the criteria see the same whole batch on every rank, so every rank keeps the same channels
+        batch = batch_stream(
+            train, cfg["greedy_batch"] * 8, generator=gen, device=device, shard=False
+        )()
         kept = baseline_channels(method, model, example, groups, widths, batch=batch, generator=gen)
         prune_channels(model, example, kept)
         if method == "uniform":
@@ -514,9 +535,11 @@ def compare(
         positive=[("finetune_epochs", finetune_epochs)]
         + ([("train_epochs", train_epochs)] if weights is None else []),
     )
+    device = init_from_env(device)
+    local_slice(greedy_batch)
     progress = _auto_progress(progress)
     prep = _prepare(arch, data, image_size, weights, device, targets, workers=workers)
-    run = RunDir(out, config)
+    run = _open_run(out, config)
     loader = {"num_workers": workers, "amp": amp}
     if weights is None:
         _train_base(prep, run, train_epochs, 0, progress, **loader)
@@ -573,6 +596,7 @@ def compare(
             "finetune_s": ft_s,
         }
         run.append(unit, [row])
+    barrier()
     df = run.read()
     run.write_table(summarize(df), "summary")
     return df

@@ -39,6 +39,9 @@ class StackedObjective:
         authors multiply by the layer's width (scale = N) so a kept channel carries N/n.
     chunk_size: candidates per forward pass; by default as many as fit ``max_bytes``, estimating a
         candidate's memory as ``activation_factor`` times the size of the inputs.
+    reduce: ``reduce(per_sample [K, B]) -> [K]``, the loss of each candidate from its per-sample
+        losses; None is the mean over the batch (a distributed run gathers the other ranks'
+        slices of the batch first, see ``greedyprune.prune``).
     max_bytes: the memory budget of one chunk; None: ``DEFAULT_MAX_BYTES`` on an accelerator and
         ``CPU_MAX_BYTES`` on the CPU, where large stacks run slower per sample once their
         activations leave the caches (MobileNetV2 at 64 px: stacks of 1-8 copies of a 32-image
@@ -57,6 +60,7 @@ class StackedObjective:
         chunk_size: int | None = None,
         max_bytes: int | None = None,
         activation_factor: float = 4.0,
+        reduce: Callable[[Tensor], Tensor] | None = None,
     ):
         self._tuple = isinstance(inputs, (tuple, list))
         self.inputs = tuple(inputs) if self._tuple else (inputs,)
@@ -81,7 +85,9 @@ class StackedObjective:
             raise ValueError(f"n_candidates must be a positive int, got {n_candidates!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-        self.forward, self.loss_fn, self.target = forward, loss_fn, target
+        if reduce is not None and not callable(reduce):
+            raise TypeError("reduce must be None or a callable([K, B]) -> [K]")
+        self.forward, self.loss_fn, self.target, self.reduce = forward, loss_fn, target, reduce
         self.n_candidates, self.scale, self.batch = int(n_candidates), float(scale), int(batch)
         x0 = self.inputs[0]
         self.device = x0.device
@@ -123,7 +129,8 @@ class StackedObjective:
             raise ValueError(
                 f"loss_fn must return one loss per stacked sample ({k * self.batch}), got shape {tuple(per_sample.shape)}"
             )
-        return per_sample.reshape(k, self.batch).mean(1)
+        per_sample = per_sample.reshape(k, self.batch)
+        return per_sample.mean(1) if self.reduce is None else self.reduce(per_sample)
 
     @torch.no_grad()
     def losses(self, candidates: Tensor | None = None) -> Tensor:
