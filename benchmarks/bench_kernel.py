@@ -5,7 +5,7 @@ For every N in {1k, 10k, 50k} and m in {256, 4096}, float32, on each requested d
 - ``step/gemv``: the median time of one greedy step (``greedy_select`` on ``SquaredLoss``, exact,
   with replacement; and without replacement, the authors' variant) divided by the median time of
   one ``[N, m]`` matrix-vector product, each step paired with a GEMV timed right after it (so
-  load from other processes hits both alike). THEORY.md says a step is one GEMV; the target is a
+  load from other processes hits both alike). docs/theory.md says a step is one GEMV; the target is a
   ratio <= 1.3. ``step_over_gemv_min`` (fastest step / fastest GEMV) is the same ratio with the
   interference of other processes taken out as far as timing can.
 - ``speed-up``: the median time of one step of the slow, obvious loop (for each candidate build the

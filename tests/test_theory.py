@@ -16,6 +16,7 @@ from greedyprune.theory import (
     b_n,
     bound_constants,
     check,
+    fast_rate_envelope,
     fit_rate,
     hull_membership,
     margin_estimate,
@@ -123,10 +124,34 @@ def test_bound_constants_match_loops(N, m, c, s):
     assert got["dist_mean2"] == pytest.approx(dist, rel=1e-12, abs=1e-15)
 
 
+@settings(max_examples=25)
+@given(
+    N=st.integers(1, 12), m=st.integers(1, 6), c=st.sampled_from([None, 2]), s=st.integers(0, 99)
+)
+def test_bound_constants_identities(N, m, c, s):
+    """B = B_var + dist_mean2 (the bias-variance split of the mean squared distance to t), the
+    mean never exceeds the max (B <= D^2), and toward t = f_N the bias vanishes: B = B_var.
+    B_var is also recomputed here from its definition."""
+    g = torch.Generator().manual_seed(s)
+    shape = (N, m) if c is None else (N, m, c)
+    phi = torch.randn(*shape, generator=g, dtype=torch.float64)
+    t = torch.randn(*shape[1:], generator=g, dtype=torch.float64)
+    got = bound_constants(phi, t)
+    mean = phi.mean(0)
+    b_var = sum(float(((phi[i] - mean) ** 2).sum() / m) for i in range(N)) / N
+    assert got["B_var"] == pytest.approx(b_var, rel=1e-12, abs=1e-15)
+    assert got["B"] == pytest.approx(got["B_var"] + got["dist_mean2"], rel=1e-12)
+    assert got["B"] <= got["D"] ** 2 * (1 + 1e-12)
+    toward_mean = bound_constants(phi, mean)
+    assert toward_mean["dist_mean2"] == pytest.approx(0.0, abs=1e-15)
+    assert toward_mean["B"] == pytest.approx(toward_mean["B_var"], rel=1e-12, abs=1e-15)
+    assert toward_mean["B_var"] == pytest.approx(got["B_var"], rel=1e-12, abs=1e-15)
+
+
 @settings(max_examples=30)
 @given(N=st.integers(2, 30), m=st.integers(1, 8), s=st.integers(0, 10_000))
 def test_proposition_a_greedy_toward_the_mean_obeys_d2_over_n(N, m, s):
-    """THEORY.md Proposition A: e_n <= D^2 / n for every n when t = f_N (in the hull)."""
+    """Proposition A (docs/theory.md): e_n <= D^2 / n for every n when t = f_N (in the hull)."""
     g = torch.Generator().manual_seed(s)
     phi = torch.randn(N, m, generator=g, dtype=torch.float64) * 3
     t = phi.mean(0)
@@ -148,6 +173,115 @@ def test_hull_membership_inside_and_outside():
     assert outside["lp_residual"] == pytest.approx(0.5 / 1.5, rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("point", "residual"),
+    [
+        # the square with corners (+-1, +-1): the residual is the L-inf distance to it over the
+        # largest entry of the features and t
+        ((1.5, 0.0), 0.5 / 1.5),
+        ((2.0, 3.0), 2.0 / 3.0),
+        ((-1.2, 1.1), 0.2 / 1.2),
+        ((0.3, -0.999), 0.0),
+    ],
+)
+def test_hull_membership_residual_is_the_scaled_linf_distance(point, residual):
+    phi = torch.tensor([[1.0, 1], [1, -1], [-1, 1], [-1, -1]], dtype=torch.float64)
+    got = hull_membership(phi, torch.tensor(point, dtype=torch.float64))
+    assert got["in_hull"] == float(residual == 0.0)
+    assert got["lp_residual"] == pytest.approx(residual, rel=1e-6, abs=1e-9)
+
+
+def test_hull_membership_scales_by_the_largest_feature_entry():
+    """The triangle (10, 0), (0, 1), (0, -1) lies in x >= 0, so t = (-1, 0) is at L-inf distance 1
+    from it; the largest entry is the feature's 10, not t's 1: residual 1 / 10."""
+    phi = torch.tensor([[10.0, 0.0], [0.0, 1.0], [0.0, -1.0]], dtype=torch.float64)
+    got = hull_membership(phi, torch.tensor([-1.0, 0.0], dtype=torch.float64))
+    assert got["in_hull"] == 0.0
+    assert got["lp_residual"] == pytest.approx(0.1, rel=1e-6)
+    vertex = hull_membership(phi, phi[1].clone())
+    assert vertex["in_hull"] == 1.0 and vertex["lp_residual"] <= 1e-9
+
+
+def test_hull_membership_edge_cases():
+    """A hull away from the origin ((1, 1)--(2, 2), t = (1.5, 1.5) inside), features and target
+    all zero (nothing to scale by), and entries all below 1 (the scale is the largest entry, not 1:
+    the square with corners (+-0.1, +-0.1) and t = (0.15, 0) gives 0.05 / 0.15)."""
+    f64 = torch.float64
+    seg = hull_membership(
+        torch.tensor([[1.0, 1.0], [2.0, 2.0]], dtype=f64), torch.tensor([1.5, 1.5], dtype=f64)
+    )
+    assert seg["in_hull"] == 1.0 and seg["lp_residual"] <= 1e-9
+    zero = hull_membership(torch.zeros(3, 2, dtype=f64), torch.zeros(2, dtype=f64))
+    assert zero == {"in_hull": 1.0, "lp_residual": pytest.approx(0.0, abs=1e-12)}
+    small = 0.1 * torch.tensor([[1.0, 1], [1, -1], [-1, 1], [-1, -1]], dtype=f64)
+    got = hull_membership(small, torch.tensor([0.15, 0.0], dtype=f64))
+    assert got["in_hull"] == 0.0 and got["lp_residual"] == pytest.approx(1 / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("x", [None, np.array([0.5, 0.5, 0.0])])
+def test_hull_membership_unfinished_solve_is_nan(monkeypatch, x):
+    """A solve that does not finish (time limit, numerical trouble) gives NaN for both entries,
+    whether or not the solver returned an iterate."""
+    import scipy.optimize
+
+    class Result:
+        status, message = 1, "time limit reached"
+
+    Result.x = x
+    monkeypatch.setattr(scipy.optimize, "linprog", lambda *a, **k: Result())
+    phi = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    got = hull_membership(phi, torch.tensor([0.5, 0.0], dtype=torch.float64))
+    assert set(got) == {"in_hull", "lp_residual"}
+    assert math.isnan(got["in_hull"]) and math.isnan(got["lp_residual"])
+
+
+@pytest.mark.parametrize(
+    ("features", "target", "exc", "message"),
+    [
+        ([[1.0, 2.0]], torch.zeros(2), TypeError, "features and target must be tensors"),
+        (torch.zeros(2, 2), [0.0, 0.0], TypeError, "features and target must be tensors"),
+        (
+            torch.zeros(3),
+            torch.zeros(3),
+            ValueError,
+            r"features must be \[N, m\] or \[N, m, c\], got shape \(3,\)",
+        ),
+        (
+            torch.zeros(2, 3),
+            torch.zeros(4),
+            ValueError,
+            r"target must have shape \(3,\) \(features' \[m\(, c\)\]\), got \(4,\)",
+        ),
+    ],
+)
+def test_bound_constants_rejects_bad_input(features, target, exc, message):
+    with pytest.raises(exc, match=f"^{message}$"):
+        bound_constants(features, target)
+
+
+def test_margin_estimate_of_a_triangle():
+    """An asymmetric hull: inside the triangle (0, 0), (4, 0), (0, 4) the point (1, 1) is at
+    distance 1 from the two legs and sqrt(2) from the hypotenuse; with m = 2 the margin is
+    1 / sqrt(2). Its mirror image (-1, -1) lies outside."""
+    phi = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    r = margin_estimate(phi, torch.tensor([1.0, 1.0], dtype=torch.float64), restarts=16)
+    assert r == pytest.approx(1 / math.sqrt(2), rel=0.02)
+    assert margin_estimate(phi, torch.tensor([-1.0, -1.0], dtype=torch.float64), restarts=8) < 0
+
+
+def test_margin_estimate_stays_in_the_affine_hull_and_is_seeded():
+    """Collinear features (0, 1), (2, 1), (4, 1): the margin is measured within their line, where
+    t = (1, 1) is 1 from the nearer end (1 / sqrt(2) with m = 2); a direction off the line (where
+    every feature is level with t) must not count. The same seed gives the same estimate, even
+    when the search is cut short."""
+    phi = torch.tensor([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]], dtype=torch.float64)
+    t = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    assert margin_estimate(phi, t, restarts=8) == pytest.approx(1 / math.sqrt(2), rel=0.02)
+    tri = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [3.0, 3.0]], dtype=torch.float64)
+    a = margin_estimate(tri, t, restarts=3, steps=4, seed=5)
+    assert a == margin_estimate(tri, t, restarts=3, steps=4, seed=5)
+
+
 def test_margin_estimate_of_a_square():
     """The centre of the square [-1, 1]^2 is at distance 1 from its sides; with m = 2 the norm
     ||h||^2 = (1/2) sum h_j^2 shrinks that distance to 1/sqrt(2)."""
@@ -160,8 +294,36 @@ def test_margin_estimate_of_a_square():
     assert r_out < 0
 
 
+@settings(max_examples=40)
+@given(
+    D=st.floats(0.1, 10.0),
+    r=st.floats(0.01, 5.0),
+    b1=st.floats(0.0, 20.0),
+)
+def test_fast_rate_envelope_bounds_the_worst_case_recurrence(D, r, b1):
+    """Proposition B: b_{n+1}^2 <= b_n^2 - 2 r b_n + D^2. Run that recurrence with equality (the
+    worst case) from b_1; e_n = (b_n / n)^2 stays under the envelope, which is
+    max(b_1^2, (D^2 / 2r)^2 + D^2) / n^2 exactly."""
+    n = np.arange(1, 200)
+    env = fast_rate_envelope(n, D=D, r=r, b1=b1)
+    top = max(b1**2, (D**2 / (2 * r)) ** 2 + D**2)
+    assert np.allclose(env * n**2, top, rtol=1e-12)
+    b = b1
+    for k in n:
+        assert (b / k) ** 2 <= env[k - 1] * (1 + 1e-9)
+        b = math.sqrt(max(0.0, b * b - 2 * r * b + D * D))
+
+
+@pytest.mark.parametrize("r", [0.0, -0.5, math.nan])
+def test_fast_rate_envelope_needs_a_positive_margin(r):
+    with pytest.raises(ValueError, match="r="):
+        fast_rate_envelope([1, 2], D=1.0, r=r, b1=1.0)
+
+
 def test_b_n_and_its_checks():
     assert np.allclose(b_n([1, 4], [4.0, 1.0]), [2.0, 4.0])
+    # e_n below 1 (the usual case) and a rounding-negative e_n, clipped to 0 rather than NaN
+    assert np.array_equal(b_n([2, 3, 10], [0.25, -1e-18, 0.0]), [1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="same shape"):
         b_n([1, 2], [1.0])
 

@@ -393,7 +393,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             predicted_slope=-1.0,
             tolerance=0.25,
             direction="at_most",
-            source="Proposition A applied layer by layer (THEORY.md); Ye et al. 2020",
+            source="Proposition A applied layer by layer (docs/theory.md); Ye et al. 2020",
         ),
         Claim(
             "deep_global_rate",
@@ -404,7 +404,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             predicted_slope=-1.0,
             tolerance=0.25,
             direction="at_most",
-            source="Proposition A applied layer by layer (THEORY.md)",
+            source="Proposition A applied layer by layer (docs/theory.md)",
         ),
         Claim(
             "deep_random_rate",
@@ -415,7 +415,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             predicted_slope=-1.0,
             tolerance=0.25,
             direction="about",
-            source="Proposition A, random version (THEORY.md); without replacement it can be faster",
+            source="random subsets (docs/theory.md); without replacement it can be faster",
         ),
         Claim(
             "deep_gd_scratch_rate",
@@ -425,7 +425,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             predicted_slope=-1.0,
             tolerance=0.3,
             direction="at_least",
-            source="mean-field rates, the paper's contrast (THEORY.md)",
+            source="mean-field rates, the paper's contrast (docs/theory.md)",
         ),
         Claim(
             "deep_local_faster_than_gd",
@@ -434,7 +434,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             "greedy_local",
             form="faster_than",
             versus="gd_scratch",
-            source="the authors' toy figure (PAPER.md), here for deep networks",
+            source="the authors' toy figure, here for deep networks",
         ),
         Claim(
             "deep_local_beats_gd_large_n",
@@ -485,7 +485,7 @@ def deep_claims(setting: DeepSetting) -> list[Claim]:
             metric=test_metric,
             form="less_than",
             versus="greedy_random_net",
-            source="THEORY.md, random-weight networks",
+            source="docs/theory.md, random-weight networks",
         ),
         Claim(
             "deep_finetune_beats_retrain",

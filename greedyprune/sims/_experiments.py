@@ -332,7 +332,7 @@ def bounds_experiment(
     device=None,
     progress: bool = False,
 ) -> list[dict]:
-    """Greedy toward ``f_N`` and toward ``y`` with the constants of THEORY.md, at every n <= n_max.
+    """Greedy toward ``f_N`` and toward ``y`` with the constants of docs/theory.md, at every n <= n_max.
 
     Columns: ``target`` (``"f_N"`` or ``"y"``), ``e_n = ||f_n - t||^2``, ``bound_D2_over_n``,
     ``b_n = n sqrt(e_n)``, the constants ``D, B, r_est`` (upper estimate of the interior margin;

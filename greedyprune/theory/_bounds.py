@@ -1,4 +1,4 @@
-"""Bound constants and diagnostics of THEORY.md: D, B, hull membership, margin r, b_n.
+"""Bound constants and diagnostics of docs/theory.md: D, B, hull membership, margin r, b_n.
 
 Norm throughout: ``||h||^2 = (1/m) sum_j |h(x_j)|^2`` (summed over outputs), the norm of the
 squared loss ``L(f) = ||f - y||^2 / 2``. ``features`` are ``[N, m]`` or ``[N, m, c]``; ``target``

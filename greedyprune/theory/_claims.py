@@ -36,7 +36,7 @@ class Claim:
     """One checkable statement.
 
     id: short name (a row of the verdict table). statement: the claim in words.
-    source: where it comes from (paper, THEORY.md section, related work).
+    source: where it comes from (paper, docs/theory.md section, related work).
     experiment, method, metric: the rows and column it is about.
     form, direction, predicted_slope, tolerance: how it is judged (see the module doc).
     versus: the other method for ``faster_than`` / ``less_than``.
@@ -101,7 +101,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             bound_column="bound_D2_over_n",
             predicted_slope=-1.0,
             where={"target": "f_N"},
-            source="Proposition A (THEORY.md); the paper's O(1/n) rate",
+            source="Proposition A (docs/theory.md); the paper's O(1/n) rate",
         ),
         Claim(
             "prop_a_bound_y",
@@ -114,7 +114,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             predicted_slope=-1.0,
             where={"target": "y"},
             conditions=("target_in_hull",),
-            source="Proposition A (THEORY.md)",
+            source="Proposition A (docs/theory.md)",
         ),
         Claim(
             "greedy_fast_rate",
@@ -125,7 +125,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             tolerance=0.4,
             direction="at_most",
             conditions=("target_in_hull", "b_n_bounded"),
-            source="the paper's O(1/n^2) theorem; Proposition B (THEORY.md)",
+            source="the paper's O(1/n^2) theorem; Proposition B (docs/theory.md)",
         ),
         Claim(
             "gd_scratch_rate",
@@ -135,7 +135,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             predicted_slope=-1.0,
             tolerance=0.3,
             direction="at_least",
-            source="mean-field rates, the paper's contrast (THEORY.md)",
+            source="mean-field rates, the paper's contrast (docs/theory.md)",
         ),
         Claim(
             "greedy_faster_than_gd",
@@ -144,7 +144,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             "greedy_pretrained",
             form="faster_than",
             versus="gd_scratch",
-            source="the authors' toy figure (PAPER.md)",
+            source="the authors' toy figure",
         ),
         Claim(
             "random_subset_rate",
@@ -155,7 +155,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             predicted_slope=-1.0,
             tolerance=0.25,
             direction="about",
-            source="Proposition A, random version (THEORY.md)",
+            source="random subsets (docs/theory.md)",
         ),
         Claim(
             "corrective_exponential",
@@ -173,7 +173,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             "greedy_random",
             form="decreasing",
             by="N",
-            source="THEORY.md, random-weight networks",
+            source="docs/theory.md, random-weight networks",
         ),
         Claim(
             "finetune_beats_retrain",
