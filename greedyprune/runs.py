@@ -5,32 +5,85 @@ Work is split into *units* (for example one experiment at one seed); each unit's
 in one atomic write together with a ``unit`` column, so the table itself is the record of what is
 done: an interrupted run, started again with the same config, skips the finished units and never
 loses or duplicates a row.
+
+``versions.json`` records the software each session ran with (torch, torchvision, greedyprune, the
+git commit): a new entry whenever those change on resume, so a folder written under two versions
+says so instead of refusing the resume.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import json
+import logging
 import os
+import stat
+import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "RunDir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint_file",
+    "software_versions",
+    "unique",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=Hashable)
+
+
+def unique(items: Iterable[T]) -> list[T]:
+    """``items`` without repeats, in first-seen order (duplicate seeds or methods run once)."""
+    return list(dict.fromkeys(items))
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the permissions a plain ``open(path, "wb")`` would give it: those of the file it
+    replaces, or ``0o666`` less the umask for a new one (not the ``0o600`` of a temporary file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if not hasattr(os, "fchmod"):
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -40,6 +93,80 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike, *, map_location: Any = None, keys: Iterable[str] = ()
+) -> Any:
+    """``torch.load(path, weights_only=True)``, with a damaged file reported as one line.
+
+    Any failure to read the file (truncated, not a torch file, not loadable without unpickling
+    code), or a loaded object that is not a dict holding every name in ``keys``, raises
+    ``ValueError("'<path>' is damaged (...); delete it and run again to restart that step")``.
+    A missing file raises ``FileNotFoundError``.
+    """
+    import torch
+
+    path = Path(path)
+    keys = list(keys)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds (pickle, zip, runtime) for a bad file
+        first = (str(exc).strip().splitlines() or [""])[0].strip()
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        if len(reason) > 160:
+            reason = reason[:157] + "..."
+        raise ValueError(_damaged(path, reason)) from None
+    if keys:
+        missing = [k for k in keys if not isinstance(obj, Mapping) or k not in obj]
+        if missing:
+            raise ValueError(_damaged(path, f"lacks {', '.join(map(str, missing))}"))
+    return obj
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return f"{str(path)!r} is damaged ({reason}); delete it and run again to restart that step"
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit(timeout: float = 2.0) -> str | None:
+    """The commit of the git checkout holding this package (None if not one, or git fails)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+@functools.lru_cache(maxsize=1)
+def software_versions() -> dict[str, str | None]:
+    """The versions a run records: torch, torchvision, greedyprune and the git commit (or None)."""
+    from greedyprune import __version__
+
+    return {
+        "torch": _package_version("torch"),
+        "torchvision": _package_version("torchvision"),
+        "greedyprune": __version__,
+        "git_commit": _git_commit(),
+    }
 
 
 def _jsonable(obj: Any) -> Any:
@@ -54,6 +181,50 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+# Files a run writes besides config.json and versions.json: found without a config.json, they
+# would be adopted by a run under unknown settings.
+_RUN_SUFFIXES = (".csv", ".json", ".pt", ".safetensors")
+
+
+def _complete_part(text: str) -> tuple[str, list[str] | None]:
+    """Split a CSV text into its complete records and a last record left partial.
+
+    A last record is partial when the text does not end in a line break (a write cut short), when
+    it has another field count than the header, or when it cannot be parsed (a quote left open,
+    say: cut short inside a quoted field that holds a line break). Returns
+    ``(text of the complete records, the partial record's fields or None)``; a partial header
+    gives ``("", its fields)``.
+    """
+    consumed = 0
+    ends: list[tuple[list[str], int]] = []  # each record and the offset where it ends
+
+    def lines():
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            yield line
+
+    try:
+        for rec in csv.reader(lines(), strict=True):  # strict: a quote left open is an error
+            ends.append((rec, consumed))
+    except csv.Error:  # in the last record: a torn write; elsewhere: left to pandas
+        if consumed < len(text):
+            return text, None
+        start = ends[-1][1] if ends else 0
+        # its fields as far as they go (the unit's name may be among them)
+        fields = next(csv.reader(io.StringIO(text[start:], newline="")), [])
+        return text[:start], fields
+    while ends and not ends[-1][0]:
+        ends.pop()  # trailing blank lines
+    if not ends:
+        return "", None
+    last, end = ends[-1]
+    whole = text[:end].endswith(("\n", "\r"))
+    if whole and (len(ends) == 1 or len(last) == len(ends[0][0])):
+        return text, None
+    return (text[: ends[-2][1]] if len(ends) > 1 else ""), last
+
+
 class RunDir:
     """A run folder at ``path`` for one configuration.
 
@@ -62,46 +233,173 @@ class RunDir:
     path: the folder; created if missing.
     config: the run's settings (JSON-serialisable). If the folder already holds a different
         ``config.json``, a ``ValueError`` says so: resuming under other settings would mix results.
+        A folder holding tables or other run files but no ``config.json`` is refused too.
     writer: False for a reader that checks the config and reads tables but never writes (the
         ranks other than 0 of a distributed run): its writes are no-ops.
+
+    Construction either leaves a folder with ``config.json`` (and ``versions.json``) or raises
+    ``ValueError`` and leaves nothing it made: a place that cannot be written (``PermissionError``,
+    ``NotADirectoryError``, a read-only file system...) is reported as one line naming ``out=``.
     """
 
     def __init__(self, path: str | os.PathLike, config: Mapping[str, Any], *, writer: bool = True):
         self.path = Path(path)
         self.writer = bool(writer)
+        self.config = _jsonable(dict(config))
+        self._warned: set[tuple[str, int]] = set()
+        try:
+            self._open()
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ValueError(
+                f"out={str(self.path)!r} cannot be written ({reason}); pass an --out in a "
+                f"folder you can write to"
+            ) from None
+
+    def _open(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(
                 f"out={str(self.path)!r} exists and is not a folder; pass another --out"
             )
-        if self.writer:
-            self.path.mkdir(parents=True, exist_ok=True)
-        self.config = _jsonable(dict(config))
         cfg_file = self.path / "config.json"
         if cfg_file.exists():
-            old = json.loads(cfg_file.read_text())
-            if old != self.config:
-                changed = sorted(
-                    k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k)
-                )
+            self._check_config(cfg_file)
+            if self.writer:
+                self._record_versions()
+            return
+        if self.path.is_dir():
+            found = sorted(
+                p.name
+                for p in self.path.iterdir()
+                if p.suffix in _RUN_SUFFIXES and p.name != "versions.json"
+            )
+            if found:
+                shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
                 raise ValueError(
-                    f"out={str(self.path)!r} holds a run with other settings (differs in: "
-                    f"{', '.join(changed)}); pass a new --out or the same settings to resume"
+                    f"out={str(self.path)!r} holds {shown} but no config.json, so the settings "
+                    f"behind them are unknown; pass a new --out or delete the folder"
                 )
-        elif self.writer:
+        if not self.writer:
+            return
+        versions = software_versions()  # before anything is written
+        made = []  # the folders made here, deepest first
+        p = self.path
+        while not p.exists():
+            made.append(p)
+            if p.parent == p:
+                break
+            p = p.parent
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
             self.write_json("config.json", self.config)
+            self._record_versions(versions)
+        except BaseException:
+            try:  # config.json was not there before: any found now is this one's
+                cfg_file.unlink()
+            except OSError:
+                pass
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            raise
+
+    def _check_config(self, cfg_file: Path) -> None:
+        try:
+            old = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(
+                f"{str(cfg_file)!r} is damaged (not a JSON object); pass a new --out or delete "
+                f"the folder"
+            )
+        if old != self.config:
+            changed = sorted(
+                k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k)
+            )
+            raise ValueError(
+                f"out={str(self.path)!r} holds a run with other settings (differs in: "
+                f"{', '.join(changed)}); pass a new --out or the same settings to resume"
+            )
+
+    def _record_versions(self, versions: Mapping[str, Any] | None = None) -> None:
+        """Add this session's software to ``versions.json`` if it differs from the last entry."""
+        versions = dict(software_versions() if versions is None else versions)
+        p = self.path / "versions.json"
+        sessions: list = []
+        if p.is_file():
+            try:
+                sessions = json.loads(p.read_text(encoding="utf-8")).get("sessions", [])
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                sessions = []  # a damaged record is started afresh; it is not worth a refusal
+            if not isinstance(sessions, list):
+                sessions = []
+        if sessions and sessions[-1] == versions:
+            return
+        self.write_json("versions.json", {"sessions": [*sessions, versions]})
+
+    def versions(self) -> list[dict[str, Any]]:
+        """The software of each session that wrote here (oldest first; see ``versions.json``)."""
+        try:
+            sessions = json.loads((self.path / "versions.json").read_text(encoding="utf-8"))
+            return list(sessions["sessions"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return []  # none recorded yet, or a damaged record
 
     def table_path(self, table: str = "results") -> Path:
         return self.path / f"{table}.csv"
 
+    def _read(self, table: str, *, as_text: bool = False) -> pd.DataFrame:
+        """The table's complete rows (as written, every cell a string, if ``as_text``).
+
+        A partial last row (a write cut short by a crash elsewhere) is left out together with
+        every row of its unit, so that unit counts as not done and is run again; the next
+        ``append`` writes the table without it. When the partial row's unit cannot be told (its
+        name may be cut short), the last complete unit is left out too: it may be the same one.
+        """
+        p = self.table_path(table)
+        if not p.is_file() or p.stat().st_size == 0:
+            return pd.DataFrame()
+        text = p.read_text(encoding="utf-8", errors="replace")
+        good, partial = _complete_part(text)
+        if not good.strip():
+            df = pd.DataFrame()
+        elif as_text:
+            df = pd.read_csv(io.StringIO(good), dtype=str, keep_default_na=False)
+        else:
+            df = pd.read_csv(io.StringIO(good))
+        if partial is None:
+            return df
+        bad = None
+        if "unit" in df.columns:
+            units = pd.read_csv(
+                io.StringIO(good), dtype=str, keep_default_na=False, usecols=["unit"]
+            )["unit"]
+            i = list(df.columns).index("unit")
+            if len(partial) > i + 1:  # a field follows the unit's, so its name is whole
+                bad = partial[i]
+            elif len(units):
+                bad = units.iloc[-1]
+            if bad is not None:
+                df = df[(units != bad).to_numpy()].reset_index(drop=True)
+        key = (table, len(text))
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(
+                "%s ends in a partial row (a write cut short); it is left out and %s run again",
+                p,
+                f"unit {bad!r} is" if bad is not None else "its unit is",
+            )
+        return df
+
     def read(self, table: str = "results") -> pd.DataFrame:
         """The table as a DataFrame (empty if nothing was written yet)."""
-        p = self.table_path(table)
-        if not p.exists() or p.stat().st_size == 0:
-            return pd.DataFrame()
-        return pd.read_csv(p)
+        return self._read(table)
 
     def done_units(self, table: str = "results") -> set[str]:
-        df = self.read(table)
+        df = self._read(table, as_text=True)
         if df.empty or "unit" not in df.columns:
             return set()
         return set(df["unit"].astype(str))
@@ -115,9 +413,7 @@ class RunDir:
             return
         # Finished rows are carried over as the text they were written as, so a later unit
         # (with other columns, say) never rewrites them (an int column read back as float).
-        p = self.table_path(table)
-        has_rows = p.exists() and p.stat().st_size > 0
-        old = pd.read_csv(p, dtype=str, keep_default_na=False) if has_rows else pd.DataFrame()
+        old = self._read(table, as_text=True)
         if not old.empty and "unit" in old.columns:
             old = old[old["unit"].astype(str) != str(unit)]
         df = pd.concat([old, new], ignore_index=True) if not old.empty else new

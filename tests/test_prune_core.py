@@ -58,11 +58,20 @@ def test_groups_found_from_the_model(arch_model):
             m = mods[c]
             n_in = m.in_channels if isinstance(m, torch.nn.Conv2d) else m.in_features
             assert n_in == g.n_channels
-    # Residual-coupled groups (e.g. a ResNet block's output) are not listed.
+    # Each block's inner width, plus the residual streams of layer2 and layer3 as one group each
+    # (named by their first producer); layer1's stream is the stem's and layer4's feeds the head.
     if arch == "resnet18":
-        assert {g.name for g in groups} == {
-            f"layer{i}.{j}.conv1" for i in range(1, 5) for j in range(2)
-        }
+        streams = {"layer2.0.conv2", "layer3.0.conv2"}
+        inner = {f"layer{i}.{j}.conv1" for i in range(1, 5) for j in range(2)}
+        assert {g.name for g in groups} == inner | streams
+        for g in groups:
+            if g.name in streams:
+                stage = g.name[:6]
+                # every conv that writes the stream is a producer, every conv that reads it a consumer
+                assert {f"{stage}.0.conv2", f"{stage}.0.downsample.0", f"{stage}.1.conv2"} <= set(
+                    g.producers
+                )
+                assert f"{stage}.1.conv1" in g.consumers
 
 
 def test_full_gates_and_splits_reproduce_the_model(arch_model):

@@ -98,6 +98,12 @@ def test_n_above_n_candidates_with_replacement_is_fine():
     assert greedy_select(squared(), N + 4).n == N + 4
 
 
+@pytest.mark.parametrize("progress", ["yes", 1, None])
+def test_progress_must_be_a_bool(progress):
+    with raises(TypeError, "progress"):
+        greedy_select(squared(), 2, progress=progress)
+
+
 @pytest.mark.parametrize("replacement", ["no", 0, None])
 def test_replacement_must_be_a_bool(replacement):
     with raises(TypeError, "replacement"):
@@ -340,6 +346,11 @@ def test_bad_weights(weights):
 
 def test_corrective_needs_a_squared_loss_objective():
     with raises(TypeError, "weights"):
+        greedy_select(
+            CrossEntropyLoss(feats(C), torch.zeros(M, dtype=torch.long)), 2, weights="corrective"
+        )
+    # the message names the objectives that do support it
+    with pytest.raises(TypeError, match=r"\(SquaredLoss or FactoredSquaredLoss\)"):
         greedy_select(
             CrossEntropyLoss(feats(C), torch.zeros(M, dtype=torch.long)), 2, weights="corrective"
         )

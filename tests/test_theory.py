@@ -213,6 +213,9 @@ def test_hull_membership_edge_cases():
     assert seg["in_hull"] == 1.0 and seg["lp_residual"] <= 1e-9
     zero = hull_membership(torch.zeros(3, 2, dtype=f64), torch.zeros(2, dtype=f64))
     assert zero == {"in_hull": 1.0, "lp_residual": pytest.approx(0.0, abs=1e-12)}
+    # in_hull means residual <= tol: an exact zero residual is in the hull even at tol = 0
+    exact = hull_membership(torch.zeros(3, 2, dtype=f64), torch.zeros(2, dtype=f64), tol=0.0)
+    assert exact == {"in_hull": 1.0, "lp_residual": 0.0}
     small = 0.1 * torch.tensor([[1.0, 1], [1, -1], [-1, 1], [-1, -1]], dtype=f64)
     got = hull_membership(small, torch.tensor([0.15, 0.0], dtype=f64))
     assert got["in_hull"] == 0.0 and got["lp_residual"] == pytest.approx(1 / 3, rel=1e-6)

@@ -24,6 +24,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from greedyprune.runs import load_checkpoint_file
+
 from ._distributed import all_sum, barrier, is_distributed, is_main, local_slice, world_size
 
 __all__ = [
@@ -298,7 +300,9 @@ def finetune(
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = load_checkpoint_file(
+            ckpt, map_location=device, keys=("model", "optimizer", "epoch", "generator")
+        )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"])

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from greedyprune.runs import RunDir
+from greedyprune.runs import RunDir, unique
 
 from ._baselines import BASELINES, baseline_channels
 from ._data import check_images, class_count, eval_indices, labels_of, load_data, parse_data
@@ -505,12 +505,13 @@ def compare(
     (method, target, seed) in ``out/results.csv``; finished rows are skipped on a rerun.
     targets: MACs targets (fractions or absolute, see ``parse_macs``).
     """
-    methods = [methods] if isinstance(methods, str) else list(methods)
+    methods = unique([methods] if isinstance(methods, str) else methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods={bad or methods!r}: choose from {', '.join(METHODS)}")
     targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
-    seeds = [int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)]
+    seeds = unique(int(s) for s in ([seeds] if isinstance(seeds, int) else seeds))
+    targets = unique(targets)
     config = {
         "job": "compare",
         "arch": arch,

@@ -16,8 +16,11 @@ __all__ = ["add_arguments", "run"]
 
 
 def _seeds(text: str) -> tuple[int, ...]:
+    """The seeds of ``--seeds 0,1,2``, each once (a repeated seed would run twice)."""
+    from greedyprune.runs import unique
+
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        seeds = tuple(unique(int(s) for s in text.split(",") if s.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2"

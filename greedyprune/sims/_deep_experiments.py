@@ -591,14 +591,14 @@ def run_deep(
     ``manifest.json``; returns ``(results, verdicts, summary)`` as DataFrames. n_boot: bootstrap
     re-samples behind each verdict's interval.
     """
-    from greedyprune.runs import RunDir
+    from greedyprune.runs import RunDir, unique
     from greedyprune.theory import check
 
     if not isinstance(setting, DeepSetting):
         raise TypeError(f"setting must be a DeepSetting, got {type(setting).__name__}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
         raise ValueError(f"n_boot={n_boot!r} must be an int >= 10 (1000 for reported intervals)")
-    seeds = tuple(int(s) for s in seeds)
+    seeds = tuple(unique(int(s) for s in seeds))
     if not seeds:
         raise ValueError("seeds is empty; pass at least one seed")
     config = dict(kind="deep", preset=preset, seeds=list(seeds), setting=setting.as_dict())
