@@ -8,7 +8,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint format bench figures clean
+.PHONY: install demo test lint format bench figures clean mutate gpu-check
 
 install: $(STAMP)
 
@@ -37,8 +37,27 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kernel.py
 	$(BIN)/python benchmarks/bench_prune.py
 
+# The checks that need a CUDA GPU (under 8 minutes; never run by CI): the CUDA tests, the kernel
+# benchmark and the batched-vs-sequential benchmark at 224 px, JSON in benchmarks/results/. A GPU
+# machine usually has torch already: GPU_PY=python3 runs it there without the virtual environment.
+GPU_PY ?= $(BIN)/python
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py
+
 figures: $(STAMP)
 	@set -e; for f in figures/fig_*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+# Mutation testing of greedyprune/select and greedyprune/theory against their fast tests: not part
+# of `make test` or CI ([tool.mutmut] in pyproject.toml; results in mutants/, git-ignored). A full
+# run takes hours on two cores; narrow it with MUTANTS, e.g.
+# `make mutate MUTANTS='greedyprune.select._greedy*'`. Survivors: `.venv/bin/mutmut results`,
+# then `.venv/bin/mutmut show NAME`.
+MUTANTS      ?=
+MUTATE_JOBS  ?= 2
+mutate: $(STAMP)
+	$(BIN)/pip install -q mutmut==3.8.1
+	set -f; nice -n 10 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -12,18 +12,26 @@ For every N in {1k, 10k, 50k} and m in {256, 4096}, float32, on each requested d
   candidate subnetwork's prediction and its loss, one candidate at a time) divided by the kernel's
   median step. The slow loop is timed on a few steps only (``--slow-steps``), as it takes seconds
   per step at large N. Target >= 100x at N = 10k.
+- ``end-to-end with setup``: at N = 20k, m = 1024 (``--setup-n``, ``--setup-m``), the median time of
+  a whole ``greedy_select(SquaredLoss(features, target), 60)`` (building the objective, its input
+  checks and cached norms included) divided by the median time of 60 back-to-back ``[N, m]``
+  GEMVs, the two timed alternately in one run (``--setup-repeats`` pairs) so load from other
+  processes hits both alike. Target <= 1.3: setup must cost a few GEMVs, not tens. The time of
+  building the objective alone is reported too, in GEMVs.
 
 Step times are taken from timestamps in the ``stop`` callback, which ``greedy_select`` calls once
 per step after the step's loss has reached the host (so a CUDA step has finished); the GEMV and the
 slow loop are timed with ``torch.cuda.synchronize`` on CUDA. The squared-loss fast path does not
 chunk, so no row reports chunking, N = 50k, m = 4096 (800 MB of float32 features) included.
 
-Prints a table and writes ``benchmarks/results/kernel_<device>.json``. Not a test: numbers depend
+Prints a table and writes ``benchmarks/results/kernel_<device>.json`` (the grid) and
+``benchmarks/results/kernel_setup_<device>.json`` (the end-to-end row). Not a test: numbers depend
 on the machine and its load.
 
     python benchmarks/bench_kernel.py                  # full grid, CPU (and CUDA if present)
     python benchmarks/bench_kernel.py --quick          # N in {1k, 10k}, m = 256, fewer repeats
     python benchmarks/bench_kernel.py --device cpu --threads 1
+    python benchmarks/bench_kernel.py --only setup     # the end-to-end-with-setup row only
 """
 
 from __future__ import annotations
@@ -160,6 +168,88 @@ def bench_one(N: int, m: int, device: torch.device, *, steps: int, slow_steps: i
     }
 
 
+def bench_setup(N: int, m: int, device: torch.device, *, steps: int, repeats: int) -> dict:
+    """End to end, setup included: ``greedy_select(SquaredLoss(...), steps)`` against ``steps`` GEMVs.
+
+    Each repeat times one whole selection (objective construction, input checks, cached norms,
+    the steps, the record) and then ``steps`` back-to-back GEMVs with fresh vectors; the ratio is
+    of the medians. One untimed selection and GEMV batch first warm the allocator and kernels.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(N * 7919 + m)
+    features = torch.randn(N, m, generator=gen).to(device)
+    target = features.mean(0) + 0.1 * torch.randn(m, generator=gen).to(device)
+    vs = torch.randn(steps, m, generator=gen).to(device)
+    out = torch.empty(N, dtype=features.dtype, device=device)
+
+    def run_select() -> tuple[float, float]:
+        """Seconds for the whole selection, and for building the objective alone (within it)."""
+        _sync(device)
+        t0 = time.perf_counter()
+        objective = SquaredLoss(features, target)
+        _sync(device)
+        t1 = time.perf_counter()
+        greedy_select(objective, steps)
+        _sync(device)
+        return time.perf_counter() - t0, t1 - t0
+
+    def run_gemvs() -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        for v in vs:
+            torch.mv(features, v, out=out)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    run_select()
+    run_gemvs()
+    sel_s, setup_s, gemv_s = [], [], []
+    for _ in range(repeats):
+        whole, setup = run_select()
+        sel_s.append(whole)
+        setup_s.append(setup)
+        gemv_s.append(run_gemvs())
+    sel_med, gemv_med = statistics.median(sel_s), statistics.median(gemv_s)
+    setup_med = statistics.median(setup_s)
+    return {
+        "N": N,
+        "m": m,
+        "dtype": "float32",
+        "device": str(device),
+        "steps": steps,
+        "repeats": repeats,
+        "select_with_setup_ms": sel_med * 1e3,
+        "gemvs_ms": gemv_med * 1e3,
+        "gemv_us": gemv_med / steps * 1e6,
+        "setup_over_gemvs": sel_med / gemv_med,
+        "setup_over_gemvs_min": min(sel_s) / min(gemv_s),
+        # Building the objective alone (checks and cached norms), in GEMVs.
+        "setup_ms": setup_med * 1e3,
+        "setup_in_gemvs": setup_med / (gemv_med / steps),
+        # What the selection costs beyond its steps' GEMVs, in GEMVs (setup plus per-step extras).
+        "extra_in_gemvs": (sel_med - gemv_med) / (gemv_med / steps),
+    }
+
+
+def _meta(args, dev: str, device: torch.device, steps: int) -> dict:
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if dev == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        # Other processes on the machine move medians; the load says how busy it was.
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "quick": args.quick,
+        "steps": steps,
+        "slow_steps": args.slow_steps,
+        "note": (
+            "SquaredLoss scores all N candidates with one fused addmv over the [N, m] features; "
+            "its fast path is not chunked (extra memory O(N))."
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -176,7 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--slow-steps", type=int, default=2, help="steps of the slow per-candidate loop timed"
     )
+    p.add_argument(
+        "--only",
+        choices=["all", "grid", "setup"],
+        default="all",
+        help="grid: the step/GEMV grid; setup: the end-to-end-with-setup row; all: both",
+    )
+    p.add_argument("--setup-n", type=int, default=20000, help="N of the end-to-end row")
+    p.add_argument("--setup-m", type=int, default=1024, help="m of the end-to-end row")
+    p.add_argument("--setup-repeats", type=int, default=7, help="timed pairs of the end-to-end row")
     args = p.parse_args(argv)
+    for name in ("setup_n", "setup_m", "setup_repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None:
         if args.threads < 1:
             p.error(f"--threads must be >= 1, got {args.threads}")
@@ -200,6 +302,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     for dev in devices:
         device = torch.device(dev)
+        if args.only in ("all", "setup"):
+            setup_steps = args.steps or 60
+            r = bench_setup(
+                args.setup_n, args.setup_m, device, steps=setup_steps, repeats=args.setup_repeats
+            )
+            print(
+                f"end-to-end with setup ({dev}, N={r['N']}, m={r['m']}, {setup_steps} steps): "
+                f"select {r['select_with_setup_ms']:.1f} ms, {setup_steps} GEMVs "
+                f"{r['gemvs_ms']:.1f} ms, ratio {r['setup_over_gemvs']:.2f} "
+                f"(fastest/fastest {r['setup_over_gemvs_min']:.2f}); building the objective "
+                f"{r['setup_ms']:.1f} ms = {r['setup_in_gemvs']:.1f} GEMVs, "
+                f"{r['extra_in_gemvs']:.1f} GEMVs beyond the steps in all",
+                flush=True,
+            )
+            out = RESULTS / f"kernel_setup_{dev}.json"
+            out.write_text(
+                json.dumps({"meta": _meta(args, dev, device, setup_steps), "rows": [r]}, indent=1)
+                + "\n"
+            )
+            print(f"wrote {out}")
+        if args.only == "setup":
+            continue
         rows = []
         print(header)
         for N in Ns:
@@ -219,23 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['slow_step_s']:>11.3f} {r['speedup_vs_slow']:>8.0f}x",
                     flush=True,
                 )
-        meta = {
-            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.processor() or platform.machine(),
-            "device_name": torch.cuda.get_device_name(device) if dev == "cuda" else "cpu",
-            "threads": torch.get_num_threads(),
-            # Other processes on the machine move medians; the load says how busy it was.
-            "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "quick": args.quick,
-            "steps": steps,
-            "slow_steps": args.slow_steps,
-            "note": (
-                "SquaredLoss scores all N candidates with one fused addmv over the [N, m] features; "
-                "its fast path is not chunked (extra memory O(N))."
-            ),
-        }
+        meta = _meta(args, dev, device, steps)
         out = RESULTS / f"kernel_{dev}.json"
         out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         print(f"wrote {out}")

@@ -491,3 +491,9 @@ def test_check_rejects_bad_input():
         check(pd.DataFrame(_curve("m", -1.0)), [bad])
     with pytest.raises(ValueError, match="predicted_slope"):
         Claim("x", "x", "rate", "m")
+
+
+def test_margin_estimate_of_a_single_point_hull_is_zero():
+    # all features equal: the hull is one point, with no margin (this used to raise)
+    feats = torch.ones(5, 4, dtype=torch.float64)
+    assert margin_estimate(feats, torch.ones(4, dtype=torch.float64)) == 0.0

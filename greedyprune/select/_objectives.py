@@ -33,6 +33,13 @@ __all__ = [
 #: default memory budget for one chunk of candidate predictions (bytes)
 DEFAULT_MAX_BYTES = 256 * 2**20
 
+#: values per block of the setup pass (``_checked_sqnorms``): under torch's parallel grain size
+#: (32768), so each block's two ops run in the calling thread, with no intra-op thread to wait for
+_SETUP_BLOCK_ELEMENTS = 32_000
+#: bytes per block when even two rows exceed ``_SETUP_BLOCK_ELEMENTS`` (the ops are parallel then):
+#: few, cache-sized blocks
+_SETUP_BLOCK_BYTES = 4 * 2**20
+
 
 @runtime_checkable
 class Objective(Protocol):
@@ -74,6 +81,63 @@ def _chunks(n: int, chunk: int):
         yield start, min(n, start + chunk)
 
 
+def _block_sizes(n: int, rows: int) -> list[int]:
+    """Rows per block: ``rows`` each, no block of one row (n >= 2, rows >= 2)."""
+    sizes = [rows] * (n // rows)
+    rest = n % rows
+    if rest == 1 and sizes:
+        if rows >= 3:
+            sizes[-1] -= 1
+            sizes.append(2)
+        else:
+            sizes[-1] += 1
+    elif rest:
+        sizes.append(rest)
+    return sizes
+
+
+def _checked_sqnorms(name: str, flat: Tensor) -> Tensor:
+    """Tensor [N]: ``flat.pow(2).sum(1)`` bit for bit, and the finiteness check of ``flat`` [N, D].
+
+    The setup pass of the squared losses. Instead of ``check_finite`` (which materialises [N, D]
+    masks and temporaries) and ``pow(2)`` (an [N, D] copy), it reads the rows once and reads
+    finiteness off the squared norms: a row holding a NaN or an inf has a NaN or inf squared norm
+    (squares are >= 0, so no inf - inf can cancel), hence every non-finite value lies in a flagged
+    row. A finite row whose squared norm overflows is flagged too; flagged rows, and only they, get
+    the exact element check, so the function raises if and only if ``flat`` holds a NaN or an inf,
+    with ``check_finite``'s message and count; large-but-finite rows pass (with an inf norm, as
+    before).
+
+    On the CPU a contiguous ``flat`` is squared block by block into a small reused buffer and each
+    block summed into its slice of the result: no [N, D] allocation. Blocks hold under
+    ``_SETUP_BLOCK_ELEMENTS`` values, so torch runs them in the calling thread: many small parallel
+    ops each wait for every intra-op thread, and on a machine shared with other processes those
+    waits cost more than the pass (1-4 MiB parallel blocks took 5-80 GEMVs, 30-row serial ones 2).
+    Rows too long for two of them to fit go in parallel blocks of about ``_SETUP_BLOCK_BYTES``. A
+    CPU sum reduces each row within one thread with the same loop whatever the number of rows,
+    except for a single row (a one-output sum is split across threads), so no block has one row
+    unless N = 1. Elsewhere ``flat.pow(2).sum(1)`` as is.
+    """
+    n, d = flat.shape
+    if flat.device.type != "cpu" or not flat.is_contiguous() or n < 2:
+        sq = flat.pow(2).sum(1)
+    else:
+        rows = _SETUP_BLOCK_ELEMENTS // max(1, d)
+        if rows < 2:
+            rows = max(2, _SETUP_BLOCK_BYTES // max(1, d * flat.element_size()))
+        sizes = _block_sizes(n, rows)
+        sq = torch.empty(n, dtype=flat.dtype)
+        buf = torch.empty(max(sizes), d, dtype=flat.dtype)
+        for block, out in zip(flat.split(sizes), sq.split(sizes)):
+            square = buf[: block.shape[0]]
+            torch.mul(block, block, out=square)
+            torch.sum(square, 1, out=out)
+    flagged = ~torch.isfinite(sq)
+    if bool(flagged.any()):
+        check_finite(name, flat[flagged])
+    return sq
+
+
 class FeatureObjective:
     """Base of the objectives over cached features ``features: [N, m]`` or ``[N, m, c]``.
 
@@ -84,12 +148,19 @@ class FeatureObjective:
 
     def __init__(self, features: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         check_tensor("features", features, ndims=(2, 3))
-        check_finite("features", features)
+        self._setup_features(features)
         _check_max_bytes(max_bytes)
         self.features = features
         self.n_candidates = int(features.shape[0])
         self.max_bytes = max_bytes
         self.reset()
+
+    def _setup_features(self, features: Tensor) -> None:
+        """The one pass over the features at construction: raise on NaN or inf in them.
+
+        A subclass that caches something per row overrides it to compute that in the same pass.
+        """
+        check_finite("features", features)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -220,9 +291,14 @@ class SquaredLoss(FeatureObjective):
         super().__init__(features, max_bytes=max_bytes)
         self.target = _check_target(features, target)
         self._m = int(features.shape[1])
-        self._flat = features.reshape(self.n_candidates, -1)
-        self._sqnorms = self._flat.pow(2).sum(1)
         self._step_buffers: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _setup_features(self, features: Tensor) -> None:
+        # The finiteness check and the squared norms in one pass (see _checked_sqnorms): about
+        # one matrix-vector product's worth of memory traffic, where a separate check and
+        # ``pow(2)`` cost tens.
+        self._flat = features.reshape(features.shape[0], -1)
+        self._sqnorms = _checked_sqnorms("features", self._flat)
 
     def _loss_of(self, pred: Tensor) -> Tensor:
         d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
@@ -357,12 +433,11 @@ class FactoredSquaredLoss(FeatureObjective):
         check_tensor("activations", activations, ndims=(2,))
         check_tensor("out_weights", out_weights, ndims=(2,))
         check_tensor("target", target, ndims=(2,))
-        for name, t in (
-            ("activations", activations),
-            ("out_weights", out_weights),
-            ("target", target),
-        ):
-            check_finite(name, t)
+        # Finiteness in the same pass as the row norms (see _checked_sqnorms), checked in the
+        # order activations, out_weights, target as before.
+        a_sq = _checked_sqnorms("activations", activations)
+        w_sq = _checked_sqnorms("out_weights", out_weights)
+        check_finite("target", target)
         check_same_device(activations=activations, out_weights=out_weights, target=target)
         check_same_dtype(activations=activations, out_weights=out_weights, target=target)
         n, m = activations.shape
@@ -378,7 +453,7 @@ class FactoredSquaredLoss(FeatureObjective):
         # The base class's bookkeeping works on any tensor whose first axis indexes neurons.
         self.features = activations
         self.n_candidates, self._m, self.max_bytes = int(n), int(m), max_bytes
-        self._sqnorms = activations.pow(2).sum(1) * out_weights.pow(2).sum(1)
+        self._sqnorms = a_sq * w_sq
         self.reset()
 
     @property

@@ -124,6 +124,8 @@ def margin_estimate(
     # directions within the affine hull: the row space of the centred features
     _, sv, vh = torch.linalg.svd(diffs, full_matrices=False)
     basis = vh[sv > sv.max() * 1e-10]  # [r, m']
+    if basis.shape[0] == 0:
+        return 0.0  # every feature is the same point: the hull has no interior to have a margin in
     Q = P @ basis.T  # [N, r]
     scale = float(Q.abs().max())
     if scale == 0:

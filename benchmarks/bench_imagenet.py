@@ -1,0 +1,344 @@
+"""The ImageNet path at ImageNet shape, without ImageNet: a generated ImageNet-layout folder of
+JPEGs, full-size models at 224 px. Not a test: it measures time and memory.
+
+    python benchmarks/bench_imagenet.py memory      # peak RSS of the first layer's selection,
+                                                    # --n-eval 256 against 2048 (MobileNetV2)
+    python benchmarks/bench_imagenet.py rehearse --arch mobilenet_v2   # prune --recipe authors
+    python benchmarks/bench_imagenet.py residual    # MACs that residual groups make reachable
+
+Every measurement runs in a fresh subprocess, so each peak RSS (``ru_maxrss`` of the child) is
+its own. Results go to ``benchmarks/results/imagenet_<what>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _folder(path: Path, classes: int, n_train: int, n_val: int) -> Path:
+    import greedyprune.prune as gp
+
+    if not (path / "train").is_dir():
+        print(f"writing {classes} classes x ({n_train} + {n_val}) JPEGs at 256 px to {path}")
+        gp.write_image_folder(path, n_classes=classes, n_train=n_train, n_val=n_val, size=256)
+    return path
+
+
+def _checkpoint(path: Path, arch: str, classes: int) -> Path:
+    """A randomly initialised state dict with the folder's class count (accuracy is not what
+    is measured here; the selection's work and memory do not depend on the weights' values)."""
+    import torch
+
+    import greedyprune.prune as gp
+
+    if not path.is_file():
+        torch.manual_seed(0)
+        torch.save(gp.build_model(arch, classes).state_dict(), path)
+    return path
+
+
+def _child(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON line; add the child's peak RSS."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    rec["wall_s"] = wall
+    return rec
+
+
+_MEMORY_CHILD = """
+import json, resource, time, torch
+import greedyprune.prune as gp
+from torch.utils.data import Subset
+torch.set_num_threads({threads})
+train, _, classes = gp.load_data("folder:{folder}", 224)
+model = gp.build_model("mobilenet_v2", classes, "{ckpt}")
+example = torch.zeros(1, 3, 224, 224)
+groups = gp.find_prunable_groups(model, example)
+first = groups[0]
+idx = gp.eval_indices(len(train), n_eval={n_eval})
+eval_data = gp.stream_batches(Subset(train, idx), 64, num_workers={workers})
+gen = torch.Generator().manual_seed(0)
+t = time.perf_counter()
+_, res = gp.greedy_prune(
+    model, gp.batch_stream(train, {batch}, generator=gen, num_workers={workers}), example,
+    widths={{first.name: {steps}}}, tol=0.0, eval_data=eval_data, precheck=None,
+    candidates={candidates}, groups=[first],
+)
+layer = res.layers[0]
+print(json.dumps(dict(n_eval=len(idx), layer=first.name, steps=len(layer.order),
+    full_evaluations=layer.full_evaluations, select_s=time.perf_counter() - t,
+    peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+
+def memory(args) -> dict:
+    folder = _folder(Path(args.folder), args.classes, args.n_train, args.n_val)
+    ckpt = _checkpoint(Path(args.folder) / "mobilenet_v2.pth", "mobilenet_v2", args.classes)
+    rows = []
+    for n_eval in args.n_evals:
+        code = _MEMORY_CHILD.format(
+            folder=folder,
+            ckpt=ckpt,
+            n_eval=n_eval,
+            threads=args.threads,
+            workers=args.workers,
+            batch=args.batch,
+            steps=args.steps,
+            candidates=args.candidates,
+        )
+        rec = _child(code)
+        rows.append(rec)
+        print(
+            f"n_eval {rec['n_eval']:5d}: peak RSS {rec['peak_rss_mib']:8.0f} MiB, "
+            f"{rec['full_evaluations']} passes over the eval set, {rec['select_s']:.1f} s"
+        )
+    ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+    print(f"peak RSS ratio, n_eval {args.n_evals[-1]} / {args.n_evals[0]}: {ratio:.3f}")
+    return {"rows": rows, "ratio": ratio}
+
+
+def rehearse(args) -> dict:
+    folder = _folder(Path(args.folder), args.classes, args.n_train, args.n_val)
+    ckpt = _checkpoint(Path(args.folder) / f"{args.arch}.pth", args.arch, args.classes)
+    out = Path(args.out or f"runs/rehearse-{args.arch}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "greedyprune",
+        "prune",
+        "--arch",
+        args.arch,
+        "--data",
+        f"folder:{folder}",
+        "--weights",
+        str(ckpt),
+        "--recipe",
+        "authors",
+        "--n-eval",
+        str(args.n_eval),
+        "--candidates",
+        str(args.candidates),
+        "--batch-size",
+        str(args.batch),
+        "--between-epochs",
+        str(args.between_epochs),
+        "--finetune-epochs",
+        str(args.finetune_epochs),
+        "--finetune-batch-size",
+        str(args.finetune_batch),
+        "--workers",
+        str(args.workers),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    if args.target_macs:
+        cmd += ["--target-macs", args.target_macs]
+    print(" ".join(cmd))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"prune exited {proc.returncode}")
+    import pandas as pd
+
+    layers = pd.read_csv(out / "layers.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    cut = layers[layers["evaluations"] > 0]
+    rec = {
+        "arch": args.arch,
+        "out": str(out),
+        "config": {"candidates": args.candidates, "batch": args.batch, "n_eval": args.n_eval},
+        "wall_s": wall,
+        "peak_rss_mib": peak,
+        "select_s": summary["select_s"],
+        "layers": len(layers),
+        "layers_selected": len(cut),
+        "per_layer_select_s_median": float(cut["select_s"].median()) if len(cut) else None,
+        "per_layer_select_s_max": float(cut["select_s"].max()) if len(cut) else None,
+        "steps": int(cut["kept"].sum()),
+        "full_evaluations": int(layers["full_evaluations"].sum()),
+        "summary": summary,
+    }
+    print(json.dumps({k: v for k, v in rec.items() if k != "summary"}, indent=1))
+    print(layers.to_string(index=False))
+    return rec
+
+
+def _split_macs(arch: str, classes: int, size: int) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Full MACs per image and, per prunable group, (prefix, suffix) MACs per image: the layers
+    that run before the group's first consumer, and the rest (the cut is at the block input, so
+    the prefix is a slight underestimate)."""
+    import torch
+
+    import greedyprune.prune as gp
+
+    model = gp.build_model(arch, classes)
+    example = torch.zeros(1, 3, size, size)
+    costs = gp.profile_layers(model, example)
+    total = sum(c.macs for c in costs)
+    order = {c.name: i for i, c in enumerate(costs)}
+    split = {}
+    for g in gp.find_prunable_groups(model, example):
+        first = min(order[c] for c in g.consumers)
+        prefix = sum(c.macs for c in costs[:first])
+        split[g.name] = (prefix, total - prefix, g.n_channels)
+    return total, split
+
+
+def selection_macs(split, total, kept, full_evals, *, candidates, batch, n_eval) -> float:
+    """MACs of a layer-wise selection: per step, the prefix on the batch, K stacked copies through
+    the suffix, the pre-check's one copy; per full evaluation, the whole net on the eval set (one
+    more per layer for the starting value)."""
+    macs = 0.0
+    for name, (prefix, suffix, _) in split.items():
+        steps = kept.get(name, 0)
+        if steps == 0:
+            continue
+        macs += steps * batch * (prefix + (candidates + 1) * suffix)
+        macs += (full_evals.get(name, 0) + 1) * n_eval * total
+    return macs
+
+
+def cost(args) -> dict:
+    """Calibrate MACs/s on the rehearsal's measured selection time, then estimate the authors'
+    ImageNet run (an estimate: the counts are exact, the throughputs are stated assumptions)."""
+    import pandas as pd
+
+    rec = json.loads((RESULTS / f"imagenet_rehearse_{args.arch}.json").read_text())
+    layers = pd.read_csv(Path(rec.get("out", f"runs/rehearse-{args.arch}")) / "layers.csv")
+    total, split = _split_macs(args.arch, args.classes, 224)
+    kept = {r.layer: int(r.kept) for r in layers.itertuples() if r.evaluations > 0}
+    evals = {r.layer: int(r.full_evaluations) for r in layers.itertuples()}
+    cfg = rec.get("config", {"candidates": args.candidates, "batch": args.batch, "n_eval": 400})
+    measured_macs = selection_macs(
+        split,
+        total,
+        kept,
+        evals,
+        candidates=cfg["candidates"],
+        batch=cfg["batch"],
+        n_eval=cfg["n_eval"],
+    )
+    cpu_rate = measured_macs / rec["select_s"]
+    # The authors' run: K = 50, B = 128, every 200th of 1.28M images, the paper's keep ratio
+    # (MACs kept ~ keep^2 for inner widths; keep = sqrt(target/full) as a uniform estimate).
+    keep = (args.target_fraction) ** 0.5
+    k_full = {n: max(1, round(keep * d)) for n, (_, _, d) in split.items()}
+    rows = []
+    for label, evals_per_step in (
+        ("pre-check: 1 full pass per layer", 0.0),
+        ("no pre-check: 1 per step", 1.0),
+    ):
+        ev = {n: round(evals_per_step * k) for n, k in k_full.items()}
+        macs = selection_macs(split, total, k_full, ev, candidates=50, batch=128, n_eval=6405)
+        images = sum(k_full.values()) * 128 + sum(ev.values()) * 6405 + len(k_full) * 6405
+        rows.append({"case": label, "selection_macs": macs, "images_decoded": images})
+    out = {
+        "arch": args.arch,
+        "macs_per_image": total,
+        "rehearsal_selection_macs": measured_macs,
+        "rehearsal_select_s": rec["select_s"],
+        "cpu_macs_per_s": cpu_rate,
+        "keep_ratio_assumed": keep,
+        "steps_imagenet": sum(k_full.values()),
+        "rows": rows,
+    }
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def residual(args) -> dict:
+    import torch
+
+    import greedyprune.prune as gp
+
+    rows = []
+    for arch in args.archs:
+        model = gp.build_model(arch, 1000)
+        example = torch.zeros(1, 3, 224, 224)
+        costs = gp.profile_layers(model, example)
+        for residual_groups in (False, True):
+            groups = gp.find_prunable_groups(model, example, residual=residual_groups)
+            mm = gp.MacsModel(costs, groups)
+            names = [g.name for g in groups]
+            row = {
+                "arch": arch,
+                "residual_groups": residual_groups,
+                "groups": len(groups),
+                "prunable_channels": sum(g.n_channels for g in groups),
+                "macs_full_M": mm.full_macs / 1e6,
+                "macs_smallest_M": mm.macs({n: 1 for n in names}) / 1e6,
+                "macs_half_width_M": mm.macs(mm.uniform_widths(0.5, names)) / 1e6,
+            }
+            rows.append(row)
+            print(
+                f"{arch:14s} residual groups {'on ' if residual_groups else 'off'}: "
+                f"{row['groups']:3d} groups, {row['prunable_channels']:6d} channels; MACs "
+                f"{row['macs_full_M']:.0f}M full, {row['macs_half_width_M']:.0f}M at half "
+                f"width, {row['macs_smallest_M']:.0f}M at one channel per group"
+            )
+    return {"rows": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--folder", default="runs/imagenet-rehearsal-data")
+    common.add_argument("--classes", type=int, default=100)
+    common.add_argument("--n-train", type=int, default=24, help="training images per class")
+    common.add_argument("--n-val", type=int, default=2, help="validation images per class")
+    common.add_argument("--threads", type=int, default=2)
+    common.add_argument("--workers", type=int, default=0)
+    common.add_argument("--candidates", type=int, default=2)
+    common.add_argument("--batch", type=int, default=4, help="images per greedy step")
+    m = sub.add_parser("memory", parents=[common])
+    m.add_argument("--n-evals", type=int, nargs="+", default=[256, 2048])
+    m.add_argument("--steps", type=int, default=2, help="channels selected in the first layer")
+    r = sub.add_parser("rehearse", parents=[common])
+    r.add_argument("--arch", default="mobilenet_v2")
+    r.add_argument("--n-eval", type=int, default=400)
+    r.add_argument("--target-macs", default=None)
+    r.add_argument("--between-epochs", type=float, default=0.01)
+    r.add_argument("--finetune-epochs", type=float, default=0.01)
+    r.add_argument("--finetune-batch", type=int, default=16)
+    r.add_argument("--out", default=None)
+    c = sub.add_parser("cost", parents=[common])
+    c.add_argument("--arch", default="mobilenet_v2")
+    c.add_argument(
+        "--target-fraction", type=float, default=0.7, help="MACs kept (the paper: 220M/314M)"
+    )
+    s = sub.add_parser("residual")
+    s.add_argument("--archs", nargs="+", default=["resnet50", "mobilenet_v2", "resnet34"])
+    args = p.parse_args()
+    rec = {"memory": memory, "rehearse": rehearse, "residual": residual, "cost": cost}[args.what](
+        args
+    )
+    RESULTS.mkdir(exist_ok=True)
+    name = args.what + (f"_{args.arch}" if args.what in ("rehearse", "cost") else "")
+    out = RESULTS / f"imagenet_{name}.json"
+    out.write_text(json.dumps(rec, indent=1, default=str) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
