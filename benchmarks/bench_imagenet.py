@@ -34,16 +34,23 @@ def _folder(path: Path, classes: int, n_train: int, n_val: int) -> Path:
     return path
 
 
-def _checkpoint(path: Path, arch: str, classes: int) -> Path:
-    """A randomly initialised state dict with the folder's class count (accuracy is not what
-    is measured here; the selection's work and memory do not depend on the weights' values)."""
+def _checkpoint(path: Path, arch: str, classes: int, epochs: float = 0, folder=None) -> Path:
+    """A state dict with the folder's class count: randomly initialised, or trained here for
+    ``epochs`` on the folder at 64 px (cheap on a CPU; the classes are colours and stripes, which
+    a CNN still reads at 224 px), so that the tolerance rule meets a network that classifies."""
     import torch
 
     import greedyprune.prune as gp
 
     if not path.is_file():
         torch.manual_seed(0)
-        torch.save(gp.build_model(arch, classes).state_dict(), path)
+        model = gp.build_model(arch, classes)
+        if epochs:
+            train, _, _ = gp.load_data(f"folder:{folder}", 64)
+            gp.finetune(
+                model, train, epochs=epochs, lr=0.05, batch_size=64, generator=0, num_workers=2
+            )
+        torch.save(model.state_dict(), path)
     return path
 
 
@@ -115,7 +122,14 @@ def memory(args) -> dict:
 
 def rehearse(args) -> dict:
     folder = _folder(Path(args.folder), args.classes, args.n_train, args.n_val)
-    ckpt = _checkpoint(Path(args.folder) / f"{args.arch}.pth", args.arch, args.classes)
+    name = (
+        f"{args.arch}-trained{args.weights_epochs:g}.pth"
+        if args.weights_epochs
+        else f"{args.arch}.pth"
+    )
+    ckpt = _checkpoint(
+        Path(args.folder) / name, args.arch, args.classes, args.weights_epochs, folder
+    )
     out = Path(args.out or f"runs/rehearse-{args.arch}")
     cmd = [
         sys.executable,
@@ -322,6 +336,12 @@ def main() -> None:
     r.add_argument("--finetune-epochs", type=float, default=0.01)
     r.add_argument("--finetune-batch", type=int, default=16)
     r.add_argument("--out", default=None)
+    r.add_argument(
+        "--weights-epochs",
+        type=float,
+        default=0,
+        help="train the checkpoint this many epochs at 64 px first (0: random weights)",
+    )
     c = sub.add_parser("cost", parents=[common])
     c.add_argument("--arch", default="mobilenet_v2")
     c.add_argument(

@@ -5,7 +5,7 @@ Runs (or resumes, through the run folders under runs/) the same job as
 
     greedyprune compare --arch ARCH --data digits --target-macs 0.5,0.25 --seeds 0,1,2 \
         --methods greedy,l1,taylor,bn,random,uniform --image-size 16 --train-epochs 10 \
-        --finetune-epochs 1 --candidates 8 --greedy-batch 8 --out runs/compare-digits-ARCH
+        --finetune-epochs 1 --candidates 8 --batch-size 8 --out runs/compare-digits-ARCH
 
 A fresh run takes 10-25 minutes per architecture on 2 CPU cores; a finished one is
 only read. Writes figures/prune_digits.png and .pdf and prints the table it plots.

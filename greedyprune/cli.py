@@ -2,14 +2,26 @@
 
 Each front end registers its own arguments through a small module with two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; bad input (``ValueError``/``TypeError``/
-``FileNotFoundError`` raised by the library) becomes one line on stderr and exit code 2.
+``FileNotFoundError`` raised by the library) becomes one line on stderr and exit code 2, with the
+library's Python argument names (``n_eval=0``) written as the subcommand's flags (``--n-eval=0``).
+A front end may define ``FLAG_NAMES`` (library name -> flag) where the two differ.
+
+The flags every subcommand shares have one grammar, defined here: ``--out DIR``, ``--seeds
+0,1,2`` (a comma list), ``--device cpu|cuda|cuda:N`` and ``--progress/--no-progress``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+
+DESCRIPTION = (
+    "Greedy forward selection of subnetworks (Ye et al., ICML 2020): check the paper's claims "
+    "on mean-field networks (verify) and prune torchvision CNNs (prune, compare). "
+    "Run 'greedyprune COMMAND --help' for a command's flags."
+)
 
 # command path -> (module with add_arguments/run, help)
 _COMMANDS = {
@@ -40,20 +52,165 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after a flag's help, except where there is nothing useful to show:
+    no default (``None``), an off switch, a suppressed default, or a help that states it already."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if (
+            "%(default)" in help_
+            or "default" in help_
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return help_
+        return help_ + " (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("greedyprune")
+    except PackageNotFoundError:
+        import greedyprune
+
+        return getattr(greedyprune, "__version__", "unknown")
+
+
+# -- the shared grammar --------------------------------------------------------------------------
+
+
+def seeds_type(text: str) -> tuple[int, ...]:
+    """``--seeds 0,1,2``: integers >= 0, each once (a repeated seed would run twice)."""
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if not values or any(s < 0 for s in values):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r} must list integers >= 0, e.g. 0,1,2")
+    return tuple(dict.fromkeys(values))
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def device_type(text: str) -> str:
+    """``--device cpu|cuda|cuda:N``."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"--device {text!r} is not a device; pass cpu, cuda or cuda:N (e.g. cuda:1)"
+        )
+    return text
+
+
+def add_out(parser: argparse.ArgumentParser, default: str, **kwargs) -> None:
+    """``--out DIR``: the run folder; ``default`` says in words what it is when not given."""
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help=f"run folder; an interrupted run resumes in it (default: {default})",
+        **kwargs,
+    )
+
+
+def add_seeds(parser: argparse.ArgumentParser, help_: str, default=None) -> None:
+    """``--seeds 0,1,2``: a comma list of seeds (integers >= 0)."""
+    parser.add_argument("--seeds", type=seeds_type, default=default, metavar="S,...", help=help_)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda|cuda:N``, default cpu."""
+    parser.add_argument(
+        "--device",
+        type=device_type,
+        default="cpu",
+        metavar="cpu|cuda|cuda:N",
+        help="where tensors live",
+    )
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress/--no-progress``, default: on when stderr is a terminal."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: on when stderr is a terminal)",
+    )
+
+
+def resolve_progress(progress: bool | None) -> bool:
+    """``--progress``'s value: None (neither flag given) is on when stderr is a terminal."""
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def _flag_names(parser: argparse.ArgumentParser, extra: dict[str, str] | None) -> dict[str, str]:
+    """Python name -> flag spelling, from the parser's own options (visible spellings first)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or action.dest in (argparse.SUPPRESS, "help"):
+            continue
+        if action.help == argparse.SUPPRESS and action.dest in names:
+            continue  # a hidden alias: the visible flag names the value
+        names[action.dest] = longs[0]
+    names.update(extra or {})
+    return names
+
+
+_LEADING = re.compile(r"^([A-Za-z_]\w*)(?=[= ])")
+_ASSIGNED = re.compile(r"(?<![\w\-/.'\"])([A-Za-z_]\w*)(?==)")
+_SNAKE = re.compile(r"(?<![\w\-/.'\"])([A-Za-z]\w*_\w+)\b(?![/.'\"])")
+
+
+def flag_message(message: str, flags: dict[str, str]) -> str:
+    """``message`` on one line, with the library's argument names written as flags: a leading
+    ``name`` / ``name=``, any ``name=`` and any snake_case ``name`` that is a flag's Python name."""
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        return flags.get(name, name)
+
+    text = " ".join(str(message).split())
+    text = _LEADING.sub(sub, text)
+    text = _ASSIGNED.sub(sub, text)
+    return _SNAKE.sub(sub, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="greedyprune", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="greedyprune", description=DESCRIPTION)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"greedyprune {_version()}",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, (module, help_) in _COMMANDS.items():
         if len(path) == 1:
-            p = sub.add_parser(path[0], help=help_)
+            p = sub.add_parser(
+                path[0], help=help_, description=help_, formatter_class=_HelpFormatter
+            )
         else:
             if path[0] not in groups:
                 g = sub.add_parser(path[0], help=f"{path[0]} subcommands")
                 groups[path[0]] = g.add_subparsers(
                     dest="subcommand", required=True, parser_class=_Parser
                 )
-            p = groups[path[0]].add_parser(path[1], help=help_)
+            p = groups[path[0]].add_parser(
+                path[1], help=help_, description=help_, formatter_class=_HelpFormatter
+            )
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -62,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(_missing=module)
             continue
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _flags=_flag_names(p, getattr(mod, "FLAG_NAMES", None)))
     return parser
 
 
@@ -84,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        _say(f"greedyprune: error: {exc}\n")
+        _say(f"greedyprune: error: {flag_message(str(exc), getattr(args, '_flags', {}))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(

@@ -67,7 +67,7 @@ def test_bad_method_and_missing_stop(capsys, tmp_path):
     argv = ["compare", "--arch", "resnet18", "--data", "digits", "--out", str(tmp_path / "r")]
     _fails(capsys, [*argv, "--methods", "greedy,oracle"], "oracle")
     argv = ["prune", "--arch", "resnet18", "--data", "digits", "--out", str(tmp_path / "r")]
-    _fails(capsys, argv, "target_macs")
+    _fails(capsys, argv, "--target-macs")
 
 
 def _files(folder):
@@ -347,9 +347,9 @@ def test_prune_runs_on_a_folder_with_a_local_checkpoint(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "word"),
     [
-        (["--tol", "2"], "tol=2.0"),
-        (["--tol", "0.02", "--batch-size", "0"], "batch_size=0"),
-        (["--tol", "0.02", "--train-epochs", "0"], "train_epochs"),
+        (["--tol", "2"], "--tol=2.0"),
+        (["--tol", "0.02", "--batch-size", "0"], "--batch-size=0"),
+        (["--tol", "0.02", "--train-epochs", "0"], "--train-epochs=0"),
         (["--tol", "0.02", "--device", "cuda"], "cuda"),
     ],
 )

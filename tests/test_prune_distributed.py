@@ -49,7 +49,7 @@ def test_two_processes_pick_what_one_picks(tmp_path, arch, target):
     torch.save(torchvision.models.get_model(arch, num_classes=10).state_dict(), ckpt)
     args = ["prune", "--arch", arch, "--data", "synthetic", "--image-size", "16"]
     args += ["--weights", str(ckpt), "--target-macs", target, "--candidates", "3"]
-    args += ["--batch-size", "8", "--seed", "3"]
+    args += ["--batch-size", "8", "--seeds", "3"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     res = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -115,7 +115,7 @@ def test_bad_input_is_caught_before_the_run_folder(capsys, tmp_path, folder, che
     # a MACs target below what one channel per group costs
     _fails(capsys, [*ok, "--target-macs", "1K"], "smallest reachable")
     _fails(capsys, [*ok, "--target-macs", "0.5", "--amp", "bf16"], "CUDA")
-    _fails(capsys, [*ok, "--target-macs", "0.5", "--n-eval", "0"], "n_eval")
+    _fails(capsys, [*ok, "--target-macs", "0.5", "--n-eval", "0"], "--n-eval=0")
     assert not out.exists()
     # a folder with no images, and a folder with an unreadable one
     empty = tmp_path / "empty"

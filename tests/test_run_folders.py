@@ -13,7 +13,7 @@ from greedyprune.prune import _pipeline
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 COMMANDS = {
-    "two-layer": ["verify", "two-layer", "--preset", "quick", "--seeds", "1", "--no-figures"],
+    "two-layer": ["verify", "two-layer", "--preset", "quick", "--seeds", "0", "--no-figures"],
     "deep": ["verify", "deep"],
     "prune": ["prune", "--arch", "resnet18", "--data", "synthetic", "--tol", "0.9", *TINY],
     "compare": ["compare", "--arch", "resnet18", "--data", "synthetic", *TINY],

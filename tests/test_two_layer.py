@@ -358,7 +358,7 @@ def test_verify_rejects_bad_arguments(tmp_path):
     "argv, word",
     [
         (["--preset", "huge"], "huge"),
-        (["--seeds", "0"], "--seeds"),
+        (["--seeds", "1"], "--seeds"),  # a list of seeds 0..K-1, not a count
         (["--seeds", "two"], "--seeds"),
         (["--device", "tpu"], "--device"),
     ],

@@ -14,46 +14,76 @@ def _list(text: str) -> list[str]:
     return items
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds {text!r}: pass comma-separated ints, e.g. 0,1,2"
-        ) from None
+# Library argument names that differ from their flags (for error messages; see greedyprune.cli).
+FLAG_NAMES = {"greedy_batch": "--batch-size", "targets": "--target-macs", "seed": "--seeds"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from greedyprune.cli import add_device, add_out, add_progress, add_seeds
+
     parser.add_argument("--arch", required=True, help="torchvision model name, e.g. resnet18")
     parser.add_argument("--data", required=True, help="digits, synthetic or folder:PATH")
     parser.add_argument(
-        "--target-macs", type=_list, default=["0.5"], help="comma list: 0.5,0.25 or 220M"
+        "--target-macs",
+        type=_list,
+        default=["0.5"],
+        help="comma list of whole-model MACs targets: fractions (0.5,0.25) or counts (220M) "
+        "(default: 0.5)",
     )
     parser.add_argument(
         "--methods",
         type=_list,
         default=["greedy", "l1", "taylor", "bn", "random", "uniform"],
-        help="comma list of greedy,l1,taylor,bn,random,uniform",
+        help="comma list of greedy,l1,taylor,bn,random,uniform (default: all of them)",
     )
-    parser.add_argument("--seeds", type=_seeds, default=[0], help="comma list, e.g. 0,1,2")
-    parser.add_argument("--out", help="run folder (default runs/compare-<data>-<arch>)")
+    add_seeds(
+        parser,
+        "comma list of seeds, each method and target once per seed (default: 0)",
+        default=(0,),
+    )
+    add_out(parser, "runs/compare-<data kind>-<arch>, e.g. runs/compare-digits-resnet18")
     parser.add_argument("--weights", help="local checkpoint; digits/synthetic train one here")
-    parser.add_argument("--image-size", type=int, help="default 224 (folder), 32 (digits)")
-    parser.add_argument("--train-epochs", type=float, default=20)
-    parser.add_argument("--finetune-epochs", type=float, default=3)
-    parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--candidates", type=_candidates, default=8)
-    parser.add_argument("--greedy-batch", type=int, default=8, help="images per greedy step")
-    parser.add_argument("--loss", choices=["ce", "imitation"], default="ce")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA")
     parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: on when stderr is a terminal)",
+        "--image-size", type=int, help="input size in pixels (default: 224 folder, 32 digits)"
     )
+    parser.add_argument(
+        "--train-epochs",
+        type=float,
+        default=20,
+        help="epochs of training the base model from scratch (without --weights)",
+    )
+    parser.add_argument(
+        "--finetune-epochs", type=float, default=3, help="fine-tuning epochs of each pruned model"
+    )
+    parser.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=8,
+        help="channels greedy scores per step, or 'all'",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per greedy step (as in prune)"
+    )
+    parser.add_argument(  # the old name of --batch-size
+        "--greedy-batch",
+        type=int,
+        dest="batch_size",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--loss",
+        choices=["ce", "imitation"],
+        default="ce",
+        help="greedy objective: cross-entropy on the labels or imitation of the full model",
+    )
+    add_device(parser)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes (0: the main one)"
+    )
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA")
+    add_progress(parser)
 
 
 def run(args) -> int:
@@ -75,7 +105,7 @@ def run(args) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr,
         candidates=args.candidates,
-        greedy_batch=args.greedy_batch,
+        greedy_batch=args.batch_size,
         loss=args.loss,
         device=args.device,
         workers=args.workers,

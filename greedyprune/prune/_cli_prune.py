@@ -42,15 +42,57 @@ def _crop(text: str) -> tuple[float, float]:
     return (low, 1.0)
 
 
+def _one_seed(text: str) -> int:
+    """``prune --seeds S``: the same comma-list grammar as the other commands, one seed only."""
+    from greedyprune.cli import seeds_type
+
+    seeds = seeds_type(text)
+    if len(seeds) != 1:
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r}: prune takes one seed (run it once per seed, each with its --out)"
+        )
+    return seeds[0]
+
+
+def _recipe_values(knob: str) -> str:
+    """``(default: from --recipe: authors X, default Y)`` for a recipe knob's help."""
+    phase, field = {
+        "between_epochs": ("between", "epochs"),
+        "finetune_epochs": ("final", "epochs"),
+        "finetune_lr": ("final", "lr"),
+        "finetune_batch_size": ("final", "batch_size"),
+    }.get(knob, (None, knob))
+
+    def show(recipe) -> str:
+        value = getattr(getattr(recipe, phase), field) if phase else getattr(recipe, field)
+        if knob == "crop_scale":
+            value = value[0]
+        return "none" if value is None else str(value)
+
+    shown = ", ".join(f"{name} {show(r)}" for name, r in sorted(RECIPES.items()))
+    return f"(default: from --recipe: {shown})"
+
+
+# Library argument names that differ from their flags (for error messages; see greedyprune.cli).
+FLAG_NAMES = {"seed": "--seeds"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from greedyprune.cli import add_device, add_out, add_progress
+
     S = argparse.SUPPRESS  # recipe knobs: absent unless given, so the recipe's value stands
+
+    def knob(flag: str, help_: str, **kwargs) -> None:
+        dest = flag[2:].replace("-", "_")
+        parser.add_argument(flag, default=S, help=f"{help_} {_recipe_values(dest)}", **kwargs)
+
     parser.add_argument(
         "--arch", required=True, help="model name: a torchvision name or proxylessnas_mobile"
     )
     parser.add_argument(
         "--data", required=True, help="folder:PATH (ImageNet layout), digits or synthetic"
     )
-    parser.add_argument("--out", required=True, help="run folder (resumes if it exists)")
+    add_out(parser, "runs/prune-<data kind>-<arch>, e.g. runs/prune-digits-resnet18")
     parser.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
@@ -64,70 +106,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-macs", help="whole-model MACs to reach: 220M, 1.5G, 0.5 (fraction) or 50%%"
     )
-    parser.add_argument(
-        "--tol", type=_tol, default=S, help="per-layer top-1 tolerance or 'none' (authors: 0.02)"
-    )
-    parser.add_argument(
+    knob("--tol", "per-layer top-1 tolerance or 'none'", type=_tol)
+    knob(
         "--precheck",
+        "measure the eval set only when the step batch's top-1 is at least this fraction of "
+        "the layer's start, or 'none'",
         type=_tol,
-        default=S,
-        help="measure the eval set only when the step batch's top-1 is at least this fraction of "
-        "the layer's start, or 'none' (authors: 0.95)",
-    )
-    parser.add_argument("--image-size", type=int, help="default 224 (folder), 32 (digits)")
-    parser.add_argument(
-        "--candidates", type=_candidates, default=S, help="channels scored per step, or 'all'"
     )
     parser.add_argument(
+        "--image-size", type=int, help="input size in pixels (default: 224 folder, 32 digits)"
+    )
+    knob("--candidates", "channels scored per step, or 'all'", type=_candidates)
+    knob(
         "--candidate-order",
+        "random sample (the paper) or the lowest-index open channels (the authors' code)",
         choices=["random", "lowest-index"],
-        default=S,
-        help="random sample (the paper) or the lowest-index open channels (the authors' code)",
     )
-    parser.add_argument("--batch-size", type=int, default=S, help="images per greedy step")
-    parser.add_argument(
-        "--crop-scale", type=_crop, default=S, help="smallest random crop area (authors: 0.2)"
-    )
-    parser.add_argument(
-        "--n-eval", type=int, default=S, help="images for --tol, spread over every class"
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=int,
-        default=S,
-        help="--tol on every k-th training image (authors: 200)",
-    )
+    knob("--batch-size", "images per greedy step", type=int)
+    knob("--crop-scale", "smallest random crop area, a fraction", type=_crop)
+    knob("--n-eval", "images for --tol, spread over every class", type=int)
+    knob("--eval-every", "--tol on every k-th training image", type=int)
     parser.add_argument(
         "--replacement", action="store_true", help="allow picking a channel again (theory)"
     )
-    parser.add_argument("--loss", choices=["ce", "imitation"], default="ce")
-    parser.add_argument("--mode", choices=["batched", "sequential"], default="batched")
     parser.add_argument(
-        "--between-epochs", type=float, default=S, help="fine-tune between layers (authors: 0.1)"
+        "--loss",
+        choices=["ce", "imitation"],
+        default="ce",
+        help="greedy objective: cross-entropy on the labels or imitation of the full model",
     )
     parser.add_argument(
-        "--finetune-epochs", type=float, default=S, help="final fine-tuning (authors: 150)"
+        "--mode",
+        choices=["batched", "sequential"],
+        default="batched",
+        help="score the candidates of a step together (batched) or one at a time",
     )
-    parser.add_argument("--finetune-lr", type=float, default=S, help="(authors: 0.1, cosine)")
-    parser.add_argument("--finetune-batch-size", type=int, default=S, help="(authors: 256)")
+    knob("--between-epochs", "fine-tuning epochs between layers", type=float)
+    knob("--finetune-epochs", "final fine-tuning epochs", type=float)
+    knob("--finetune-lr", "final fine-tuning learning rate", type=float)
+    knob("--finetune-batch-size", "final fine-tuning batch size", type=int)
     parser.add_argument(
-        "--train-epochs", type=float, default=20, help="training from scratch (no --weights)"
+        "--train-epochs",
+        type=float,
+        default=20,
+        help="epochs of training from scratch (without --weights)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--seeds",
+        type=_one_seed,
+        default=0,
+        metavar="S",
+        help="the run's seed (one; the same comma-list flag as compare's, which takes several)",
+    )
+    parser.add_argument("--seed", type=_one_seed, dest="seeds", default=S, help=S)  # old name
+    add_device(parser)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes (0: the main one)"
+    )
     parser.add_argument(
         "--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (scoring, fine-tuning)"
     )
     parser.add_argument(
         "--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)"
     )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: on when stderr is a terminal)",
-    )
+    add_progress(parser)
 
 
 _KNOBS = (
@@ -176,10 +218,11 @@ def run(args) -> int:
     from ._pipeline import prune
 
     knobs = {k: getattr(args, k) for k in _KNOBS if hasattr(args, k)}
+    out = args.out or f"runs/prune-{args.data.split(':')[0]}-{args.arch}"
     summary = prune(
         args.arch,
         args.data,
-        args.out,
+        out,
         recipe=args.recipe,
         target_macs=args.target_macs,
         weights=args.weights,
@@ -188,7 +231,7 @@ def run(args) -> int:
         loss=args.loss,
         mode=args.mode,
         train_epochs=args.train_epochs,
-        seed=args.seed,
+        seed=args.seeds,
         device=args.device,
         workers=args.workers,
         amp=args.amp,
@@ -201,8 +244,8 @@ def run(args) -> int:
     from greedyprune.dist import is_main
 
     if is_main():
-        layers_csv = Path(args.out) / "layers.csv"
+        layers_csv = Path(out) / "layers.csv"
         layers = pd.read_csv(layers_csv) if layers_csv.is_file() else None
         print(summary_table(summary, layers))
-        print(f"pruned model: {args.out}/model.safetensors + {args.out}/pruned.json")
+        print(f"pruned model: {out}/model.safetensors + {out}/pruned.json")
     return 0

@@ -15,22 +15,9 @@ from pathlib import Path
 __all__ = ["add_arguments", "run"]
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    """The seeds of ``--seeds 0,1,2``, each once (a repeated seed would run twice)."""
-    from greedyprune.runs import unique
-
-    try:
-        seeds = tuple(unique(int(s) for s in text.split(",") if s.strip()))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2"
-        ) from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} must list integers >= 0, e.g. 0,1,2")
-    return seeds
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from greedyprune.cli import add_device, add_out, add_progress, add_seeds
+
     parser.add_argument(
         "--preset",
         choices=("quick", "paper"),
@@ -43,21 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="teacher",
         help="deep teacher-student regression, MNIST-1D (generated offline) or sklearn digits",
     )
+    add_out(parser, "runs/deep-<preset>-<data>")
+    add_seeds(parser, "comma list of seeds, each run once (default: the preset's)")
+    add_device(parser)
+    add_progress(parser)
     parser.add_argument(
-        "--out",
-        default=None,
-        help="run folder (default runs/deep-PRESET-DATA); an interrupted run resumes",
+        "--strict",
+        action="store_true",
+        help="exit 1 when a claim's verdict is 'fails' (for CI); 'inconclusive', 'conditions "
+        "not met' and 'no data' do not count. Without it the exit code is 0 whatever the verdicts",
     )
-    parser.add_argument("--seeds", type=_seeds, default=None, help="override the preset's seeds")
-    parser.add_argument(
-        "--device", default="cpu", help="torch device for the networks (default cpu)"
-    )
-    parser.add_argument("--progress", action="store_true", help="show progress bars")
 
 
 def run(args) -> int:
     import pandas as pd
     import torch
+
+    from greedyprune.cli import resolve_progress
 
     from ._deep_experiments import deep_preset, run_deep
 
@@ -71,7 +60,9 @@ def run(args) -> int:
             f"--device {args.device!r} is not a torch device; pass cpu or cuda"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is present; pass cpu")
+        raise ValueError(
+            f"--device {args.device} was asked for but no CUDA device is present; pass cpu"
+        )
     out = Path(args.out) if args.out else Path("runs") / f"deep-{args.preset}-{args.data}"
     t0 = time.perf_counter()
 
@@ -79,7 +70,13 @@ def run(args) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     _results, verdicts, summary = run_deep(
-        setting, seeds, out, preset=args.preset, device=device, progress=args.progress, log=log
+        setting,
+        seeds,
+        out,
+        preset=args.preset,
+        device=device,
+        progress=resolve_progress(args.progress),
+        log=log,
     )
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         table = summary[summary["experiment"] != "reference"].pivot_table(
@@ -95,4 +92,5 @@ def run(args) -> int:
         cols = ["claim", "measured_slope", "ci_low", "ci_high", "verdict"]
         print(verdicts[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"\nresults in {out} ({time.perf_counter() - t0:.1f}s)")
-    return 0
+    failed = "verdict" in verdicts and (verdicts["verdict"] == "fails").any()
+    return 1 if args.strict and failed else 0

@@ -11,32 +11,63 @@ import pandas as pd
 from ._presets import PRESETS, verify_two_layer
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from greedyprune.cli import add_device, add_out, add_progress, add_seeds
+
     parser.add_argument(
         "--preset",
         default="quick",
-        help=f"which experiment set to run: {', '.join(sorted(PRESETS))} (default quick)",
+        metavar="|".join(sorted(PRESETS)),
+        help="which experiment set to run",
     )
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="run folder (default runs/two_layer_<preset>); resumes if present",
+    add_out(parser, "runs/two_layer_<preset>")
+    add_seeds(
+        parser,
+        "comma list of seeds; this command runs seeds 0 to K-1, so pass 0,1,...,K-1 (--seeds "
+        "used to be the count K: --seeds 3 is now refused, pass 0,1,2). Default: the preset's, "
+        + ", ".join(f"{n}: 0-{p.seeds - 1}" for n, p in sorted(PRESETS.items())),
     )
-    parser.add_argument(
-        "--seeds", type=_positive_int, default=None, help="replicates (default: the preset's)"
-    )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    add_device(parser)
+    add_progress(parser)
     parser.add_argument("--no-figures", action="store_true", help="skip writing figures")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a claim's verdict is 'fails' (for CI); 'inconclusive', 'conditions "
+        "not met' and 'no data' do not count. Without it the exit code is 0 whatever the verdicts",
+    )
+
+
+def _seed_count(seeds: tuple[int, ...] | None) -> int | None:
+    """The library's replicate count for ``--seeds``: it runs seeds 0..K-1, so the list must be
+    exactly those (in any order)."""
+    if seeds is None:
+        return None
+    if sorted(seeds) != list(range(len(seeds))):
+        shown = ",".join(map(str, seeds))
+        raise ValueError(
+            f"--seeds {shown}: verify two-layer runs seeds 0 to K-1, so pass e.g. 0,1,2 for K=3 "
+            "(--seeds is a list of seeds, no longer a count)"
+        )
+    return len(seeds)
+
+
+def _device(text: str) -> str:
+    """``--device`` for the library, which takes 'cpu' or 'cuda': 'cuda:N' selects GPU N as the
+    current CUDA device and runs on 'cuda'."""
+    if not text.startswith("cuda:"):
+        return text
+    import torch
+
+    index = int(text.split(":", 1)[1])
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {text} but no CUDA device is available; pass --device cpu")
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {text} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    torch.cuda.set_device(index)
+    return "cuda"
 
 
 def format_verdicts(verdicts: pd.DataFrame) -> str:
@@ -62,10 +93,14 @@ def run(args) -> int:
         raise ValueError(
             f"--preset {args.preset!r} is not known; pass one of {', '.join(sorted(PRESETS))}"
         )
+    count = _seed_count(args.seeds)
+    device = _device(args.device)
     out = Path(args.out or f"runs/two_layer_{args.preset}")
+    k = PRESETS[args.preset].seeds if count is None else count
+    print(f"seeds: {','.join(map(str, range(k)))}", flush=True)
     start = time.perf_counter()
     results, verdicts = verify_two_layer(
-        args.preset, out, seeds=args.seeds, device=args.device, progress=None
+        args.preset, out, seeds=count, device=device, progress=args.progress
     )
     print(format_verdicts(verdicts))
     print("\nreasons:")
@@ -78,4 +113,5 @@ def run(args) -> int:
         print(f"\nfigures: {', '.join(str(p) for p in written)}")
     print(f"results: {out / 'results.csv'} ({len(results)} rows); verdicts: {out / 'verdicts.csv'}")
     print(f"wall time: {time.perf_counter() - start:.1f} s")
-    return 0
+    failed = "verdict" in verdicts and (verdicts["verdict"] == "fails").any()
+    return 1 if args.strict and failed else 0
