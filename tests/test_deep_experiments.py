@@ -25,15 +25,8 @@ TINY = dx.DeepSetting(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Every tensor here is tiny: run torch on one thread, as the two-layer runner does (see
-    ``_presets._one_cpu_thread``): with the 2 threads of conftest on a busy 2-core machine the
-    tiny ``run_deep`` of these tests took 22 s, on one thread 0.8 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every tensor here is tiny: one torch thread (see conftest's one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _strip(df: pd.DataFrame) -> pd.DataFrame:

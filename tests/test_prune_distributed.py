@@ -22,13 +22,8 @@ from greedyprune.cli import main
 TIMEOUT = 300  # seconds for one torchrun launch: a hung rank fails the test instead of CI
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread each, since 2 processes share the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors, and 2 processes share the 2 cores: one thread each.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _torchrun(args, tmp_path, nproc=2):

@@ -28,7 +28,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from greedyprune.sims import PRESETS, Setting, verify_two_layer
 from greedyprune.sims import _deep_experiments as dx
@@ -39,15 +38,8 @@ ROUND = 1e-9  # see the module docstring
 N_BOOT = 200  # two seeds and B = 200: the interval is [min, max] of the seeds (module docstring)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Every tensor here is tiny: run torch on one thread, as the two-layer runner does (see
-    ``_presets._one_cpu_thread``): with the 2 threads of conftest on a busy 2-core machine the
-    tiny ``run_deep`` of these tests took 22 s, on one thread 0.8 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Every tensor here is tiny: one torch thread (see conftest's one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- the independent oracle
