@@ -55,11 +55,6 @@ def _worker(rank, world, port, cfg, out):
         )
         torch.manual_seed(0)
         model = gp.build_model(cfg["arch"], 10).to(device)
-        t0 = time.perf_counter()
-        gp.finetune(model, data, epochs=1, lr=0.01, batch_size=cfg["batch"], generator=0)
-        if cfg["device"] == "cuda":
-            torch.cuda.synchronize()
-        ft_s = time.perf_counter() - t0
         example = torch.zeros(1, 3, size, size, device=device)
         group = gp.find_prunable_groups(model, example)[cfg["layer"]]
         gen = torch.Generator().manual_seed(1)
@@ -76,6 +71,15 @@ def _worker(rank, world, port, cfg, out):
         if cfg["device"] == "cuda":
             torch.cuda.synchronize()
         select_s = time.perf_counter() - t0
+        # fine-tuning a fresh copy (selection first, on the same weights in every world size, so
+        # the picks can be compared)
+        torch.manual_seed(0)
+        model = gp.build_model(cfg["arch"], 10).to(device)
+        t0 = time.perf_counter()
+        gp.finetune(model, data, epochs=1, lr=0.01, batch_size=cfg["batch"], generator=0)
+        if cfg["device"] == "cuda":
+            torch.cuda.synchronize()
+        ft_s = time.perf_counter() - t0
         if rank == 0:
             out.put(
                 {
