@@ -179,11 +179,11 @@ def class_count(labels: Tensor) -> int:
     return int(torch.unique(torch.as_tensor(labels)).numel())
 
 
-def check_images(dataset: Dataset, *, workers: int = 8) -> int:
+def check_images(dataset: Dataset, *, workers: int = 8, progress: bool = False) -> int:
     """Open the header of every image file of a folder dataset (``ImageFolder``); raise
     ``ValueError`` naming the first file PIL cannot read. Returns the number of files checked (0
     for in-memory datasets). Only the headers are read, so a 1.28M-image folder takes minutes,
-    not hours."""
+    not hours; ``progress`` shows a bar over the files."""
     samples = getattr(dataset, "samples", None)
     if samples is None:
         return 0
@@ -199,9 +199,13 @@ def check_images(dataset: Dataset, *, workers: int = 8) -> int:
             return f"{path!r} ({type(exc).__name__})"
         return None
 
+    from tqdm.auto import tqdm
+
     paths = [p for p, _ in samples]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for found in pool.map(bad, paths, chunksize=256):
+        found_all = pool.map(bad, paths, chunksize=256)
+        bar = tqdm(found_all, total=len(paths), desc="checking images", disable=not progress)
+        for found in bar:
             if found is not None:
                 raise ValueError(
                     f"unreadable image {found}: remove or replace the file, then run again"

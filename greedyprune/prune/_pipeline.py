@@ -55,7 +55,16 @@ class _Prepared:
 
 
 def _prepare(
-    arch, data, image_size, weights, device, targets, *, crop_scale=(0.08, 1.0), workers=0
+    arch,
+    data,
+    image_size,
+    weights,
+    device,
+    targets,
+    *,
+    crop_scale=(0.08, 1.0),
+    workers=0,
+    progress=False,
 ) -> _Prepared:
     """Load the data (every image header of a folder checked), build the model with the data's
     class count, load the weights, and turn the MACs targets into reachable absolute counts: every
@@ -71,7 +80,7 @@ def _prepare(
         )
     train, test, n_classes = load_data(spec, size, num_classes=10, crop_scale=crop_scale)
     for dataset in (train, test):
-        check_images(dataset, workers=max(4, workers))
+        check_images(dataset, workers=max(4, workers), progress=progress)
     model = build_model(arch, n_classes, weights)
     example = torch.zeros(1, 3, size, size)
     groups = find_prunable_groups(model, example)
@@ -277,6 +286,7 @@ def prune(
     )
     device = init_from_env(device)
     local_slice(r.batch_size)  # the step batch must split evenly over the processes
+    progress = _auto_progress(progress)
     prep = _prepare(
         arch,
         data,
@@ -286,12 +296,12 @@ def prune(
         [target_macs],
         crop_scale=tuple(r.crop_scale),
         workers=workers,
+        progress=progress,
     )
     if target_macs is None and r.tol is None:
         raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
         raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
-    progress = _auto_progress(progress)
     config = {
         "job": "prune",
         "arch": arch,
@@ -539,7 +549,9 @@ def compare(
     device = init_from_env(device)
     local_slice(greedy_batch)
     progress = _auto_progress(progress)
-    prep = _prepare(arch, data, image_size, weights, device, targets, workers=workers)
+    prep = _prepare(
+        arch, data, image_size, weights, device, targets, workers=workers, progress=progress
+    )
     run = _open_run(out, config)
     loader = {"num_workers": workers, "amp": amp}
     if weights is None:
