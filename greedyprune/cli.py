@@ -146,6 +146,36 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_settings(
+    parser: argparse.ArgumentParser, cls, example: str, scopes: str, table: str, **never
+) -> None:
+    """``--set [SETTING.]KEY=VALUE`` (repeatable) and ``--config FILE.toml``: override fields of
+    the preset's settings (``cls``, a setting dataclass); see :mod:`greedyprune._settings`.
+    example: one ``KEY=VALUE``; scopes: the preset's settings in words; table: one's name.
+    never: keys this command does not let override, each with why (e.g. ``data="use --data"``)."""
+    from greedyprune._settings import describe_fields
+
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="[SETTING.]KEY=VALUE",
+        help=f"override one field of the preset's settings, e.g. --set {example}; repeatable, "
+        f"applied left to right after --config. Without a prefix it applies to every setting "
+        f"of the preset ({scopes}); a prefix selects one. Booleans are true/false, lists are "
+        f"comma lists, 'none' clears an optional value. Keys: "
+        + describe_fields(cls, never).replace("%", "%%"),
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        default=None,
+        help="TOML file of overrides applied before --set: a flat table of keys (m = 40, "
+        "activation = 'sigmoid', lists as [2, 4]); a table named after a setting "
+        f"([{table}]) applies to that setting only",
+    )
+
+
 def resolve_progress(progress: bool | None) -> bool:
     """``--progress``'s value: None (neither flag given) is on when stderr is a terminal."""
     return sys.stderr.isatty() if progress is None else bool(progress)
@@ -241,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        _say(f"greedyprune: error: {flag_message(str(exc), getattr(args, '_flags', {}))}\n")
+        from greedyprune._settings import SettingError
+
+        text = str(exc)
+        if not isinstance(exc, SettingError):  # that one names its --set/--config already
+            text = flag_message(text, getattr(args, "_flags", {}))
+        _say(f"greedyprune: error: {text}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(

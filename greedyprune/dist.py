@@ -176,8 +176,12 @@ class ShardedSquaredLoss:
     of them with one all-gather per step (see the module's docstring). The running sum of the
     subnetwork is kept on every rank. Construction is collective (every rank must construct it
     with consistent arguments) and validates collectively: a bad input on one rank raises on all.
-    Not supported: ``weights="corrective"``, backward elimination.
+    Supports the fused exact step (``supports_fused_step``); not supported:
+    ``weights="corrective"`` (``supports_corrective`` is False), backward elimination.
     """
+
+    supports_fused_step = True
+    supports_corrective = False
 
     def __init__(
         self,
@@ -370,10 +374,10 @@ class ShardedSquaredLoss:
             tdist.all_reduce(out)
         return out.to(dtype=self.dtype, device=self.device)
 
-    def _best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
+    def best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
         """The exact greedy step over all N global candidates: ``(index, loss after adding it)``.
 
-        The same scores as ``SquaredLoss._best_addition`` on the full features (``||phi_i||^2 +
+        The same scores as ``SquaredLoss.best_addition`` on the full features (``||phi_i||^2 +
         2 <R, phi_i>``, one ``addmv`` over this rank's rows); one all-gather of each rank's best
         (score, global index, row) then picks the smallest score, ties to the lowest global index.
         blocked: None or Tensor [N] (0 open, +inf closed), global.

@@ -191,8 +191,8 @@ class _FlakyFused(SquaredLoss):
 
     from_step = 3
 
-    def _best_addition(self, blocked=None):
-        i, loss = super()._best_addition(blocked)
+    def best_addition(self, blocked=None):
+        i, loss = super().best_addition(blocked)
         return (i, math.nan) if self.size + 1 >= self.from_step else (i, loss)
 
 
@@ -258,7 +258,7 @@ def test_factored_feature_norms_and_weights_match_dense():
     torch.testing.assert_close(fac.feature_norms(), den.feature_norms(), rtol=1e-12, atol=0)
     assert magnitude(fac, 4).order.tolist() == magnitude(den, 4).order.tolist()
     idx = torch.tensor([4, 0, 2])
-    torch.testing.assert_close(fac._feature_rows(idx), dense[idx], rtol=0, atol=0)
+    torch.testing.assert_close(fac.feature_rows(idx), dense[idx], rtol=0, atol=0)
     w = torch.tensor([0.5, 0.2, 0.3], dtype=torch.float64)
     for obj in (fac, den):
         obj.add(1)
@@ -308,9 +308,9 @@ class _Spy(SquaredLoss):
         super().__init__(*args)
         self.fused_calls = self.loss_calls = 0
 
-    def _best_addition(self, blocked=None):
+    def best_addition(self, blocked=None):
         self.fused_calls += 1
-        return super()._best_addition(blocked)
+        return super().best_addition(blocked)
 
     def losses(self, candidates=None):
         self.loss_calls += 1

@@ -147,9 +147,17 @@ def _check_batches(batches) -> Callable[[], Batch]:
 
 
 class _LayerStep:
-    """What happens after each greedy step of one group (the kernel's ``stop`` rule): the
-    tolerance test (with the authors' pre-check on the step batch), the width cap, and a fresh
-    batch for the next step."""
+    """What happens after each greedy step of one group: ``on_step`` (the kernel's per-step hook)
+    decides whether the group is done (``_done``: the tolerance test, with the authors' pre-check
+    on the step batch, then the width cap) and, if it is not, draws a fresh batch for the next
+    step; ``stop`` (the kernel's stop rule) only reads that decision.
+
+    The decision is taken in the hook, not in ``stop``, because the kernel calls ``on_step`` before
+    ``stop`` and the batch must be drawn only when the group goes on, after the tests that use the
+    step batch: drawing it in the hook before a ``stop`` that runs the tests would evaluate the
+    pre-check on the next batch and draw one batch too many at the end of each group, shifting the
+    batch stream and the later picks.
+    """
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class _LayerStep:
         self.eval_data, self.chunk = eval_data, chunk
         self.acc: float | None = None
         self.full_evaluations = 0
+        self.done = False
 
     @torch.no_grad()
     def _batch_accuracy(self) -> float:
@@ -185,7 +194,8 @@ class _LayerStep:
         correct, total = all_sum(int((out.argmax(1) == self.labels).sum()), self.labels.numel())
         return correct / max(1, total)
 
-    def __call__(self, step: int, loss_value: float) -> bool:
+    def _done(self) -> bool:
+        """The group's stop test on the current subnetwork and step batch: tolerance, then cap."""
         if self.tol is not None:
             goal = (1 - self.tol) * self.acc_before
             if self.precheck is None or self._batch_accuracy() >= self.precheck * self.acc_before:
@@ -197,13 +207,18 @@ class _LayerStep:
                 self.full_evaluations += 1
                 if self.acc >= goal:
                     return True
-        if int((self.obj.w > 0).sum()) >= self.cap:
-            return True
-        x, y = self.next_batch()
-        inputs, target = self.prepare(x, y)
-        self.obj.set_batch(inputs, target)
-        self.labels = y
-        return False
+        return int((self.obj.w > 0).sum()) >= self.cap
+
+    def on_step(self, step: int, index: int, loss_value: float) -> None:
+        self.done = self._done()
+        if not self.done:
+            x, y = self.next_batch()
+            inputs, target = self.prepare(x, y)
+            self.obj.set_batch(inputs, target)
+            self.labels = y
+
+    def stop(self, step: int, loss_value: float) -> bool:
+        return self.done
 
 
 def greedy_prune(
@@ -384,7 +399,8 @@ def greedy_prune(
                 replacement=replacement,
                 candidates=candidates,
                 candidate_order=candidate_order,
-                stop=after_step,
+                on_step=after_step.on_step,
+                stop=after_step.stop,
                 generator=gen,
                 progress=progress,
             )

@@ -17,6 +17,7 @@ from ._simplex import solve_simplex_ls
 __all__ = ["candidates_per_step", "greedy_select", "make_generator", "stop_rule"]
 
 StopRule = Callable[[int, float], bool]
+StepHook = Callable[[int, int, float], None]
 
 
 def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
@@ -64,6 +65,25 @@ def stop_rule(stop) -> StopRule | None:
     raise TypeError(
         f"stop must be None, a loss threshold or a callable(step, loss) -> bool; got {stop!r}"
     )
+
+
+def _declares(objective, flag: str) -> bool:
+    """Whether ``objective`` declares the optional capability ``flag`` (see :class:`Objective`).
+
+    An objective that does not define the flag (one that follows the protocol without subclassing
+    it) has the protocol's default, False; only the value True turns a capability on.
+    """
+    return getattr(objective, flag, False) is True
+
+
+def _check_corrective(objective) -> None:
+    if not _declares(objective, "supports_corrective"):
+        raise TypeError(
+            f"weights='corrective' needs an objective that declares supports_corrective = True, "
+            f"as the squared losses do (SquaredLoss or FactoredSquaredLoss); "
+            f"{type(objective).__name__} does not declare it (the capability needs target, "
+            f"feature_rows, set_weights and linesearch_losses): use weights='average'"
+        )
 
 
 def _check_objective(objective) -> None:
@@ -132,6 +152,7 @@ def greedy_select(
     replacement: bool = True,
     candidates=None,
     stop=None,
+    on_step: StepHook | None = None,
     generator: torch.Generator | int | None = None,
     weights: str = "average",
     candidate_order: str = "random",
@@ -150,16 +171,26 @@ def greedy_select(
         default) draws the s candidates at random; "lowest-index" takes the s open candidates of
         lowest index (what the authors' CNN code ends up doing, see docs/prune.md).
     stop: end early: a loss threshold, or ``callable(step, loss) -> bool`` (True stops); it is
-        called once per step, after the step's loss has reached the host.
+        called once per step, after the step's loss has reached the host and after ``on_step``.
+        It should be a pure predicate: put side effects in ``on_step``.
+    on_step: None or ``callable(step, index, loss)``, called once per step for side effects
+        (logging, swapping an objective's batch...), with the values the Selection records
+        (``order[step-1]``, ``losses[step-1]``). Order within step k: the pick is scored, committed
+        (``objective.add``), re-weighted (corrective), recorded; then ``on_step(k, i, loss)``; then
+        ``stop(k, loss)``; then step k+1 scores. So ``stop`` may read state ``on_step`` just set,
+        and what ``on_step`` changes in the objective is seen by step k+1's scoring.
     generator: torch.Generator or int seed for the candidate draws.
     weights: "average" (counts / n) or "corrective" (fully-corrective Frank-Wolfe, the follow-up's
-        variant; squared-loss feature objectives only): from step 2 on, candidates are scored by
+        variant; objectives declaring ``supports_corrective`` only, see :class:`Objective`, others
+        raise TypeError up front): from step 2 on, candidates are scored by
         exact line search from the current subnetwork, and after each pick the weights of all
         selected neurons are re-solved by least squares over the simplex. Its loss never rises.
     Returns a :class:`Selection`; ``losses[k-1]`` is the loss after step k.
 
-    Exact greedy on a ``SquaredLoss`` (``candidates`` None or >= N, ``weights="average"``) takes
-    a fused step: one ``addmv`` over the cached ``[N, m]`` features and one ``argmin``, no chunking.
+    Exact greedy (``candidates`` None or >= N, ``weights="average"``) on an objective declaring
+    ``supports_fused_step`` (``SquaredLoss``, ``ShardedSquaredLoss``) takes its fused step
+    ``best_addition``: for a ``SquaredLoss`` one ``addmv`` over the cached ``[N, m]`` features and
+    one ``argmin``, no chunking.
     """
     _check_objective(objective)
     N = int(objective.n_candidates)
@@ -173,11 +204,11 @@ def greedy_select(
     if weights not in ("average", "corrective"):
         raise ValueError(f"weights must be 'average' or 'corrective', got {weights!r}")
     corrective = weights == "corrective"
-    if corrective and not (
-        isinstance(objective, FeatureObjective) and hasattr(objective, "target")
-    ):
+    if corrective:
+        _check_corrective(objective)
+    if on_step is not None and not callable(on_step):
         raise TypeError(
-            "weights='corrective' needs a squared-loss feature objective (SquaredLoss or FactoredSquaredLoss)"
+            f"on_step must be None or a callable(step, index, loss); got {type(on_step).__name__}"
         )
     s = candidates_per_step(candidates, N, n)
     if candidate_order not in ("random", "lowest-index"):
@@ -192,7 +223,7 @@ def greedy_select(
     # (no replacement) carry +inf in ``blocked`` so no mask or gather is needed per step. s >= N
     # scores every open candidate too, so it takes the same path and picks exactly the same.
     exact = s is None or s >= N
-    fused = exact and not corrective and hasattr(objective, "_best_addition")
+    fused = exact and not corrective and _declares(objective, "supports_fused_step")
     blocked = None
     if fused and not replacement:
         blocked = torch.zeros(N, dtype=objective.dtype, device=device)
@@ -202,7 +233,7 @@ def greedy_select(
     mix = torch.zeros(N, dtype=torch.float64)
     for step in tqdm(range(1, n + 1), desc="greedy", disable=not progress, leave=False):
         if fused:
-            i, loss = objective._best_addition(blocked)
+            i, loss = objective.best_addition(blocked)
             if math.isfinite(loss):
                 evaluations += N if replacement else N - len(order)
             else:
@@ -226,13 +257,15 @@ def greedy_select(
             mix *= (k - 1) / k
             mix[i] += 1.0 / k
             support = torch.nonzero(mix > 0).flatten()
-            rows = objective._feature_rows(support.to(device))
+            rows = objective.feature_rows(support.to(device))
             w = solve_simplex_ls(rows, objective.target, init=mix[support].to(rows))
             mix = torch.zeros(N, dtype=torch.float64)
             mix[support] = w.double().cpu()
             objective.set_weights(support, w)
             loss = objective.current_loss()
         losses.append(loss)
+        if on_step is not None:
+            on_step(step, i, loss)
         if should_stop is not None and should_stop(step, loss):
             break
     method = "greedy" + ("_corrective" if corrective else "") + ("" if replacement else "_norepl")

@@ -52,9 +52,25 @@ class Objective(Protocol):
     add(index): commit a candidate.
     current_loss(): the loss of the current subnetwork (of the zero function when empty).
     reset(): back to the empty subnetwork.
+
+    Optional capabilities are declared, not discovered: ``greedy_select`` reads these two
+    attributes (an objective that does not define them has neither capability) and never probes
+    for methods.
+
+    supports_fused_step: True if the objective has ``best_addition(blocked) -> (index, loss)``,
+        the exact step over all N candidates in one call (``blocked``: None, or Tensor [N] of
+        ``dtype`` on ``device``, 0 for an open candidate and +inf for a closed one), plus
+        ``dtype`` and ``device``. Exact greedy with average weights then takes it instead of
+        ``losses(None)``; a non-finite loss hands the step back to ``losses``.
+    supports_corrective: True if ``weights="corrective"`` may run on it: a squared loss
+        ``||f - target||^2 / 2`` with ``target``, ``feature_rows(index) -> [K, m(, c)]``,
+        ``set_weights(indices, weights)`` (make the subnetwork ``sum_j w_j phi_{indices[j]}``) and
+        ``linesearch_losses(candidates)`` (the exact line search of each candidate).
     """
 
     n_candidates: int
+    supports_fused_step: bool = False
+    supports_corrective: bool = False
 
     @property
     def size(self) -> int: ...
@@ -143,8 +159,13 @@ class FeatureObjective:
 
     Subclasses define ``_loss_of(pred: [K, m(, c)]) -> [K]``; the base class gives the bookkeeping,
     removal (for backward elimination), re-weighting (for the corrective variant) and chunking so a
-    chunk of candidate predictions stays within ``max_bytes``.
+    chunk of candidate predictions stays within ``max_bytes``. It declares no optional capability
+    (see :class:`Objective`): the squared losses set ``supports_corrective`` (and ``SquaredLoss``
+    ``supports_fused_step``).
     """
+
+    supports_fused_step: bool = False
+    supports_corrective: bool = False
 
     def __init__(self, features: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         check_tensor("features", features, ndims=(2, 3))
@@ -187,7 +208,8 @@ class FeatureObjective:
         """Tensor [m(, c)]: the current subnetwork's output on the data (zeros when empty)."""
         return self._total / self._size if self._size > 0 else self._total.clone()
 
-    def _feature_rows(self, index: Tensor) -> Tensor:
+    def feature_rows(self, index: Tensor) -> Tensor:
+        """Tensor [K, m(, c)]: the features of candidates ``index`` (LongTensor [K] on ``device``)."""
         return self.features.index_select(0, index)
 
     def _feature(self, i: int) -> Tensor:
@@ -206,7 +228,7 @@ class FeatureObjective:
     def set_weights(self, indices: Tensor, weights: Tensor) -> None:
         """Make the current subnetwork ``sum_j weights[j] * phi_{indices[j]}`` (size unchanged)."""
         w = weights.to(dtype=self.dtype, device=self.device)
-        rows = self._feature_rows(indices.to(self.device))
+        rows = self.feature_rows(indices.to(self.device))
         self._total = self._size * torch.tensordot(w, rows, dims=1)
 
     def feature_norms(self) -> Tensor:
@@ -225,7 +247,7 @@ class FeatureObjective:
             candidates = torch.arange(self.n_candidates, device=self.device)
         out = []
         for a, b in _chunks(candidates.numel(), self._chunk_size()):
-            rows = self._feature_rows(candidates[a:b])
+            rows = self.feature_rows(candidates[a:b])
             pred = (self._total.unsqueeze(0) + sign * rows) / k
             out.append(self._loss_of(pred))
         return torch.cat(out)
@@ -248,7 +270,7 @@ class FeatureObjective:
         The exact line search of Frank-Wolfe from the current (possibly re-weighted) subnetwork f:
         g = 0 is allowed, so the best candidate never raises the loss. Two matrix-vector products.
         """
-        if not hasattr(self, "_inner"):
+        if not self.supports_corrective:
             raise TypeError(
                 f"{type(self).__name__} has no closed-form line search (squared losses only)"
             )
@@ -285,7 +307,11 @@ class SquaredLoss(FeatureObjective):
     features: [N, m] or [N, m, c]; target: [m] or [m, c], same device and dtype.
     One step costs one matrix-vector product with the cached features: the loss of adding i is
     ``(||R||^2 + 2 <R, phi_i> + ||phi_i||^2) / (2 m (k+1)^2)`` with ``R = total - (k+1) target``.
+    Supports the fused exact step (``best_addition``) and the corrective variant.
     """
+
+    supports_fused_step = True
+    supports_corrective = True
 
     def __init__(self, features: Tensor, target: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         super().__init__(features, max_bytes=max_bytes)
@@ -320,7 +346,7 @@ class SquaredLoss(FeatureObjective):
         out = torch.addmv(sq, rows, r, alpha=2 * sign)
         return out.add_(r.dot(r)).mul_(1.0 / (2 * self._m * k * k))
 
-    def _best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
+    def best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
         """The exact greedy step over all N candidates: ``(index, loss after adding it)``.
 
         blocked: None, or Tensor [N] (the features' dtype and device) holding 0 for an open
@@ -419,8 +445,11 @@ class FactoredSquaredLoss(FeatureObjective):
 
     activations: [N, m] (neuron i's activation on each data point); out_weights: [N, c] (its outgoing
     weights); target: [m, c]. Same loss as ``SquaredLoss`` on ``features[i] = outer(a_i, w_i)``:
-    inner products come from one [N, m] x [m, c] product per step.
+    inner products come from one [N, m] x [m, c] product per step. Supports the corrective variant
+    (not the fused step: exact greedy scores through ``losses``).
     """
+
+    supports_corrective = True
 
     def __init__(
         self,
@@ -463,7 +492,7 @@ class FactoredSquaredLoss(FeatureObjective):
     def _feature(self, i: int) -> Tensor:
         return torch.outer(self.activations[i], self.out_weights[i])
 
-    def _feature_rows(self, index: Tensor) -> Tensor:
+    def feature_rows(self, index: Tensor) -> Tensor:
         return self.activations.index_select(0, index).unsqueeze(2) * self.out_weights.index_select(
             0, index
         ).unsqueeze(1)

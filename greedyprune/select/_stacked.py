@@ -46,7 +46,13 @@ class StackedObjective:
         ``CPU_MAX_BYTES`` on the CPU, where large stacks run slower per sample once their
         activations leave the caches (MobileNetV2 at 64 px: stacks of 1-8 copies of a 32-image
         batch were up to 2x faster than all 50 candidates at once; benchmarks/bench_prune.py).
+
+    Declares neither optional capability (see :class:`Objective`): every step scores through
+    ``losses``, and ``weights="corrective"`` is refused.
     """
+
+    supports_fused_step = False
+    supports_corrective = False
 
     def __init__(
         self,

@@ -15,8 +15,14 @@ from pathlib import Path
 __all__ = ["add_arguments", "run"]
 
 
+# keys --set/--config may not change here, and why
+_NEVER = {"data": "pick the data set with --data"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from greedyprune.cli import add_device, add_out, add_progress, add_seeds
+    from greedyprune.cli import add_device, add_out, add_progress, add_seeds, add_settings
+
+    from ._deep_experiments import DeepSetting
 
     parser.add_argument(
         "--preset",
@@ -34,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seeds(parser, "comma list of seeds, each run once (default: the preset's)")
     add_device(parser)
     add_progress(parser)
+    add_settings(
+        parser,
+        DeepSetting,
+        "width=64",
+        "one, named after --data: teacher.width=64",
+        "teacher",
+        **_NEVER,
+    )
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -46,11 +60,15 @@ def run(args) -> int:
     import pandas as pd
     import torch
 
+    from greedyprune._settings import apply_overrides, overrides_from_args
     from greedyprune.cli import resolve_progress
 
     from ._deep_experiments import deep_preset, run_deep
 
     setting, seeds = deep_preset(args.preset, args.data)
+    overrides = overrides_from_args(args.config, args.set)
+    if overrides:
+        (setting,) = apply_overrides([setting], overrides, never=_NEVER)
     if args.seeds is not None:
         seeds = args.seeds
     try:

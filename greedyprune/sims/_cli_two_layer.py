@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._presets import PRESETS, verify_two_layer
+from ._experiments import Setting
+from ._presets import PRESETS, verify_two_layer, with_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from greedyprune.cli import add_device, add_out, add_progress, add_seeds
+    from greedyprune.cli import add_device, add_out, add_progress, add_seeds, add_settings
 
     parser.add_argument(
         "--preset",
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device(parser)
     add_progress(parser)
+    add_settings(parser, Setting, "activation=sigmoid", "interior and boundary", "interior")
     parser.add_argument("--no-figures", action="store_true", help="skip writing figures")
     parser.add_argument(
         "--strict",
@@ -50,6 +52,20 @@ def _seed_count(seeds: tuple[int, ...] | None) -> int | None:
             "(--seeds is a list of seeds, no longer a count)"
         )
     return len(seeds)
+
+
+def _preset(args):
+    """The preset of ``--preset`` with ``--config`` and ``--set`` applied to its settings."""
+    from greedyprune._settings import apply_overrides, overrides_from_args
+
+    from ._data import _KINDS
+
+    preset = PRESETS[args.preset]
+    overrides = overrides_from_args(args.config, args.set)
+    if not overrides:
+        return preset
+    settings = apply_overrides(preset.settings, overrides, choices={"data": sorted(_KINDS)})
+    return with_overrides(preset, settings=settings)
 
 
 def _device(text: str) -> str:
@@ -93,14 +109,15 @@ def run(args) -> int:
         raise ValueError(
             f"--preset {args.preset!r} is not known; pass one of {', '.join(sorted(PRESETS))}"
         )
+    preset = _preset(args)
     count = _seed_count(args.seeds)
     device = _device(args.device)
     out = Path(args.out or f"runs/two_layer_{args.preset}")
-    k = PRESETS[args.preset].seeds if count is None else count
+    k = preset.seeds if count is None else count
     print(f"seeds: {','.join(map(str, range(k)))}", flush=True)
     start = time.perf_counter()
     results, verdicts = verify_two_layer(
-        args.preset, out, seeds=count, device=device, progress=args.progress
+        preset, out, seeds=count, device=device, progress=args.progress
     )
     print(format_verdicts(verdicts))
     print("\nreasons:")
