@@ -326,6 +326,7 @@ def test_versions_are_recorded_per_session(tmp_path, monkeypatch):
 
 def test_git_commit_of_the_checkout(monkeypatch):
     root = Path(runs.__file__).resolve().parent.parent
+    software_versions.cache_clear()  # the checkout's HEAD may have moved since it was cached
     commit = software_versions()["git_commit"]
     if (root / ".git").exists():
         expected = subprocess.run(
