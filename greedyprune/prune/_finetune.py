@@ -86,16 +86,11 @@ def evaluate(
     was_training = model.training
     model.eval()
     correct = total = 0
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+    batches = stream_batches(
+        dataset, batch_size, device=device, num_workers=num_workers, channels_last=channels_last
     )
     try:
-        for x, y in loader:
-            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+        for x, y in batches():
             with autocast(device, amp):
                 logits = model(x)
             correct += int((logits.argmax(1) == y).sum())

@@ -104,17 +104,8 @@ RECIPES: dict[str, Recipe] = {
         eval_every=None,
         n_eval=6400,
         between=replace(_AUTHORS_BETWEEN, epochs=0.0),
-        final=FinetuneSettings(
-            epochs=0.0,
-            lr=0.01,
-            batch_size=64,
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=4e-5,
-            decay_all=False,
-            label_smoothing=0.1,
-            schedule="cosine",
-        ),
+        # the authors' final phase, shorter and gentler by default
+        final=replace(_AUTHORS_FINAL, epochs=0.0, lr=0.01, batch_size=64),
     ),
 }
 
