@@ -8,7 +8,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint format bench figures clean mutate gpu-check
+.PHONY: install demo test lint format bench figures clean mutate mutate-sample gpu-check
 
 install: $(STAMP)
 
@@ -58,6 +58,14 @@ mutate: $(STAMP)
 	$(BIN)/pip install -q mutmut==3.8.1
 	set -f; nice -n 10 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
+# The score estimated from a uniform random sample of mutants (SAMPLE of them, seed MUTATE_SEED),
+# with a 95% interval and the survivors' names: tools/mutation_sample.py.
+SAMPLE      ?= 600
+MUTATE_SEED ?= 0
+mutate-sample: $(STAMP)
+	$(BIN)/pip install -q mutmut==3.8.1
+	nice -n 10 $(BIN)/python tools/mutation_sample.py --sample $(SAMPLE) --seed $(MUTATE_SEED) --jobs $(MUTATE_JOBS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

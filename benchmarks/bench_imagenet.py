@@ -85,7 +85,7 @@ t = time.perf_counter()
 _, res = gp.greedy_prune(
     model, gp.batch_stream(train, {batch}, generator=gen, num_workers={workers}), example,
     widths={{first.name: {steps}}}, tol=0.0, eval_data=eval_data, precheck=None,
-    candidates={candidates}, groups=[first],
+    candidates={candidates}, groups=[first], eval_cache_bytes={cache_mb} << 20,
 )
 layer = res.layers[0]
 print(json.dumps(dict(n_eval=len(idx), layer=first.name, steps=len(layer.order),
@@ -108,6 +108,7 @@ def memory(args) -> dict:
             batch=args.batch,
             steps=args.steps,
             candidates=args.candidates,
+            cache_mb=args.eval_cache_mb,
         )
         rec = _child(code)
         rows.append(rec)
@@ -158,18 +159,24 @@ def rehearse(args) -> dict:
         str(args.finetune_batch),
         "--workers",
         str(args.workers),
+        "--eval-cache-mb",
+        str(args.eval_cache_mb),
         "--out",
         str(out),
         "--no-progress",
     ]
+    if args.channels_last:
+        cmd.append("--channels-last")
     if args.target_macs:
         cmd += ["--target-macs", args.target_macs]
     print(" ".join(cmd))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    load_before = os.getloadavg()[0]  # other work on the machine stretches the wall time
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss / 1024
     if proc.returncode != 0:
         raise SystemExit(f"prune exited {proc.returncode}")
     import pandas as pd
@@ -180,8 +187,16 @@ def rehearse(args) -> dict:
     rec = {
         "arch": args.arch,
         "out": str(out),
-        "config": {"candidates": args.candidates, "batch": args.batch, "n_eval": args.n_eval},
+        "config": {
+            "candidates": args.candidates,
+            "batch": args.batch,
+            "n_eval": args.n_eval,
+            "eval_cache_mb": args.eval_cache_mb,
+            "channels_last": args.channels_last,
+        },
         "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "load_before": load_before,
         "peak_rss_mib": peak,
         "select_s": summary["select_s"],
         "layers": len(layers),
@@ -327,6 +342,13 @@ def main() -> None:
     m = sub.add_parser("memory", parents=[common])
     m.add_argument("--n-evals", type=int, nargs="+", default=[256, 2048])
     m.add_argument("--steps", type=int, default=2, help="channels selected in the first layer")
+    m.add_argument(
+        "--eval-cache-mb",
+        type=int,
+        default=0,
+        help="greedy_prune's evaluation cache in MiB (0, the default: every pass streamed, the "
+        "bound this benchmark checks; with a budget, peak memory grows up to it)",
+    )
     r = sub.add_parser("rehearse", parents=[common])
     r.add_argument("--arch", default="mobilenet_v2")
     r.add_argument("--n-eval", type=int, default=400)
@@ -335,6 +357,12 @@ def main() -> None:
     r.add_argument("--finetune-epochs", type=float, default=0.01)
     r.add_argument("--finetune-batch", type=int, default=16)
     r.add_argument("--out", default=None)
+    r.add_argument(
+        "--eval-cache-mb", type=int, default=2048, help="prune's --eval-cache-mb (0: stream)"
+    )
+    r.add_argument(
+        "--nchw", dest="channels_last", action="store_false", help="without --channels-last"
+    )
     r.add_argument(
         "--weights-epochs",
         type=float,

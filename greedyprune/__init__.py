@@ -6,7 +6,8 @@ Select a subnetwork from any set of candidate neurons::
     sel = gp.greedy_select(gp.SquaredLoss(features, target), n=100)
 
 ``greedyprune.sims`` verifies the paper's rates on mean-field networks; ``greedyprune.prune`` prunes
-torchvision CNNs with the same kernel.
+torchvision CNNs with the same kernel. Both select a deep network layer by layer through one loop,
+``greedyprune.layerwise.select_layerwise``.
 """
 
 from .select import (

@@ -26,19 +26,19 @@ DESCRIPTION = (
 # command path -> (module with add_arguments/run, help)
 _COMMANDS = {
     ("verify", "two-layer"): (
-        "greedyprune.sims._cli_two_layer",
+        "greedyprune.sims.two_layer.cli",
         "two-layer mean-field networks: rate curves and verdicts",
     ),
     ("verify", "deep"): (
-        "greedyprune.sims._cli_deep",
+        "greedyprune.sims.deep.cli",
         "deep mean-field networks and real data: layer-wise greedy",
     ),
     ("prune",): (
-        "greedyprune.prune._cli_prune",
+        "greedyprune.prune.cli.prune",
         "prune a torchvision CNN by greedy channel selection",
     ),
     ("compare",): (
-        "greedyprune.prune._cli_compare",
+        "greedyprune.prune.cli.compare",
         "greedy vs other pruning criteria at equal MACs",
     ),
 }

@@ -33,9 +33,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from greedyprune.plots import apply_style
-from greedyprune.sims import DeepSetting, layerwise_select
-from greedyprune.sims._deep_experiments import pretrain_deep, rate_experiment
+from greedyprune.plots import apply_style, axis_label, method_style
+from greedyprune.sims.deep import DeepSetting, layerwise_select, pretrain_deep, rate_experiment
 from greedyprune.theory import fit_rate
 
 TINY = os.environ.get("GREEDYPRUNE_TINY") == "1"
@@ -78,14 +77,17 @@ print(f"discrepancy to the full network: {float(gap):.3g}")
 methods = ["greedy_local", "greedy_global", "random_subset", "magnitude"]
 records = [r for m in methods for r in rate_experiment(setting, 0, m)]
 df = pd.DataFrame(records)
-fig, ax = plt.subplots(figsize=(5, 3.6))
+fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
 for m in methods:
     rows = df[df["method"] == m]
     fit = fit_rate(rows["n"], rows["discrepancy"], seed=rows["seed"], n_boot=200)
-    ax.loglog(rows["n"], rows["discrepancy"], marker="o", label=f"{m}: slope {fit.slope:.2f}")
-ax.set_xlabel("neurons per layer n")
-ax.set_ylabel("||f_n - f_N||^2 / 2")
-ax.legend(fontsize=8)
+    s = method_style(m)  # the colour and label of this method in every figure
+    ax.loglog(
+        rows["n"], rows["discrepancy"], **{**s.kwargs(), "label": f"{s.label}: {fit.slope:.2f}"}
+    )
+ax.set_xlabel("neurons per hidden layer n")
+ax.set_ylabel(axis_label("discrepancy") + ", ||f_n - f_N||²/2")
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
 df.pivot_table(index="n", columns="method", values="discrepancy")
 
 # %% [markdown]

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 import greedyprune as gp
-from greedyprune.plots import apply_style
+from greedyprune.plots import apply_style, axis_label, method_style
 from greedyprune.sims import Setting, pretrain
 from greedyprune.theory import b_n, bound_constants, fit_rate, hull_membership
 
@@ -97,15 +97,18 @@ print(f"largest e_n / (D^2 / n): {np.max(e_n / (consts['D'] ** 2 / n)):.3g} (Pro
 print(f"b_n at n = {lo}: {bn[lo - 1]:.3g}, at n = {n_max}: {bn[-1]:.3g}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-axes[0].loglog(n, curves["greedy"], label=f"greedy (slope {fit.slope:.2f})")
-axes[0].loglog(n, curves["random subset"], label=f"random subset (slope {fit_rnd.slope:.2f})")
-axes[0].loglog(n, 0.5 * consts["D"] ** 2 / n, "k--", lw=1, label="D^2 / 2n (Prop. A)")
-axes[0].set(xlabel="subnetwork size n", ylabel="training loss")
-axes[0].legend(fontsize=8)
-axes[1].loglog(n, bn)
-axes[1].set(xlabel="subnetwork size n", ylabel="b_n = n ||f_n - y||")
-fig.tight_layout()
+# colours and labels from greedyprune.plots.METHOD_STYLES, the same as in every figure
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), layout="constrained")
+g, r = method_style("greedy_pretrained"), method_style("random_subset")
+axes[0].loglog(n, curves["greedy"], color=g.color, label=f"{g.label} (slope {fit.slope:.2f})")
+axes[0].loglog(
+    n, curves["random subset"], color=r.color, label=f"{r.label} (slope {fit_rnd.slope:.2f})"
+)
+axes[0].loglog(n, 0.5 * consts["D"] ** 2 / n, "k--", lw=1, label="bound D²/2n (Prop. A)")
+axes[0].set(xlabel=axis_label("n"), ylabel=axis_label("loss_train"))
+axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+axes[1].loglog(n, bn, color=g.color)
+axes[1].set(xlabel=axis_label("n"), ylabel=axis_label("b_n"))
 
 # %% [markdown]
 # ## Re-weighting the selected neurons

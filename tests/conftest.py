@@ -33,7 +33,7 @@ def device(request):
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run torch on one thread for a module whose tensors are tiny, as the two-layer runner does
-    (``_presets._one_cpu_thread``): with 2 threads on a busy 2-core machine a tiny ``run_deep``
+    (``Study.cpu_threads``, see greedyprune.study): with 2 threads on a busy 2-core machine a tiny ``run_deep``
     took 22 s, on one thread 0.8 s."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -29,17 +29,18 @@ def test_usage_errors_exit_2_with_one_line(argv, capsys):
 
 
 def test_each_command_reaches_its_front_end():
-    from greedyprune.prune import _cli_compare, _cli_prune
+    from greedyprune.prune.cli import compare as compare_cli
+    from greedyprune.prune.cli import prune as prune_cli
 
     parser = build_parser()
     common = ["--arch", "resnet18", "--data", "digits"]
     args = parser.parse_args(["prune", *common, "--out", "r", "--candidates", "all"])
-    assert args._run is _cli_prune.run
+    assert args._run is prune_cli.run
     assert args.candidates is None and args.out == "r"
     args = parser.parse_args(
         ["compare", *common, "--out", "c", "--methods", "l1, bn", "--seeds", "0,2"]
     )
-    assert args._run is _cli_compare.run
+    assert args._run is compare_cli.run
     assert args.methods == ["l1", "bn"] and args.seeds == (0, 2)
 
 
@@ -203,7 +204,7 @@ def test_two_layer_strict_exits_1_on_a_failing_claim(
 ):
     import pandas as pd
 
-    from greedyprune.sims import _cli_two_layer
+    from greedyprune.sims.two_layer import cli as two_layer_cli
 
     calls = []
 
@@ -211,7 +212,7 @@ def test_two_layer_strict_exits_1_on_a_failing_claim(
         calls.append(kwargs)
         return pd.DataFrame(), _verdicts(*verdicts)
 
-    monkeypatch.setattr(_cli_two_layer, "verify_two_layer", fake)
+    monkeypatch.setattr(two_layer_cli, "verify_two_layer", fake)
     argv = ["verify", "two-layer", "--out", str(tmp_path), "--no-figures"]
     assert main([*argv, *(["--strict"] if strict else [])]) == code
     assert calls[0]["progress"] is None and calls[0]["device"] == "cpu"
@@ -223,11 +224,11 @@ def test_two_layer_strict_exits_1_on_a_failing_claim(
 def test_two_layer_seeds_are_seeds_not_a_count(monkeypatch, tmp_path, capsys):
     import pandas as pd
 
-    from greedyprune.sims import _cli_two_layer
+    from greedyprune.sims.two_layer import cli as two_layer_cli
 
     calls = []
     monkeypatch.setattr(
-        _cli_two_layer,
+        two_layer_cli,
         "verify_two_layer",
         lambda preset, out, **kw: calls.append(kw) or (pd.DataFrame(), _verdicts("holds")),
     )
@@ -246,7 +247,7 @@ def test_two_layer_seeds_are_seeds_not_a_count(monkeypatch, tmp_path, capsys):
 def test_deep_strict_exits_1_on_a_failing_claim(strict, code, monkeypatch, tmp_path, capsys):
     import pandas as pd
 
-    from greedyprune.sims import _deep_experiments
+    from greedyprune.sims.deep import presets as deep_presets
 
     summary = pd.DataFrame(
         {
@@ -262,7 +263,7 @@ def test_deep_strict_exits_1_on_a_failing_claim(strict, code, monkeypatch, tmp_p
         assert seeds == (0, 2) and kwargs["progress"] is False
         return pd.DataFrame(), _verdicts("holds", "fails", "inconclusive"), summary
 
-    monkeypatch.setattr(_deep_experiments, "run_deep", fake)
+    monkeypatch.setattr(deep_presets, "run_deep", fake)
     argv = ["verify", "deep", "--out", str(tmp_path), "--seeds", "0,2", "--no-progress"]
     assert main([*argv, *(["--strict"] if strict else [])]) == code
     assert "fails" in capsys.readouterr().out
@@ -295,7 +296,7 @@ def test_flag_message_rewrites_python_names_only():
 
 
 def test_prune_out_has_a_default_like_compare(monkeypatch, tmp_path, capsys):
-    from greedyprune.prune import _pipeline
+    from greedyprune.prune import pipeline
 
     calls = []
     summary = {
@@ -311,7 +312,7 @@ def test_prune_out_has_a_default_like_compare(monkeypatch, tmp_path, capsys):
         "eval_classes": 10,
         "select_s": 1.0,
     }
-    monkeypatch.setattr(_pipeline, "prune", lambda *a, **kw: calls.append((a, kw)) or summary)
+    monkeypatch.setattr(pipeline, "prune", lambda *a, **kw: calls.append((a, kw)) or summary)
     monkeypatch.chdir(tmp_path)
     assert main(["prune", "--arch", "resnet18", "--data", "digits", "--seeds", "7"]) == 0
     (_, _, out), kw = calls[0]

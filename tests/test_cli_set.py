@@ -11,9 +11,11 @@ import pytest
 
 from greedyprune._settings import Override, SettingError, apply_overrides, parse_set
 from greedyprune.cli import main
-from greedyprune.sims import _cli_two_layer, _deep_experiments, _presets
-from greedyprune.sims._deep_experiments import DeepSetting
-from greedyprune.sims._experiments import Setting
+from greedyprune.sims.deep import DeepSetting
+from greedyprune.sims.deep import presets as deep_presets
+from greedyprune.sims.two_layer import Setting
+from greedyprune.sims.two_layer import cli as two_layer_cli
+from greedyprune.sims.two_layer import presets as two_layer_presets
 
 TWO = ["verify", "two-layer", "--no-figures", "--no-progress"]
 DEEP = ["verify", "deep", "--no-progress"]
@@ -45,7 +47,7 @@ def two_layer(monkeypatch):
         got.append(preset)
         return pd.DataFrame(), _verdicts()
 
-    monkeypatch.setattr(_cli_two_layer, "verify_two_layer", fake)
+    monkeypatch.setattr(two_layer_cli, "verify_two_layer", fake)
 
     def call(*args, out):
         code = main([*TWO, "--out", str(out), *args])
@@ -66,7 +68,7 @@ def deep(monkeypatch):
         got.append(setting)
         return pd.DataFrame(), _verdicts(), summary
 
-    monkeypatch.setattr(_deep_experiments, "run_deep", fake)
+    monkeypatch.setattr(deep_presets, "run_deep", fake)
 
     def call(*args, out):
         code = main([*DEEP, "--out", str(out), *args])
@@ -107,8 +109,8 @@ def test_two_layer_values_are_parsed_by_the_field_type(two_layer, tmp_path):
         assert type(s.d) is int and type(s.lr) is float
     assert [s.name for s in preset.settings] == ["interior", "boundary"]
     # the rest of the preset is untouched
-    assert preset.grid == _presets.PRESETS["quick"].grid
-    assert preset.settings[0].width == _presets.PRESETS["quick"].settings[0].width
+    assert preset.grid == two_layer_presets.PRESETS["quick"].grid
+    assert preset.settings[0].width == two_layer_presets.PRESETS["quick"].settings[0].width
 
 
 def test_deep_parses_bools_tuples_and_optionals(deep, tmp_path):
@@ -257,6 +259,8 @@ def test_library_helpers_directly():
 def test_two_layer_run_folder_records_overrides_and_resumes_only_with_them(
     monkeypatch, tmp_path, capsys
 ):
+    import greedyprune.theory
+
     runs = []
 
     def units(preset, seeds, device):
@@ -267,8 +271,10 @@ def test_two_layer_run_folder_records_overrides_and_resumes_only_with_them(
 
         yield ("fake/interior/0", unit)
 
-    monkeypatch.setattr(_presets, "_units", units)
-    monkeypatch.setattr(_presets, "judge", lambda results, preset, n_boot: _verdicts())
+    monkeypatch.setattr(two_layer_presets, "units", units)
+    monkeypatch.setattr(
+        greedyprune.theory, "check", lambda results, claims, n_boot, n_range: _verdicts()
+    )
     out = tmp_path / "run"
     argv = [*TWO, "--out", str(out), "--set", "m=7", "--set", "boundary.activation=sigmoid"]
     assert main(argv) == 0
@@ -301,7 +307,7 @@ def test_deep_run_folder_records_overrides_and_resumes_only_with_them(
 
         return [("teacher/seed0/fake", unit)]
 
-    monkeypatch.setattr(_deep_experiments, "units", units)
+    monkeypatch.setattr(deep_presets, "units", units)
     monkeypatch.setattr(greedyprune.theory, "check", lambda results, claims, n_boot: _verdicts())
     out = tmp_path / "run"
     argv = [*DEEP, "--out", str(out), "--seeds", "0", "--set", "width=64"]
@@ -334,9 +340,9 @@ def test_setting_errors_are_printed_as_written(monkeypatch, tmp_path, capsys):
         return run_deep
 
     argv = [*DEEP, "--out", str(tmp_path)]
-    monkeypatch.setattr(_deep_experiments, "run_deep", fail(SettingError("--set x: data='y'")))
+    monkeypatch.setattr(deep_presets, "run_deep", fail(SettingError("--set x: data='y'")))
     assert main(argv) == 2
     assert _one_error_line(capsys).endswith("--set x: data='y'")
-    monkeypatch.setattr(_deep_experiments, "run_deep", fail(ValueError("data='y'")))
+    monkeypatch.setattr(deep_presets, "run_deep", fail(ValueError("data='y'")))
     assert main(argv) == 2
     assert _one_error_line(capsys).endswith("--data='y'")

@@ -6,14 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greedyprune.select import FactoredSquaredLoss, SquaredLoss, greedy_select
-from greedyprune.sims._deep import DeepMeanFieldNet
-from greedyprune.sims._layerwise import (
-    _global_objective,
-    _local_objective,
+from greedyprune.sims import train_mean_field
+from greedyprune.sims.deep import (
+    DeepMeanFieldNet,
+    global_objective,
     layerwise_select,
+    local_objective,
     per_sample_loss,
 )
-from greedyprune.sims._train import train_mean_field
 
 
 def _net(widths=(5, 4), dim=3, outputs=2, seed=0, activation="tanh", **kw):
@@ -130,8 +130,8 @@ def test_input_errors_name_the_argument():
         layerwise_select(net, _x(), method="global")
     with pytest.raises(ValueError, match=r"sizes\[0\]=9 exceeds"):
         layerwise_select(net, _x(), sizes=9, replacement=False)
-    with pytest.raises(ValueError, match="tol="):
-        layerwise_select(net, _x(), tol=-1.0)
+    with pytest.raises(ValueError, match="loss_tol="):
+        layerwise_select(net, _x(), loss_tol=-1.0)
 
 
 # -- factored vs dense objectives ----------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_local_objective_equals_slow_reference_at_every_step():
     net = _net((6, 5), outputs=2)
     x = _x(8)
     gates = [torch.tensor([0, 3, 0, 1.5, 1.5, 0], dtype=torch.float64), None]
-    obj = _local_objective(net, x, 1, gates, 2**20)
+    obj = local_objective(net, x, 1, gates, 2**20)
     w = torch.zeros(5, dtype=torch.float64)
     for k, pick in enumerate([3, 0, 3, 4]):
         torch.testing.assert_close(obj.losses(None), _slow_local_losses(net, x, 1, gates, w, k))
@@ -199,7 +199,7 @@ def test_stacked_scoring_equals_one_forward_pass_per_candidate(device, loss):
     y = y.to(device)
     below = torch.tensor([2.0, 0, 0, 2, 0, 2], dtype=torch.float64, device=device)
     for layer, gates in ((0, [None, None, None]), (1, [below, None, None])):
-        obj = _global_objective(net, x, y, layer, gates, loss, max_bytes=2_000)
+        obj = global_objective(net, x, y, layer, gates, loss, max_bytes=2_000)
         assert obj.chunk_size < net.widths[layer]  # several chunks are exercised
         N = net.widths[layer]
         w = torch.zeros(N, dtype=torch.float64, device=device)
@@ -287,7 +287,7 @@ def test_local_greedy_first_layer_obeys_proposition_a():
     # layer 1's imitation target is the average of its own features, so it lies in their hull
     net = _net((20, 6), outputs=2, seed=11)
     x = _x(15, seed=12)
-    obj = _local_objective(net, x, 0, [None, None], 2**20)
+    obj = local_objective(net, x, 0, [None, None], 2**20)
     phi = obj.activations[:, :, None] * obj.out_weights[:, None, :]
     D2 = float(((phi - obj.target).pow(2).sum((1, 2)) / x.shape[0]).max())
     sel = greedy_select(obj, 60)
@@ -300,19 +300,19 @@ def test_stopping_by_tolerance_and_size():
     net = _net((30, 30), outputs=1, seed=4)
     x = _x(20, seed=2)
     y = net(x).detach() + 0.1
-    tol = 0.05
-    res = layerwise_select(net, x, method="local", sizes=25, tol=tol)
+    loss_tol = 0.05
+    res = layerwise_select(net, x, method="local", sizes=25, loss_tol=loss_tol)
     gates = [None, None]
     for l, sel in enumerate(res.selections):
-        obj = _local_objective(net, x, l, gates, 2**20)
-        threshold = tol * float(obj.target.pow(2).sum()) / (2 * x.shape[0])
+        obj = local_objective(net, x, l, gates, 2**20)
+        threshold = loss_tol * float(obj.target.pow(2).sum()) / (2 * x.shape[0])
         losses = sel.losses.tolist()
         # stops at the first size whose imitation loss reaches the tolerance, never later
         assert all(v > threshold for v in losses[:-1])
         assert losses[-1] <= threshold or len(losses) == 25
         gates[l] = res.gates(net)[l]
     assert min(len(s.losses) for s in res.selections) < 25
-    res_g = layerwise_select(net, x, y, method="global", sizes=30, tol=0.5, replacement=False)
+    res_g = layerwise_select(net, x, y, method="global", sizes=30, loss_tol=0.5, replacement=False)
     full_loss = float(per_sample_loss("squared", net(x), y).mean())
     first = res_g.selections[0].losses.tolist()
     assert first[-1] <= 1.5 * full_loss and all(v > 1.5 * full_loss for v in first[:-1])

@@ -9,8 +9,8 @@ import torch
 
 from greedyprune.cli import main
 from greedyprune.runs import RunDir
-from greedyprune.sims import _deep_experiments as dx
-from greedyprune.sims._realdata import deep_teacher, digits_data, load_data, mnist1d_data
+from greedyprune.sims import deep as dx
+from greedyprune.sims.deep import deep_teacher, digits_data, load_data, mnist1d_data
 
 TINY = dx.DeepSetting(
     name="tiny",
@@ -35,9 +35,9 @@ def _strip(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_rate_records_are_tidy_and_reproducible():
-    dx._CACHE.clear()
+    dx.PRETRAINED.clear()
     a = dx.rate_experiment(TINY, 0, "greedy_local")
-    dx._CACHE.clear()
+    dx.PRETRAINED.clear()
     b = dx.rate_experiment(TINY, 0, "greedy_local")
     assert [r["n"] for r in a] == list(TINY.sizes)
     for ra, rb in zip(a, b):
@@ -61,12 +61,12 @@ def test_run_resumes_after_an_interruption(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dx, "finetune_experiment", interrupted)
+    monkeypatch.setattr(dx.experiments, "finetune_experiment", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dx.run_deep(TINY, (0,), tmp_path / "b", n_boot=50)
     partial = pd.read_csv(tmp_path / "b/results.csv")
     assert "tiny/seed0/finetune" not in set(partial["unit"])
-    monkeypatch.setattr(dx, "finetune_experiment", real)
+    monkeypatch.setattr(dx.experiments, "finetune_experiment", real)
     ran = []
     resumed = dx.run_deep(TINY, (0,), tmp_path / "b", log=ran.append, n_boot=50)[0]
     assert len(ran) == 1 and "finetune" in ran[0]
@@ -111,7 +111,7 @@ def test_discrepancy_is_the_distance_to_the_full_network_on_the_training_inputs(
         float(0.5 * ((f_big - y) ** 2).sum(1).mean()), rel=1e-9
     )
     for rec in dx.rate_experiment(TINY, 0, "random_subset"):
-        sub = dx._select(TINY, "random_subset", rec["n"], data, big, init, 0).network
+        sub = dx.select_subnetwork(TINY, "random_subset", rec["n"], data, big, init, 0).network
         assert sub.widths == [rec["n"]] * TINY.depth  # without replacement: n distinct per layer
         assert rec["discrepancy"] == pytest.approx(disc(sub), rel=1e-9)
         assert rec["discrepancy"] > 0

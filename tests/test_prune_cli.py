@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
 from greedyprune.cli import main
-from greedyprune.prune import _pipeline
+from greedyprune.prune import pipeline
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 
@@ -103,8 +103,8 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # First run: interrupted in the fine-tuning that follows the selection (the selection, like
     # the base model's training, is done by then).
     with monkeypatch.context() as m:
-        select = _Calls(m, _pipeline, "greedy_prune")
-        _Calls(m, _pipeline, "finetune", before=lambda n: select.n and _interrupt(n))
+        select = _Calls(m, pipeline, "greedy_prune")
+        _Calls(m, pipeline, "finetune", before=lambda n: select.n and _interrupt(n))
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     assert select.n == 1
@@ -113,24 +113,33 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # Second run with the same settings: the selected model is loaded, not selected again, and
     # every file the first run left (base model, selection, layer table) is reused byte for byte.
     with monkeypatch.context() as m:
-        select = _Calls(m, _pipeline, "greedy_prune")
+        select = _Calls(m, pipeline, "greedy_prune")
         assert main(argv) == 0
     assert select.n == 0
     after = _files(out)
+    # the training checkpoints (model + optimizer, only for resuming) are removed once finished
+    assert "base-train.pt" in interrupted
+    assert not {"base-train.pt", "finetune.pt"} & set(after)
     for name, data in interrupted.items():
-        assert after.get(name) == data, f"{name} was rewritten on resume"
+        if not name.endswith(".pt"):
+            assert after.get(name) == data, f"{name} was rewritten on resume"
     first = json.loads((out / "summary.json").read_text())
     model, record = gp.load_pruned(out)
     assert record["macs"] == first["macs"] == gp.count_macs(model, torch.zeros(1, 3, 16, 16))
     assert first["macs"] < first["macs_full"]
     layers = pd.read_csv(out / "layers.csv")
     assert (layers["kept"] <= layers["channels"]).all()
-    # A finished run started again redoes nothing: no selection, every file unchanged.
+    # A finished run started again redoes nothing: no selection, no training, every file unchanged.
     with monkeypatch.context() as m:
-        select = _Calls(m, _pipeline, "greedy_prune")
+        select = _Calls(m, pipeline, "greedy_prune")
+        tune = _Calls(m, pipeline, "finetune")
         assert main(argv) == 0
-    assert select.n == 0
+    assert select.n == 0 and tune.n == 0
     assert _files(out) == after
+    # --keep-checkpoints keeps them
+    kept = tmp_path / "kept"
+    assert main([*argv[:6], str(kept), *argv[7:], "--keep-checkpoints"]) == 0
+    assert {"base-train.pt", "finetune.pt"} <= set(_files(kept))
     # Other settings in the same folder are refused.
     _fails(capsys, [*argv[:-1], "0.1"], "other settings")
 
@@ -158,7 +167,7 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
                 raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        _Calls(m, _pipeline, "finetune", before=third_unit_interrupted)
+        _Calls(m, pipeline, "finetune", before=third_unit_interrupted)
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     finished = _rows(out / "results.csv")
@@ -166,7 +175,7 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     base_bytes = base.read_bytes()
     # Second run: only the eight unfinished units run; the finished rows are kept byte for byte.
     with monkeypatch.context() as m:
-        calls = _Calls(m, _pipeline, "finetune")
+        calls = _Calls(m, pipeline, "finetune")
         assert main(argv) == 0
     assert calls.n == 8
     assert "uniform" in capsys.readouterr().out
@@ -184,7 +193,7 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     # A finished run started again trains nothing and leaves the results as they were.
     results = (out / "results.csv").read_bytes()
     with monkeypatch.context() as m:
-        calls = _Calls(m, _pipeline, "finetune")
+        calls = _Calls(m, pipeline, "finetune")
         assert main(argv) == 0
     assert calls.n == 0
     assert (out / "results.csv").read_bytes() == results

@@ -232,6 +232,68 @@ def test_precheck_skips_full_evaluations_and_whole_layers_are_restored(trained_s
     assert with_check.full_evaluations < len(with_check.order)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_cached_evaluations_equal_streamed_ones(trained_state, streamed):
+    """The group's evaluation-set activations kept in memory give the same top-1 at every step,
+    hence the same picks and stops, as streaming the images through the whole model; the
+    streamed set is read once per group when they fit, and at every evaluation when they do
+    not (a budget smaller than one chunk)."""
+    x, y = _data(12)
+    ex, ey = _data(40, seed=1)
+    layers, passes = {}, {}
+    for budget in (0, 1 << 30, 200):
+        model = _small_cnn()
+        model.load_state_dict(trained_state)
+        passes[budget] = 0
+
+        def stream(budget=budget):
+            passes[budget] += 1
+            return zip(ex.split(16), ey.split(16))
+
+        _, res = gp.greedy_prune(
+            model,
+            lambda: (x, y),
+            x[:1],
+            tol=0.2,
+            eval_data=stream if streamed else (ex, ey),
+            precheck=None,
+            candidates=None,
+            eval_cache_bytes=budget,
+        )
+        (layers[budget],) = res.layers
+    ref = layers[0]
+    assert ref.full_evaluations >= 2 and ref.acc_after < ref.acc_before
+    for budget in (1 << 30, 200):
+        got = layers[budget]
+        assert got.order == ref.order and got.kept == ref.kept
+        assert (got.acc_before, got.acc_after) == (ref.acc_before, ref.acc_after)
+        assert got.full_evaluations == ref.full_evaluations
+    if streamed:
+        assert passes[0] == passes[200] == 1 + ref.full_evaluations
+        assert passes[1 << 30] == 1
+
+
+def test_channels_last_selects_the_same_channels(trained_state):
+    """NHWC memory (``--channels-last``, faster convolutions on CPUs and GPUs) changes neither the
+    scores' ranking nor the tolerance rule: the same picks, stops and top-1 as NCHW."""
+    x, y = _data(12)
+    ex, ey = _data(40, seed=1)
+    layers = {}
+    for nhwc in (False, True):
+        model = _small_cnn().double()
+        model.load_state_dict(trained_state)
+        fmt = torch.channels_last if nhwc else torch.contiguous_format
+        model.to(memory_format=fmt)
+        xs, exs = (t.double().contiguous(memory_format=fmt) for t in (x, ex))
+        _, res = gp.greedy_prune(
+            model, lambda xs=xs: (xs, y), xs[:1], tol=0.2, eval_data=(exs, ey), candidates=3
+        )
+        (layers[nhwc],) = res.layers
+    assert layers[True].order == layers[False].order
+    assert layers[True].acc_after == layers[False].acc_after
+    assert len(layers[False].order) >= 2
+
+
 def test_tolerance_reached_stops_the_layer():
     x, y = _data(12)
     ex, ey = _data(40, seed=1)

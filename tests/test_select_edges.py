@@ -7,6 +7,7 @@ pin down (found by mutation testing: ``make mutate``).
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from greedyprune.select import (
     CrossEntropyLoss,
     FactoredSquaredLoss,
+    Selection,
     SquaredLoss,
     candidates_per_step,
     greedy_select,
@@ -334,3 +336,25 @@ def test_exact_greedy_on_a_squared_loss_takes_the_fused_step(kwargs, fused):
     obj = _Spy(feats, target)
     greedy_select(obj, 5, **kwargs)
     assert (obj.fused_calls, obj.loss_calls == 0) == ((5, True) if fused else (0, False))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_selection_round_trip_keeps_values_and_dtypes(tmp_path, suffix):
+    phi = torch.randn(7, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sel = greedy_select(SquaredLoss(phi, phi.mean(0)), 5, replacement=True)
+    sel.info["note"] = "kept"
+    back = Selection.load(sel.save(tmp_path / f"sel{suffix}"))
+    for name in ("order", "counts", "weights", "losses"):
+        got, want = getattr(back, name), getattr(sel, name)
+        assert got.dtype == (torch.long if name in ("order", "counts") else torch.float64)
+        assert torch.equal(got, want.to(got.dtype)), name
+    assert (back.method, back.evaluations, back.info) == (sel.method, sel.evaluations, sel.info)
+
+
+def test_selection_json_without_info_loads_an_empty_info(tmp_path):
+    phi = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    path = greedy_select(SquaredLoss(phi, phi.mean(0)), 3).save(tmp_path / "s.json")
+    d = json.loads(path.read_text())
+    del d["info"]
+    path.write_text(json.dumps(d))
+    assert Selection.load(path).info == {}

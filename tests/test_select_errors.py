@@ -426,3 +426,43 @@ def test_selection_arguments(tmp_path):
         sel.save(tmp_path / "sel.pt")
     with pytest.raises(FileNotFoundError):
         Selection.load(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------ what mutation testing found
+
+
+def test_baseline_messages_name_what_is_missing(tmp_path):
+    # a stacked objective (a network's suffix) has neither feature norms nor removal
+    x = torch.randn(5, 4)
+    obj = StackedObjective(
+        x, lambda h, g: (h * g).sum(-1), lambda o, t: (o - t) ** 2, 4, target=x.sum(1)
+    )
+    with pytest.raises(TypeError, match=r"^magnitude needs scores=\.\.\. for an objective without"):
+        magnitude(obj, 2)
+    with pytest.raises(
+        TypeError, match=r"removal_losses\(\)/remove\(\); StackedObjective has none$"
+    ):
+        backward_elimination(obj, 2)
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(missing)))):
+        Selection.load(missing)
+
+
+def test_backward_elimination_record_and_removal_of_chosen_candidates():
+    gen = torch.Generator().manual_seed(3)
+    phi = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    obj = SquaredLoss(phi, phi.mean(0))
+    sel = backward_elimination(obj, 2)
+    assert sel.method == "backward"
+    # N + (N - 1) + ... + 2 removal scorings, one per candidate left at each of the N - 1 steps
+    assert sel.evaluations == sum(range(2, 7))
+    # removal_losses of chosen candidates are those entries of the full vector
+    obj = SquaredLoss(phi, phi.mean(0))
+    kept = greedy_select(obj, 4).order[:2]
+    full = obj.removal_losses()
+    assert full.shape == (6,)
+    torch.testing.assert_close(obj.removal_losses(kept), full[kept], rtol=1e-12, atol=0)
+    single = SquaredLoss(phi, phi.mean(0))
+    greedy_select(single, 1)
+    with pytest.raises(ValueError, match=r"^removal needs a subnetwork of at least 2 neurons$"):
+        single.removal_losses()

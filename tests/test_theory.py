@@ -497,3 +497,169 @@ def test_margin_estimate_of_a_single_point_hull_is_zero():
     # all features equal: the hull is one point, with no margin (this used to raise)
     feats = torch.ones(5, 4, dtype=torch.float64)
     assert margin_estimate(feats, torch.ones(4, dtype=torch.float64)) == 0.0
+
+
+def test_register_condition_gates_the_claims_that_name_it():
+    from greedyprune.theory import CONDITIONS, register_condition
+
+    seen = []
+
+    def never(rows, n_range):
+        seen.append((len(rows), n_range))
+        return False, "never holds here"
+
+    claim = Claim(
+        "custom",
+        "a claim under a registered condition",
+        "rate",
+        "greedy",
+        predicted_slope=-1.0,
+        tolerance=0.25,
+        conditions=("never_holds",),
+    )
+    rows = pd.DataFrame(_curve("greedy", -1.0))
+    register_condition("never_holds", never)
+    try:
+        (v,) = check(rows, [claim], n_range=(10, 1000), n_boot=50).to_dict("records")
+    finally:
+        CONDITIONS.pop("never_holds")
+    assert v["verdict"] == "conditions not met"
+    assert "never holds here" in v["reason"] and "holds" in v["reason"].split("|")[1]
+    assert seen == [(len(rows), (10, 1000))]
+    for bad in [(3, never), ("x", 3)]:
+        with pytest.raises(TypeError, match=r"^register_condition\(name: str, fn: callable\)$"):
+            register_condition(*bad)
+
+
+def test_b_n_bounded_condition_reads_the_growth_of_b_n():
+    from greedyprune.theory import CONDITIONS
+
+    cond = CONDITIONS["b_n_bounded"]
+    assert cond(pd.DataFrame(_curve("greedy", -1.0)), None) == (None, "no b_n rows toward y")
+    rows = []
+    for growth in (0.0, 0.5):  # interior: b_n flat; boundary: b_n ~ sqrt(n)
+        rows = [
+            dict(experiment="bounds", target="y", method="greedy", n=n, seed=s, b_n=n**growth)
+            for s in range(3)
+            for n in (1, 2, 4, 8, 16, 32, 64)
+        ]
+        ok, why = cond(pd.DataFrame(rows), None)
+        assert ok is (growth == 0.0)
+        assert why.startswith(f"b_n = n ||f_n - y|| grows like n^{growth:.2f} over n=1..64")
+        assert why.endswith(
+            " (bounded: interior)" if ok else " (unbounded: y on or near the hull's boundary)"
+        )
+
+
+def test_fast_rate_envelope_takes_integer_sizes_beyond_int64_squares():
+    n = np.array([10**10, 2 * 10**10])  # n^2 overflows int64: the envelope computes in floats
+    env = fast_rate_envelope(n, D=1.0, r=0.5, b1=1.0)
+    np.testing.assert_allclose(env, 2.0 / n.astype(float) ** 2, rtol=1e-12)
+
+
+# ------------------------------------------- verdict rows in detail (what mutation testing found)
+
+
+def _row(rows, claim, **kw):
+    out = check(pd.DataFrame(rows), [claim], n_boot=200, **kw).to_dict("records")
+    return out[0] if out else None
+
+
+def _rate_claim(direction, **kw):
+    return Claim(
+        "c", "s", "rate", "greedy", predicted_slope=-1.0, tolerance=0.25, direction=direction, **kw
+    )
+
+
+def test_power_verdict_reasons_state_the_rule():
+    rows = _curve("greedy", -1.0)
+    for direction, rule in [
+        ("at_most", "interval <= -0.75 ("),
+        ("at_least", "interval >= -1.25 ("),
+        ("about", "interval within -1.25..-0.75 ("),
+    ]:
+        v = _row(rows, _rate_claim(direction))
+        assert v["verdict"] == "holds" and v["reason"].startswith(rule), (direction, v)
+        assert v["setting"] == "default" and v["n_seeds"] == 4
+        assert (v["n_min"], v["n_max"]) == (10, 1000)
+    # an interval across the threshold, from below: inconclusive, in so many words
+    # (two seeds with slopes -1.0 and -1.5: the seed bootstrap's interval is [-1.5, -1.0])
+    rows = [
+        dict(experiment="rate", method="greedy", n=n, seed=s, loss_train=n ** (-1.0 - 0.5 * s))
+        for s in range(2)
+        for n in (10, 20, 40, 80, 160)
+    ]
+    v = _row(rows, _rate_claim("at_least"))
+    assert v["verdict"] == "inconclusive", v
+
+
+def test_no_data_rows_carry_every_column():
+    v = _row(_curve("greedy", -1.0), _rate_claim("at_most", metric="no_such_column"))
+    assert v["verdict"] == "no data" and v["reason"] == "no rows for rate/greedy"
+    assert all(np.isnan(v[k]) for k in ("measured_slope", "ci_low", "ci_high", "n_min", "n_max"))
+    # a fit range holding one n: the fit's error becomes the reason
+    v = _row(_curve("greedy", -1.0), _rate_claim("at_most"), n_range=(10, 10))
+    assert v["verdict"] == "no data" and v["reason"]
+    # a filter on a column the table lacks selects nothing: no verdict row at all
+    assert _row(_curve("greedy", -1.0), _rate_claim("at_most", where={"nope": 1})) is None
+
+
+def test_exponential_verdict_needs_a_falling_log_loss():
+    ns = np.arange(1, 41)
+    claim = Claim("e", "s", "rate", "greedy", form="exponential")
+    for rate, want in [(-0.2, "holds"), (0.2, "fails")]:
+        rows = [
+            dict(
+                experiment="rate",
+                method="greedy",
+                n=int(n),
+                seed=s,
+                loss_train=math.exp(rate * n + 0.01 * s),
+            )
+            for s in range(3)
+            for n in ns
+        ]
+        v = _row(rows, claim)
+        assert v["verdict"] == want, (rate, v)
+        assert v["reason"].startswith("log-loss slope per neuron; R^2 exponential ")
+        assert " vs power " in v["reason"]
+
+
+def test_bound_verdict_reports_the_fit_range_and_all_rows():
+    rows = [
+        dict(
+            experiment="bounds",
+            method="greedy",
+            n=n,
+            seed=0,
+            e_n=(0.5 if n <= 100 else 2.0),
+            bound=1.0,
+        )
+        for n in (10, 30, 100, 300)
+    ]
+    claim = Claim("b", "s", "bounds", "greedy", metric="e_n", form="bound", bound_column="bound")
+    v = _row(rows, claim, n_range=(10, 100))
+    assert v["verdict"] == "fails"
+    assert v["reason"] == "max e_n/bound = 2 over all 4 rows (0.5 in the fit range)"
+    v = _row(rows, claim, n_range=(1000, 2000))
+    assert v["reason"].endswith("(none in range)")
+
+
+def test_less_than_verdict_is_a_ratio_below_one():
+    base = _curve("gd", -1.0)
+    claim = Claim("l", "s", "rate", "greedy", form="less_than", versus="gd")
+    for factor, want in [(math.exp(-0.5), "holds"), (math.exp(0.5), "fails")]:
+        rows = base + [dict(r, method="greedy", loss_train=r["loss_train"] * factor) for r in base]
+        v = _row(rows, claim)
+        assert v["verdict"] == want
+        assert v["reason"].startswith(f"loss_train ratio greedy/gd = {factor:.3g} ")
+    # no (n, seed) in common: no data
+    rows = base + [dict(r, method="greedy", seed=r["seed"] + 10) for r in base]
+    v = _row(rows, claim)
+    assert v["verdict"] == "no data" and v["reason"] == "no paired rows with gd"
+
+
+def test_rate_fit_as_dict():
+    fit = fit_rate([1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125], n_boot=20)
+    d = fit.as_dict()
+    assert d["slope"] == pytest.approx(-1.0) and set(d) >= {"slope", "ci_low", "ci_high", "n_min"}

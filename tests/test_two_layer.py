@@ -14,8 +14,6 @@ from greedyprune.sims import (
     PRESETS,
     Setting,
     TwoLayerNet,
-    _experiments,
-    _presets,
     gaussian_classification,
     make_dataset,
     rate_experiment,
@@ -24,7 +22,7 @@ from greedyprune.sims import (
     train_mean_field,
     verify_two_layer,
 )
-from greedyprune.sims._presets import with_overrides
+from greedyprune.sims.two_layer import experiments, presets, with_overrides
 
 # Every tensor here is tiny: one torch thread (see conftest's one_torch_thread).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -200,9 +198,9 @@ TINY = Setting(name="interior", m=8, d=3, m_test=20, teacher_width=50, width=60,
 
 def test_rate_experiment_is_reproducible_on_cpu():
     kw = dict(grid=[1, 2, 5, 10, 20], gd_widths=[5, 10], corrective_max=5)
-    _experiments._CACHE.clear()
+    experiments.PRETRAINED.clear()
     a = rate_experiment(TINY, 3, **kw)
-    _experiments._CACHE.clear()
+    experiments.PRETRAINED.clear()
     b = rate_experiment(TINY, 3, **kw)
     assert pd.DataFrame(a).equals(pd.DataFrame(b))
     c = pd.DataFrame(rate_experiment(TINY, 4, **kw))
@@ -244,13 +242,13 @@ def test_resume_after_an_interrupted_sweep(tmp_path, monkeypatch):
     preset = _tiny_preset()
     full, full_verdicts = verify_two_layer(preset, tmp_path / "full", progress=False, n_boot=50)
 
-    real = _presets.finetune_experiment
+    real = presets.finetune_experiment
     calls = {"rate": 0}
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of seed 0
 
-    monkeypatch.setattr(_presets, "finetune_experiment", crash)
+    monkeypatch.setattr(presets, "finetune_experiment", crash)
     with pytest.raises(KeyboardInterrupt):
         verify_two_layer(preset, tmp_path / "cut", progress=False, n_boot=50)
     partial = pd.read_csv(tmp_path / "cut" / "results.csv")
@@ -262,14 +260,14 @@ def test_resume_after_an_interrupted_sweep(tmp_path, monkeypatch):
         "random_weights/interior/0",
     }
 
-    real_rate = _presets.rate_experiment
+    real_rate = presets.rate_experiment
 
     def counting_rate(*args, **kwargs):
         calls["rate"] += 1
         return real_rate(*args, **kwargs)
 
-    monkeypatch.setattr(_presets, "finetune_experiment", real)
-    monkeypatch.setattr(_presets, "rate_experiment", counting_rate)
+    monkeypatch.setattr(presets, "finetune_experiment", real)
+    monkeypatch.setattr(presets, "rate_experiment", counting_rate)
     resumed, verdicts = verify_two_layer(preset, tmp_path / "cut", progress=False, n_boot=50)
     assert calls["rate"] == 2  # only seed 1's two settings
     key = ["unit", "method", "n", "N", "target"]
@@ -320,7 +318,7 @@ def test_results_have_the_promised_columns_and_bounds_hold(tmp_path):
     # are float64 sums of <= 12 squares of O(1) numbers (rounding ~1e-15 relative); 1e-10 is
     # rounding margin, ten orders below a factor like 2.
     for setting in preset.settings:
-        data, big, _ = _experiments.pretrain(setting, 0)
+        data, big, _ = experiments.pretrain(setting, 0)
         phi = _slow_features(big, data.x_train)
         m = phi.shape[1]
         f_N = phi.sum(0) / phi.shape[0]

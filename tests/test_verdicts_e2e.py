@@ -30,9 +30,9 @@ import pandas as pd
 import pytest
 
 from greedyprune.sims import PRESETS, Setting, verify_two_layer
-from greedyprune.sims import _deep_experiments as dx
-from greedyprune.sims._presets import judge, with_overrides
-from greedyprune.theory import Claim, two_layer_claims
+from greedyprune.sims import deep as dx
+from greedyprune.sims.two_layer import judge, with_overrides
+from greedyprune.theory import Claim, deep_claims, two_layer_claims
 
 ROUND = 1e-9  # see the module docstring
 N_BOOT = 200  # two seeds and B = 200: the interval is [min, max] of the seeds (module docstring)
@@ -332,7 +332,7 @@ DEEP = dx.DeepSetting(
 
 def test_deep_verdicts_match_an_independent_recomputation(tmp_path):
     results, verdicts, summary = dx.run_deep(DEEP, (0, 1), tmp_path, n_boot=N_BOOT)
-    claims = dx.deep_claims(DEEP)
+    claims = deep_claims(DEEP)
     assert set(verdicts["claim"]) == {c.id for c in claims}
     # `verify deep` passes no n range: a claim's own range or every size
     assert_verdicts_match(verdicts, results, claims, None)

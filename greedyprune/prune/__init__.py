@@ -25,13 +25,13 @@ from ._finetune import (
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
 from ._io import load_pruned, save_pruned
-from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune, loss_per_sample
+from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, list_archs, load_checkpoint
-from ._pipeline import METHODS, compare, prune, summarize
 from ._proxyless import proxylessnas_mobile
 from ._recipes import RECIPES, UNSET, FinetuneSettings, Recipe, resolve_recipe
 from ._surgery import fold_and_prune, prune_channels
+from .pipeline import METHODS, compare, prune, summarize
 
 __all__ = [
     "BASELINES",
@@ -66,7 +66,6 @@ __all__ = [
     "load_checkpoint",
     "load_data",
     "load_pruned",
-    "loss_per_sample",
     "parse_data",
     "parse_macs",
     "profile_layers",

@@ -1,7 +1,7 @@
 """Layer-wise greedy forward selection of channels (Ye et al. 2020), input to output.
 
-For each prunable group in forward order, channels are added one at a time by
-``greedyprune.select.greedy_select``; the objective is the kernel's ``StackedObjective``: the gate
+The CNN front end of the shared loop ``greedyprune.layerwise.select_layerwise``: for each prunable
+group in forward order, channels are added one at a time by ``greedyprune.select.greedy_select``; the objective is the kernel's ``StackedObjective``: the gate
 of the group is ``D * w`` (D the group's channel count, w the Frank-Wolfe mixing weights, updated
 by the 1/(k+1) step), and K candidates are scored by running the rest of the network once on K
 stacked copies of the cached activation below the group. ``mode="sequential"`` is the authors'
@@ -11,35 +11,38 @@ reference: one full forward pass of the whole model per candidate. Each step dra
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from greedyprune.select import StackedObjective, greedy_select
+from greedyprune.layerwise import LayerPlan, layer_generator, select_layerwise
+from greedyprune.select import StackedObjective, per_sample_loss
 
 from ._distributed import all_sum, gather_mean, is_distributed
 from ._gates import GatedModel
 from ._macs import MacsModel, parse_macs, profile_layers
 
-__all__ = ["GreedyPruneResult", "LayerRecord", "greedy_prune", "loss_per_sample"]
+__all__ = ["GreedyPruneResult", "LayerRecord", "greedy_prune"]
 
 Batch = tuple[Tensor, Tensor]
 CANDIDATE_ORDERS = ("random", "lowest-index")
 
 
-def loss_per_sample(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """``"ce"``: cross-entropy against labels [B]; ``"imitation"``: 0.5 * squared error to the
-    unpruned network's logits [B, c], summed over classes (the follow-up's global imitation)."""
-    if loss == "ce":
-        return lambda out, y: F.cross_entropy(out, y, reduction="none")
-    if loss == "imitation":
-        return lambda out, t: 0.5 * (out - t).pow(2).sum(1)
-    raise ValueError(f"loss={loss!r} must be 'ce' (labels) or 'imitation' (unpruned logits)")
+# greedy_prune's loss names -> the shared per-sample loss: "ce" against the labels [B];
+# "imitation": the squared loss to the unpruned network's logits [B, c] (the follow-up's global
+# imitation).
+_LOSS_NAMES = {"ce": "cross_entropy", "imitation": "squared"}
+
+
+def _loss_fn(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The per-sample loss of ``greedy_prune(loss=...)``: ``per_sample_loss`` with its name bound."""
+    if loss not in _LOSS_NAMES:
+        raise ValueError(f"loss={loss!r} must be 'ce' (labels) or 'imitation' (unpruned logits)")
+    return functools.partial(per_sample_loss, _LOSS_NAMES[loss])
 
 
 @dataclass
@@ -110,6 +113,33 @@ def _accuracy(model: nn.Module, eval_data, chunk: int) -> float:
     return correct / max(1, total)
 
 
+@torch.no_grad()
+def _first_pass(prefix, suffix, eval_data, chunk: int, budget: int) -> tuple[float, list | None]:
+    """Top-1 of ``suffix(prefix(x))`` (the whole model) on ``eval_data``, and the prefix outputs
+    ``[(h, y), ...]`` kept for the group's later evaluations if they fit in ``budget`` bytes
+    (else None: the later evaluations stream the images again). One pass either way."""
+    batches = (
+        zip(_chunks(eval_data[0], chunk), _chunks(eval_data[1], chunk))
+        if isinstance(eval_data, tuple)
+        else eval_data()
+    )
+    cache: list | None = [] if budget > 0 else None
+    used = correct = total = 0
+    for x, y in batches:
+        for xc, yc in zip(_chunks(x, chunk), _chunks(y, chunk)):
+            h = prefix(xc)
+            correct += int((suffix(h).argmax(1) == yc).sum())
+            total += int(yc.numel())
+            if cache is not None:
+                used += h.numel() * h.element_size()
+                if used <= budget:
+                    cache.append((h, yc))
+                else:
+                    cache = None
+    correct, total = all_sum(correct, total)
+    return correct / max(1, total), cache
+
+
 def check_selection_settings(
     *, candidates=None, candidate_order="random", loss="ce", tol=None, mode="batched"
 ) -> None:
@@ -123,7 +153,7 @@ def check_selection_settings(
             f"candidates={candidates!r} must be an int >= 1 (the authors: 50), None (all) or "
             "('eps', e) (stochastic greedy)"
         )
-    loss_per_sample(loss)
+    _loss_fn(loss)
     if tol is not None and (
         isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
     ):
@@ -174,12 +204,15 @@ class _LayerStep:
         precheck,
         acc_before,
         eval_data,
+        eval_cache,
+        eval_suffix,
         chunk,
     ):
         self.obj, self.labels, self.cap, self.model, self.gate = obj, labels, cap, model, gate
         self.suffix, self.prepare, self.next_batch = suffix, prepare, next_batch
         self.tol, self.precheck, self.acc_before = tol, precheck, acc_before
-        self.eval_data, self.chunk = eval_data, chunk
+        self.eval_data, self.eval_cache, self.chunk = eval_data, eval_cache, chunk
+        self.eval_suffix = eval_suffix
         self.acc: float | None = None
         self.full_evaluations = 0
         self.done = False
@@ -201,7 +234,11 @@ class _LayerStep:
             if self.precheck is None or self._batch_accuracy() >= self.precheck * self.acc_before:
                 self.gate.value = self.obj.gates()
                 try:
-                    self.acc = _accuracy(self.model, self.eval_data, self.chunk)
+                    if self.eval_cache is None:
+                        self.acc = _accuracy(self.model, self.eval_data, self.chunk)
+                    else:  # the prefix outputs of the evaluation set, kept for this group
+                        cached = self.eval_cache
+                        self.acc = _accuracy(self.eval_suffix, lambda: iter(cached), self.chunk)
                 finally:
                     self.gate.value = None
                 self.full_evaluations += 1
@@ -242,6 +279,7 @@ def greedy_prune(
     chunk_size: int | None = None,
     max_bytes: int | None = None,
     eval_chunk: int = 64,
+    eval_cache_bytes: int = 1 << 30,
     amp: str | None = None,
     between_layers: Callable[[nn.Module], None] | None = None,
     progress: bool = False,
@@ -278,14 +316,25 @@ def greedy_prune(
         effectively scores).
     replacement: False (default, the authors) never picks a channel twice; True is the theory's
         multiset (the gate of a channel picked j times out of n is D * j / n).
-    loss: "ce" against the labels or "imitation" of the unpruned network's logits.
+    loss: "ce" against the labels or "imitation" of the unpruned network's logits (the shared
+        ``greedyprune.select.per_sample_loss``, "cross_entropy" or "squared").
     mode: "batched" (cached prefix, K stacked copies through the suffix) or "sequential" (one full
         forward pass per candidate; the reference, same selections given the same batches).
     eval_chunk: images per forward pass of every prefix and evaluation run.
+    eval_cache_bytes: with ``tol``, the evaluation set's activations at the group's cut (the
+        prefix outputs, which the group's selection does not change) are kept for the group's
+        evaluations when they fit in this many bytes: each evaluation then runs the suffix only,
+        with no image decoding, and gives the same top-1 as the whole model (the evaluation
+        images must be the same at every pass, e.g. a centre crop). 0 streams every pass. Peak
+        memory is bounded by this budget plus one chunk, whatever the evaluation set's size.
     amp: "bf16" or "fp16" autocast for the scoring passes on CUDA (ignored on the CPU).
     between_layers: called with the model after each group that was cut (e.g. a short
         fine-tune); not after a group that stayed whole.
-    Returns the gated model and the per-group records.
+    generator: seed or generator of the candidate draws; None is seed 0 (see
+        ``greedyprune.layerwise.layer_generator``).
+    Returns the gated model and the per-group records. The loop over the groups is
+    ``greedyprune.layerwise.select_layerwise``; this function builds each group's objective and
+    stop rule and applies its selection as the group's gate.
     """
     from ._finetune import autocast
 
@@ -308,11 +357,15 @@ def greedy_prune(
         raise ValueError(f"precheck={precheck!r} must be in (0, 1] (the authors: 0.95) or None")
     if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
         raise ValueError(f"eval_chunk={eval_chunk!r} must be an int >= 1")
-    loss_fn = loss_per_sample(loss)
+    if (
+        isinstance(eval_cache_bytes, bool)
+        or not isinstance(eval_cache_bytes, int)
+        or eval_cache_bytes < 0
+    ):
+        raise ValueError(f"eval_cache_bytes={eval_cache_bytes!r} must be an int >= 0 (0: no cache)")
+    loss_fn = _loss_fn(loss)
     next_batch = _check_batches(batches)
-    gen = generator
-    if not isinstance(gen, torch.Generator):
-        gen = torch.Generator().manual_seed(0 if gen is None else int(gen))
+    gen = layer_generator(generator)
     model.eval()
     reference = copy.deepcopy(model) if loss == "imitation" else None
     gm = GatedModel(model, example_input, groups)
@@ -326,7 +379,8 @@ def greedy_prune(
     extra = {} if max_bytes is None else {"max_bytes": max_bytes}
     device = example_input.device
 
-    for g in tqdm(gm.groups, desc="layers", disable=not progress):
+    def plan(g, gen) -> LayerPlan | None:
+        """The group's objective on a first batch, its step rule and cap; None: kept whole."""
         t0 = time.perf_counter()
         gate = gm.gates[g.name]
         d = g.n_channels
@@ -340,70 +394,77 @@ def greedy_prune(
         if cap >= d and tol is None:
             done[g.name] = d
             result.layers.append(LayerRecord(g.name, d, [], list(range(d)), [1.0] * d, []))
-            continue
+            return None
         prefix, suffix = gm.split(g.name)
-        with autocast(device, amp):
-            acc_before = None if tol is None else _accuracy(model, eval_data, eval_chunk)
+        acc_before, cache = (
+            (None, None)
+            if tol is None
+            else _first_pass(prefix, suffix, eval_data, eval_chunk, eval_cache_bytes)
+        )
 
-            def prepare(x: Tensor, y: Tensor, prefix=prefix) -> tuple[Tensor, Tensor]:
-                with torch.no_grad():
-                    inputs = _run_chunked(prefix, x, eval_chunk) if mode == "batched" else x
-                    target = y if reference is None else _run_chunked(reference, x, eval_chunk)
-                return inputs, target
+        def prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                inputs = _run_chunked(prefix, x, eval_chunk) if mode == "batched" else x
+                target = y if reference is None else _run_chunked(reference, x, eval_chunk)
+            return inputs, target
 
-            def run_suffix(xs: Tensor, gates: Tensor, suffix=suffix, gate=gate) -> Tensor:
-                gate.stacked = gates
-                try:
-                    return suffix(xs)
-                finally:
-                    gate.stacked = None
+        def run_suffix(xs: Tensor, gates: Tensor) -> Tensor:
+            gate.stacked = gates
+            try:
+                return suffix(xs)
+            finally:
+                gate.stacked = None
 
-            def run_full(xs: Tensor, gates: Tensor, gate=gate) -> Tensor:
-                gate.stacked = gates
-                try:
-                    return model(xs)
-                finally:
-                    gate.stacked = None
+        def run_full(xs: Tensor, gates: Tensor) -> Tensor:
+            gate.stacked = gates
+            try:
+                return model(xs)
+            finally:
+                gate.stacked = None
 
-            x, y = next_batch()
-            inputs, target = prepare(x, y)
-            obj = _LayerObjective(
-                inputs,
-                run_suffix if mode == "batched" else run_full,
-                loss_fn,
-                d,
-                target=target,
-                scale=float(d),
-                chunk_size=1 if mode == "sequential" else chunk_size,
-                reduce=gather_mean if is_distributed() else None,
-                **extra,
-            )
-            after_step = _LayerStep(
-                obj=obj,
-                labels=y,
-                cap=cap,
-                model=model,
-                gate=gate,
-                suffix=suffix if mode == "batched" else model,
-                prepare=prepare,
-                next_batch=next_batch,
-                tol=tol,
-                precheck=precheck,
-                acc_before=acc_before,
-                eval_data=eval_data,
-                chunk=eval_chunk,
-            )
-            sel = greedy_select(
-                obj,
-                cap if not replacement else 64 * d,
-                replacement=replacement,
-                candidates=candidates,
-                candidate_order=candidate_order,
-                on_step=after_step.on_step,
-                stop=after_step.stop,
-                generator=gen,
-                progress=progress,
-            )
+        x, y = next_batch()
+        inputs, target = prepare(x, y)
+        obj = _LayerObjective(
+            inputs,
+            run_suffix if mode == "batched" else run_full,
+            loss_fn,
+            d,
+            target=target,
+            scale=float(d),
+            chunk_size=1 if mode == "sequential" else chunk_size,
+            reduce=gather_mean if is_distributed() else None,
+            **extra,
+        )
+        after_step = _LayerStep(
+            obj=obj,
+            labels=y,
+            cap=cap,
+            model=model,
+            gate=gate,
+            suffix=suffix if mode == "batched" else model,
+            prepare=prepare,
+            next_batch=next_batch,
+            tol=tol,
+            precheck=precheck,
+            acc_before=acc_before,
+            eval_data=eval_data,
+            eval_cache=cache,
+            eval_suffix=suffix,
+            chunk=eval_chunk,
+        )
+        return LayerPlan(
+            obj,
+            cap if not replacement else 64 * d,
+            stop=after_step.stop,
+            on_step=after_step.on_step,
+            state=(after_step, acc_before, t0),
+        )
+
+    def apply(g, spec: LayerPlan, sel) -> bool:
+        """Gate the group by its selection and record it; whether the group was cut."""
+        after_step, acc_before, t0 = spec.state
+        after_step.eval_cache = None  # free the group's activations before tuning
+        obj, gate, d = spec.objective, gm.gates[g.name], g.n_channels
         kept = sorted(int(i) for i in torch.nonzero(obj.w > 0).flatten())
         whole = len(kept) == d
         # A group that selected every channel is restored whole (no gate), as the authors do.
@@ -424,7 +485,22 @@ def greedy_prune(
                 time.perf_counter() - t0,
             )
         )
-        if between_layers is not None and not whole:
-            between_layers(model)
-            model.eval()
+        return not whole
+
+    def tune(g) -> None:
+        between_layers(model)
+        model.eval()
+
+    select_layerwise(
+        gm.groups,
+        plan,
+        apply,
+        replacement=replacement,
+        candidates=candidates,
+        candidate_order=candidate_order,
+        generator=gen,
+        between_layers=None if between_layers is None else tune,
+        context=lambda g: autocast(device, amp),
+        progress=progress,
+    )
     return gm, result

@@ -6,6 +6,7 @@ of candidates; the loop commits the best. See :func:`greedy_select`.
 
 from ._baselines import backward_elimination, magnitude, random_subset
 from ._greedy import candidates_per_step, greedy_select, make_generator
+from ._losses import PER_SAMPLE_LOSSES, per_sample_loss
 from ._objectives import (
     DEFAULT_MAX_BYTES,
     CrossEntropyLoss,
@@ -21,6 +22,7 @@ from ._stacked import StackedObjective
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "PER_SAMPLE_LOSSES",
     "CrossEntropyLoss",
     "ElementwiseLoss",
     "FactoredSquaredLoss",
@@ -34,6 +36,7 @@ __all__ = [
     "greedy_select",
     "magnitude",
     "make_generator",
+    "per_sample_loss",
     "project_simplex",
     "random_subset",
     "solve_simplex_ls",

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from greedyprune.select import per_sample_loss
+
 __all__ = [
     "LOSSES",
     "lr_scales",
@@ -35,11 +37,9 @@ __all__ = [
 
 
 def squared_loss(output: Tensor, target: Tensor) -> Tensor:
-    """``mean_j ||output_j - target_j||^2 / 2`` (summed over outputs), the loss of the theory."""
-    diff = output - target
-    if diff.dim() == 1:
-        return 0.5 * diff.pow(2).mean()
-    return 0.5 * diff.pow(2).sum(dim=tuple(range(1, diff.dim()))).mean()
+    """``mean_j ||output_j - target_j||^2 / 2`` (summed over outputs), the loss of the theory: the
+    mean of :func:`greedyprune.select.per_sample_loss` ``("squared", ...)``."""
+    return per_sample_loss("squared", output, target).mean()
 
 
 def _cross_entropy(output: Tensor, target: Tensor) -> Tensor:

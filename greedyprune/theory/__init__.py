@@ -2,7 +2,8 @@
 
 ``theory`` reads result tables and tensors; it never trains. The pieces other front ends use:
 
-- :class:`Claim` and :func:`check` (results table + claims -> verdict table),
+- :class:`Claim` and :func:`check` (results table + claims -> verdict table); every front end's
+  claims as data: :func:`two_layer_claims`, :func:`deep_claims`,
 - :func:`fit_rate` (log-log or exponential slope over a stated n range, bootstrap CI over seeds),
 - :func:`slope_difference_interval` (paired comparison of two curves' slopes),
 - :func:`register_condition` (add a condition a claim can require).
@@ -10,7 +11,7 @@
 
 from ._bounds import b_n, bound_constants, fast_rate_envelope, hull_membership, margin_estimate
 from ._check import CONDITIONS, VERDICTS, check, register_condition
-from ._claims import FORMS, Claim, two_layer_claims
+from ._claims import FORMS, Claim, deep_claims, two_layer_claims
 from ._fit import RateFit, fit_rate, slope_difference_interval
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "b_n",
     "bound_constants",
     "check",
+    "deep_claims",
     "fast_rate_envelope",
     "fit_rate",
     "hull_membership",

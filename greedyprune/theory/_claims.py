@@ -2,8 +2,9 @@
 
 A :class:`Claim` says which rows of a long-format results table it is about (``experiment``,
 ``method``, ``metric``) and how to judge them (``form``). :func:`greedyprune.theory.check` turns a
-results table and a list of claims into verdicts. Claims for other front ends (deep networks) are
-built the same way; the forms below are the whole vocabulary.
+results table and a list of claims into verdicts. Every front end's claims live here:
+:func:`two_layer_claims` (``verify two-layer``) and :func:`deep_claims` (``verify deep``); the
+forms below are the whole vocabulary.
 
 Forms
 -----
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["FORMS", "Claim", "two_layer_claims"]
+__all__ = ["FORMS", "Claim", "deep_claims", "two_layer_claims"]
 
 FORMS = ("power", "exponential", "bound", "faster_than", "less_than", "decreasing")
 
@@ -186,3 +187,134 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             source="the paper's advice",
         ),
     ]
+
+
+def deep_claims(sizes) -> list[Claim]:
+    """The claims checked by ``greedyprune verify deep`` for one setting (see docs/deep.md).
+
+    sizes: the per-layer sizes n the setting measures, or the setting itself (anything with a
+    ``sizes`` attribute, e.g. a ``DeepSetting``). ``deep_local_beats_gd_large_n`` is judged on n
+    from a quarter of the largest size (at least the smallest) up to the largest.
+    """
+    sizes = tuple(getattr(sizes, "sizes", sizes))
+    if not sizes:
+        raise ValueError("deep_claims needs at least one size n")
+    big = max(sizes)
+    upper = (max(min(sizes), big / 4), big)
+    test_metric = "loss_test"
+    claims = [
+        Claim(
+            "deep_local_rate",
+            "layer-wise greedy (local imitation): discrepancy to f_N falls at least like 1/n",
+            "rate",
+            "greedy_local",
+            metric="discrepancy",
+            predicted_slope=-1.0,
+            tolerance=0.25,
+            direction="at_most",
+            source="Proposition A applied layer by layer (docs/theory.md); Ye et al. 2020",
+        ),
+        Claim(
+            "deep_global_rate",
+            "layer-wise greedy (global loss): discrepancy to f_N falls at least like 1/n",
+            "rate",
+            "greedy_global",
+            metric="discrepancy",
+            predicted_slope=-1.0,
+            tolerance=0.25,
+            direction="at_most",
+            source="Proposition A applied layer by layer (docs/theory.md)",
+        ),
+        Claim(
+            "deep_random_rate",
+            "random subsets per layer: discrepancy falls like 1/n (Monte Carlo)",
+            "rate",
+            "random_subset",
+            metric="discrepancy",
+            predicted_slope=-1.0,
+            tolerance=0.25,
+            direction="about",
+            source="random subsets (docs/theory.md); without replacement it can be faster",
+        ),
+        Claim(
+            "deep_gd_scratch_rate",
+            "GD from scratch at the same budget: training loss falls no faster than ~1/n",
+            "rate",
+            "gd_scratch",
+            predicted_slope=-1.0,
+            tolerance=0.3,
+            direction="at_least",
+            source="mean-field rates, the paper's contrast (docs/theory.md)",
+        ),
+        Claim(
+            "deep_local_faster_than_gd",
+            "greedy (local)'s training-loss slope is steeper than GD from scratch's",
+            "rate",
+            "greedy_local",
+            form="faster_than",
+            versus="gd_scratch",
+            source="the authors' toy figure, here for deep networks",
+        ),
+        Claim(
+            "deep_local_beats_gd_large_n",
+            f"greedy (local) has lower test loss than GD from scratch for n in {upper[0]:g}..{big}",
+            "rate",
+            "greedy_local",
+            metric=test_metric,
+            form="less_than",
+            versus="gd_scratch",
+            n_range=upper,
+            source="the paper: pruning a large network beats training the small one",
+        ),
+        Claim(
+            "deep_local_beats_random",
+            "greedy (local) has lower test loss than random subsets",
+            "rate",
+            "greedy_local",
+            metric=test_metric,
+            form="less_than",
+            versus="random_subset",
+            source="the paper's baselines",
+        ),
+        Claim(
+            "deep_local_beats_magnitude",
+            "greedy (local) has lower test loss than magnitude pruning",
+            "rate",
+            "greedy_local",
+            metric=test_metric,
+            form="less_than",
+            versus="magnitude",
+            source="the paper's baselines",
+        ),
+        Claim(
+            "deep_global_beats_local",
+            "greedy with the global loss has lower test loss than local imitation",
+            "rate",
+            "greedy_global",
+            metric=test_metric,
+            form="less_than",
+            versus="greedy_local",
+            source="Ye, Wu, Liu 2020 (global vs local objectives)",
+        ),
+        Claim(
+            "deep_pretrained_beats_random_net",
+            "greedy (global) from the pretrained net beats greedy from its random initialisation",
+            "rate",
+            "greedy_global",
+            metric=test_metric,
+            form="less_than",
+            versus="greedy_random_net",
+            source="docs/theory.md, random-weight networks",
+        ),
+        Claim(
+            "deep_finetune_beats_retrain",
+            "fine-tuning the greedy subnetwork beats re-training its widths from scratch",
+            "finetune",
+            "greedy_finetuned",
+            metric=test_metric,
+            form="less_than",
+            versus="gd_retrain",
+            source="the paper's advice",
+        ),
+    ]
+    return claims

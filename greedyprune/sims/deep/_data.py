@@ -6,7 +6,7 @@
 - ``digits_data``: scikit-learn's 8x8 digits (shipped with scikit-learn), standardised with the
   training split's statistics.
 
-Each returns a :class:`greedyprune.sims._data.Dataset`; the classification sets carry integer labels
+Each returns a :class:`greedyprune.sims.Dataset`; the classification sets carry integer labels
 ``[m]`` and ``task == "multiclass"`` (fitted by cross-entropy).
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._data import Dataset
-from ._deep import DeepMeanFieldNet, _check_width
+from .._data import Dataset
+from ._net import DeepMeanFieldNet, _check_width
 
 __all__ = ["DATA_KINDS", "deep_teacher", "digits_data", "load_data", "mnist1d_data"]
 

@@ -1,4 +1,4 @@
-"""Presets of ``greedyprune verify two-layer`` and the resumable runner behind it.
+"""Presets of ``greedyprune verify two-layer`` and the study each one defines.
 
 ``quick`` is the demo (about 20 s on 2 CPU cores, small but honest: N = 1000, 1000 GD steps,
 n <= 300, 3 seeds); ``paper`` reproduces the authors' toy figure (log loss vs log n for n ~
@@ -18,29 +18,38 @@ n <= 300, 3 seeds); ``paper`` reproduces the authors' toy figure (log loss vs lo
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from greedyprune.runs import RunDir
+from greedyprune.study import Study, run_study
 from greedyprune.theory import check, two_layer_claims
 
-from ._experiments import (
-    Setting,
+from .experiments import (
     bounds_experiment,
     finetune_experiment,
     random_weights_experiment,
     rate_experiment,
     regime_experiment,
 )
+from .setting import Setting
 
-__all__ = ["PRESETS", "Preset", "geometric_grid", "load_results", "verify_two_layer"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "claims",
+    "geometric_grid",
+    "get_preset",
+    "judge",
+    "load_results",
+    "study",
+    "units",
+    "verify_two_layer",
+    "with_overrides",
+]
 
 
 def geometric_grid(low: int, high: int, points: int) -> list[int]:
@@ -133,8 +142,8 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _units(preset: Preset, seeds: int, device):
-    """(unit id, thunk) pairs in run order: the main setting's seeds first."""
+def units(preset: Preset, seeds: int, device):
+    """(unit id, thunk) pairs in run order, seed by seed: ``EXPERIMENT/SETTING/SEED``."""
     main = preset.settings[0]
     for seed in range(seeds):
         for s in preset.settings:
@@ -181,23 +190,6 @@ def _units(preset: Preset, seeds: int, device):
             )
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str):
-    """Run torch on one CPU thread inside the block (restored after).
-
-    Every tensor here is small (m <= a few hundred points, N <= 10^4 neurons), so an op takes
-    microseconds and OpenMP's synchronisation between threads costs more than it saves: with
-    OMP_NUM_THREADS=2 on a busy 2-core machine training ran 10-30x slower than on one thread.
-    """
-    before = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is not known; pass one of {sorted(PRESETS)}")
@@ -214,6 +206,20 @@ def load_results(out: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(p)
 
 
+def study(preset: Preset, seeds: int | None = None, device: str = "cpu") -> Study:
+    """The :class:`~greedyprune.study.Study` of a preset: its units (:func:`units`) and claims,
+    fitted over the preset's ``fit_range``; torch runs on one CPU thread (every tensor is tiny)."""
+    k = preset.seeds if seeds is None else seeds
+    return Study(
+        name=f"two-layer {preset.name}",
+        config=preset.config(k, device),
+        units=lambda dev: units(preset, k, dev),
+        claims=claims(preset),
+        n_range=preset.fit_range,
+        cpu_threads=1,
+    )
+
+
 def verify_two_layer(
     preset: str | Preset = "quick",
     out: str | os.PathLike = "runs/two_layer",
@@ -225,42 +231,29 @@ def verify_two_layer(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run a preset into the folder ``out`` (resuming finished units) and judge the claims.
 
-    Writes ``out/config.json``, ``out/results.csv`` (long format, one row per measurement) and
-    ``out/verdicts.csv``. ``seeds`` overrides the preset's number of replicates; ``device`` is
-    where tensors live (``"cpu"`` or ``"cuda"``). Returns ``(results, verdicts)``.
+    Writes ``out/config.json``, ``out/results.csv`` (long format, one row per measurement),
+    ``out/verdicts.csv`` and ``out/manifest.json``. ``seeds`` overrides the preset's number of
+    replicates; ``device`` is where tensors live (``"cpu"``, ``"cuda"`` or ``"cuda:N"``).
+    Returns ``(results, verdicts)``.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     if not isinstance(p, Preset):
         raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds={seeds!r} must be an int >= 1")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device='cuda' but no CUDA device is available; pass --device cpu")
-    k = p.seeds if seeds is None else seeds
-    run = RunDir(out, p.config(k, device))
-    done = run.done_units()
-    todo = [(u, fn) for u, fn in _units(p, k, device) if u not in done]
-    bar = tqdm(
-        todo, desc=f"two-layer {p.name}", disable=(None if progress is None else not progress)
-    )
-    with _one_cpu_thread(device):
-        for unit, fn in bar:
-            bar.set_postfix_str(unit)
-            run.append(unit, fn())
-    results = run.read()
-    verdicts = judge(results, p, n_boot=n_boot)
-    run.write_table(verdicts, "verdicts")
-    return results, verdicts
+    done = run_study(study(p, seeds, device), out, device=device, progress=progress, n_boot=n_boot)
+    return done.results, done.verdicts
+
+
+def claims(preset: Preset) -> list:
+    """The claims judged on a preset's results (the re-weighted variant's fit runs to the main
+    setting's m: it interpolates after about m + 1 picks)."""
+    return two_layer_claims(corrective_range=(1, preset.settings[0].m))
 
 
 def judge(results: pd.DataFrame, preset: Preset, *, n_boot: int = 1000) -> pd.DataFrame:
     """The verdict table of a preset's results (see ``greedyprune.theory.check``)."""
-    main = preset.settings[0]
-    claims = two_layer_claims(corrective_range=(1, main.m))
-    return check(results, claims, n_range=preset.fit_range, n_boot=n_boot)
+    return check(results, claims(preset), n_range=preset.fit_range, n_boot=n_boot)
 
 
 def with_overrides(preset: Preset, **changes) -> Preset:

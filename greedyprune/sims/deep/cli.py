@@ -1,6 +1,6 @@
 """``greedyprune verify deep``: layer-wise greedy selection in deep mean-field networks.
 
-Thin: parse, call :func:`greedyprune.sims._deep_experiments.run_deep`, print the verdicts and the
+Thin: parse, call :func:`greedyprune.sims.deep.run_deep`, print the verdicts and the
 accuracy (or test-loss) table. Library errors propagate to ``greedyprune.cli``, which turns them
 into one line and exit code 2.
 """
@@ -22,17 +22,19 @@ _NEVER = {"data": "pick the data set with --data"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from greedyprune.cli import add_device, add_out, add_progress, add_seeds, add_settings
 
-    from ._deep_experiments import DeepSetting
+    from ._data import DATA_KINDS
+    from .presets import PRESETS
+    from .setting import DeepSetting
 
     parser.add_argument(
         "--preset",
-        choices=("quick", "paper"),
+        choices=tuple(PRESETS),
         default="quick",
-        help="quick: a few minutes on 2 CPU cores; paper: the numbers in docs/deep.md",
+        help="; ".join(f"{p.name}: {p.help}" for p in PRESETS.values()),
     )
     parser.add_argument(
         "--data",
-        choices=("teacher", "mnist1d", "digits"),
+        choices=DATA_KINDS,
         default="teacher",
         help="deep teacher-student regression, MNIST-1D (generated offline) or sklearn digits",
     )
@@ -58,12 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import pandas as pd
-    import torch
 
     from greedyprune._settings import apply_overrides, overrides_from_args
     from greedyprune.cli import resolve_progress
 
-    from ._deep_experiments import deep_preset, run_deep
+    from .presets import deep_preset, run_deep
 
     setting, seeds = deep_preset(args.preset, args.data)
     overrides = overrides_from_args(args.config, args.set)
@@ -71,16 +72,6 @@ def run(args) -> int:
         (setting,) = apply_overrides([setting], overrides, never=_NEVER)
     if args.seeds is not None:
         seeds = args.seeds
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise ValueError(
-            f"--device {args.device!r} is not a torch device; pass cpu or cuda"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"--device {args.device} was asked for but no CUDA device is present; pass cpu"
-        )
     out = Path(args.out) if args.out else Path("runs") / f"deep-{args.preset}-{args.data}"
     t0 = time.perf_counter()
 
@@ -92,7 +83,7 @@ def run(args) -> int:
         seeds,
         out,
         preset=args.preset,
-        device=device,
+        device=args.device,
         progress=resolve_progress(args.progress),
         log=log,
     )

@@ -16,8 +16,7 @@ same width from scratch with the same budget).
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,13 +30,16 @@ from greedyprune.select import (
 )
 from greedyprune.theory import bound_constants, hull_membership, margin_estimate
 
-from ._data import Dataset, make_dataset
-from ._train import train_many_mean_field
-from ._twolayer import TwoLayerNet, activation_fn
+from .._common import PretrainCache, sub_seed
+from .._data import Dataset, make_dataset
+from .._train import train_many_mean_field, train_mean_field
+from .._twolayer import TwoLayerNet
+from .setting import Setting
 
 __all__ = [
     "EXPERIMENTS",
-    "Setting",
+    "METHODS",
+    "PRETRAINED",
     "bounds_experiment",
     "finetune_experiment",
     "make_data",
@@ -47,67 +49,10 @@ __all__ = [
     "regime_experiment",
 ]
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One experimental setting: data, network and training budget.
-
-    data: ``"teacher_student"`` or ``"gaussian_classification"``; m / m_test: training / test
-    points; d: input dimension; activation: of the student (and of the teacher);
-    teacher_width: the teacher's width; delta: class separation of the Gaussian data.
-    width: N, the pretrained network's width. steps, lr: the training budget (full-batch GD steps)
-    and the mean-field step size (each neuron's gradient step is lr * width); noise, weight_decay:
-    see ``train_mean_field``. init_b_std: std of the output weights at initialisation.
-    dtype: ``"float64"`` (the rate experiments need it: losses reach 1e-9) or ``"float32"``.
-    """
-
-    name: str = "interior"
-    data: str = "teacher_student"
-    m: int = 20
-    d: int = 5
-    m_test: int = 500
-    activation: str = "tanh"
-    teacher_width: int = 1000
-    delta: float = 0.5
-    width: int = 2000
-    steps: int = 1500
-    lr: float = 0.05
-    noise: float = 0.0
-    weight_decay: float = 0.0
-    init_b_std: float = 1.0
-    dtype: str = "float64"
-
-    def __post_init__(self):
-        for key in ("m", "d", "m_test", "teacher_width", "width"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"setting {self.name!r}: {key}={v!r} must be an int >= 1")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"setting {self.name!r}: steps={self.steps!r} must be an int >= 0")
-        if not self.lr > 0:
-            raise ValueError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"setting {self.name!r}: dtype={self.dtype!r}; use {sorted(_DTYPES)}")
-        activation_fn(self.activation)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _seed(seed: int, *tags) -> int:
-    """A reproducible sub-seed for one random draw of one replicate (independent across tags)."""
-    return zlib.crc32(repr((int(seed), *tags)).encode()) & 0x7FFFFFFF
-
 
 def make_data(setting: Setting, seed: int, device=None) -> Dataset:
     """The data set of ``setting`` for replicate ``seed`` (train and test)."""
-    common = dict(m=setting.m, d=setting.d, m_test=setting.m_test, seed=_seed(seed, "data"))
+    common = dict(m=setting.m, d=setting.d, m_test=setting.m_test, seed=sub_seed(seed, "data"))
     if setting.data == "teacher_student":
         kw = dict(common, teacher_width=setting.teacher_width, activation=setting.activation)
     else:
@@ -121,7 +66,7 @@ def _student(setting: Setting, width: int, seed: int, tag, device) -> TwoLayerNe
         setting.d,
         activation=setting.activation,
         b_std=setting.init_b_std,
-        seed=_seed(seed, "init", tag),
+        seed=sub_seed(seed, "init", tag),
         dtype=setting.torch_dtype,
         device=device,
     )
@@ -137,8 +82,6 @@ def _train_kwargs(setting: Setting, steps: int | None = None) -> dict:
 
 def _train(nets: list[TwoLayerNet], data: Dataset, setting: Setting, steps=None, progress=False):
     if setting.noise:
-        from ._train import train_mean_field
-
         for i, net in enumerate(nets):
             train_mean_field(
                 net,
@@ -155,7 +98,23 @@ def _train(nets: list[TwoLayerNet], data: Dataset, setting: Setting, steps=None,
     )
 
 
-_CACHE: dict = {}
+# the width-N networks of the last few (setting, seed, device): see ``pretrain``
+PRETRAINED = PretrainCache(4)
+
+# Every name the ``method`` column of the two-layer records takes (rate: the first five; bounds:
+# "greedy"; random_weights: "greedy_random"; finetune: "greedy_pretrained" and the last two;
+# regime: "greedy_pretrained", "gd_scratch"). Each has a style in greedyprune.plots.
+METHODS = (
+    "greedy_pretrained",
+    "gd_scratch",
+    "random_subset",
+    "magnitude",
+    "greedy_corrective",
+    "greedy",
+    "greedy_random",
+    "greedy_finetuned",
+    "gd_retrain",
+)
 
 
 def pretrain(
@@ -169,20 +128,19 @@ def pretrain(
     """Data, the width-N network trained with the setting's budget, and width-n nets from scratch.
 
     The width-N network is trained alone (so every experiment of a replicate sees the same one,
-    whatever else it trains) and kept in a small in-process cache: treat it as read-only. The
-    networks in ``extra_widths`` are trained on the same data with the same budget from their own
-    initialisations, batched together (same result as training each alone).
+    whatever else it trains) and kept in a small in-process cache (:data:`PRETRAINED`): treat it
+    as read-only. The networks in ``extra_widths`` are trained on the same data with the same
+    budget from their own initialisations, batched together (same result as training each alone).
     """
-    key = (setting, int(seed), str(torch.device(device) if device is not None else "cpu"))
-    if key not in _CACHE:
+
+    def build():
         data = make_data(setting, seed, device)
         big = _student(setting, setting.width, seed, "big", device)
         _train([big], data, setting, progress=progress)
         big.requires_grad_(False)
-        while len(_CACHE) >= 4:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = (data, big)
-    data, big = _CACHE[key]
+        return data, big
+
+    data, big = PRETRAINED.get(setting, seed, device, build)
     small = [_student(setting, w, seed, ("scratch", w), device) for w in extra_widths]
     if small:
         _train(small, data, setting, progress=progress)
@@ -279,7 +237,7 @@ def rate_experiment(
         # Proposition A's random version is about the expectation E e_n: average the curves of
         # independent draws (one draw's prefix curve is a random walk, too noisy to fit a slope).
         obj = SquaredLoss(phi_tr, data.y_train)
-        gen = torch.Generator().manual_seed(_seed(seed, "random"))
+        gen = torch.Generator().manual_seed(sub_seed(seed, "random"))
         curves = []
         for _ in range(random_draws):
             obj.reset()
@@ -352,7 +310,7 @@ def bounds_experiment(
             hull = {"in_hull": 1.0, "lp_residual": 0.0}
         else:
             hull = hull_membership(phi_tr, target)
-        r = margin_estimate(phi_tr, target, restarts=margin_restarts, seed=_seed(seed, "margin"))
+        r = margin_estimate(phi_tr, target, restarts=margin_restarts, seed=sub_seed(seed, "margin"))
         n = np.arange(1, sel.n + 1)
         D2 = const["D"] ** 2
         n_star = D2 / r**2 if r > 0 else float("inf")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._recipes import RECIPES
+from .._recipes import RECIPES
 
 
 def _candidates(text: str) -> int | None:
@@ -169,6 +169,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)"
     )
+    parser.add_argument(
+        "--eval-cache-mb",
+        type=int,
+        default=1024,
+        metavar="MIB",
+        help="memory for the evaluation set's activations at the group being selected: --tol's "
+        "evaluations then run only the rest of the network (0: off; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the training checkpoints (model + optimizer state, for resuming) after the run "
+        "finishes; by default they are removed then",
+    )
     add_progress(parser)
 
 
@@ -215,7 +229,7 @@ def summary_table(summary: dict, layers=None) -> str:
 def run(args) -> int:
     import pandas as pd
 
-    from ._pipeline import prune
+    from ..pipeline import prune
 
     knobs = {k: getattr(args, k) for k in _KNOBS if hasattr(args, k)}
     out = args.out or f"runs/prune-{args.data.split(':')[0]}-{args.arch}"
@@ -236,6 +250,8 @@ def run(args) -> int:
         workers=args.workers,
         amp=args.amp,
         channels_last=args.channels_last,
+        eval_cache_mb=args.eval_cache_mb,
+        keep_checkpoints=args.keep_checkpoints,
         progress=args.progress,
         **knobs,
     )

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._experiments import Setting
-from ._presets import PRESETS, verify_two_layer, with_overrides
+from .presets import PRESETS, verify_two_layer, with_overrides
+from .setting import Setting
+
+__all__ = ["add_arguments", "format_verdicts", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +60,7 @@ def _preset(args):
     """The preset of ``--preset`` with ``--config`` and ``--set`` applied to its settings."""
     from greedyprune._settings import apply_overrides, overrides_from_args
 
-    from ._data import _KINDS
+    from .._data import _KINDS
 
     preset = PRESETS[args.preset]
     overrides = overrides_from_args(args.config, args.set)
@@ -69,20 +71,17 @@ def _preset(args):
 
 
 def _device(text: str) -> str:
-    """``--device`` for the library, which takes 'cpu' or 'cuda': 'cuda:N' selects GPU N as the
-    current CUDA device and runs on 'cuda'."""
-    if not text.startswith("cuda:"):
-        return text
+    """``--device`` for the library's config, which records 'cpu' or 'cuda': 'cuda:N' (checked
+    by :func:`greedyprune.study.check_device`) selects GPU N as the current CUDA device and runs
+    on 'cuda'."""
+    from greedyprune.study import check_device
+
+    device = check_device(text)
+    if not device.startswith("cuda:"):
+        return device
     import torch
 
-    index = int(text.split(":", 1)[1])
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {text} but no CUDA device is available; pass --device cpu")
-    if index >= torch.cuda.device_count():
-        raise ValueError(
-            f"--device {text} but this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    torch.cuda.set_device(index)
+    torch.cuda.set_device(int(device.split(":", 1)[1]))
     return "cuda"
 
 

@@ -17,47 +17,36 @@ Baselines reuse the same bookkeeping: ``"random"`` (a uniform subset per layer) 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from greedyprune.layerwise import LayerPlan, select_layerwise
 from greedyprune.select import (
     FactoredSquaredLoss,
     Selection,
     StackedObjective,
-    greedy_select,
     magnitude,
-    make_generator,
+    per_sample_loss,
     random_subset,
 )
 
-from ._deep import DeepMeanFieldNet
+from ._net import DeepMeanFieldNet
 
-__all__ = ["METHODS", "LayerwiseResult", "layerwise_select", "per_sample_loss"]
+__all__ = [
+    "METHODS",
+    "LayerwiseResult",
+    "global_objective",
+    "layerwise_select",
+    "local_objective",
+    "per_sample_loss",
+]
 
 METHODS = ("local", "global", "random", "magnitude")
-
-
-def per_sample_loss(loss: str, output: Tensor, target: Tensor) -> Tensor:
-    """Per-sample loss ``[B]``: ``"squared"`` (``||f - y||^2 / 2`` over outputs) or ``"cross_entropy"``.
-
-    output: ``[B, c]``; target: ``[B, c]`` (squared) or integer labels ``[B]`` (cross-entropy).
-    """
-    if loss == "squared":
-        if target.shape != output.shape:
-            # broadcasting [B, 1] against [B] would silently compare every pair of samples
-            raise ValueError(
-                f"the squared loss needs targets shaped like the outputs {tuple(output.shape)}, "
-                f"got {tuple(target.shape)}; reshape y to [m, c] (e.g. y[:, None])"
-            )
-        return 0.5 * (output - target).pow(2).reshape(output.shape[0], -1).sum(1)
-    if loss == "cross_entropy":
-        return F.cross_entropy(output, target, reduction="none")
-    raise ValueError(f"loss={loss!r} is not known; pass 'squared' or 'cross_entropy'")
 
 
 @dataclass
@@ -113,7 +102,7 @@ def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> 
     return sizes
 
 
-def _local_objective(
+def local_objective(
     net: DeepMeanFieldNet, x: Tensor, layer: int, gates: list, max_bytes: int
 ) -> FactoredSquaredLoss:
     """Imitate the full network's pre-activation of layer ``layer + 1`` (0-based hidden index)."""
@@ -127,7 +116,7 @@ def _local_objective(
     )
 
 
-def _global_objective(
+def global_objective(
     net: DeepMeanFieldNet,
     x: Tensor,
     y: Tensor,
@@ -136,6 +125,8 @@ def _global_objective(
     loss: str,
     max_bytes: int,
 ) -> StackedObjective:
+    """The training loss of the whole network with a candidate of layer ``layer`` added: the
+    layers below are run once (cached), those above on the stacked candidates."""
     with torch.no_grad():
         h = net.hidden(x, layer + 1, gates)  # cached once: everything below the layer
     batch = h.shape[0]
@@ -152,12 +143,18 @@ def _global_objective(
     return StackedObjective(
         h,
         forward,
-        lambda out, t: per_sample_loss(loss, out, t),
+        functools.partial(per_sample_loss, loss),
         net.widths[layer],
         target=y,
         scale=float(net.widths[layer]),
         max_bytes=max_bytes,
     )
+
+
+_BASELINES = {
+    "random": lambda obj, n, gen: random_subset(obj, n, replacement=False, generator=gen),
+    "magnitude": lambda obj, n, gen: magnitude(obj, n),
+}
 
 
 def layerwise_select(
@@ -167,7 +164,7 @@ def layerwise_select(
     *,
     method: str = "local",
     sizes: int | Sequence[int] | None = None,
-    tol: float | None = None,
+    loss_tol: float | None = None,
     replacement: bool = True,
     loss: str = "squared",
     candidates=None,
@@ -184,17 +181,21 @@ def layerwise_select(
     method: ``"local"``, ``"global"``, ``"random"`` or ``"magnitude"`` (module docstring).
     sizes: steps per hidden layer (an int for all, or one per layer); None: the layer's width.
         With ``replacement`` a neuron can be picked again, so the kept width can be smaller.
-    tol: per-layer early stop by loss tolerance (greedy methods only). Local: stop once the
-        imitation loss is at most ``tol`` times the loss of the empty layer, ``||target||^2 / 2``.
-        Global: stop once the loss is at most ``(1 + tol)`` times the loss with this layer unpruned
-        (the layers below already pruned). ``sizes`` is then the largest size allowed.
+    loss_tol: per-layer early stop by a relative loss tolerance (greedy methods only). Local: stop
+        once the imitation loss is at most ``loss_tol`` times the loss of the empty layer,
+        ``||target||^2 / 2``. Global: stop once the loss is at most ``(1 + loss_tol)`` times the
+        loss with this layer unpruned (the layers below already pruned). ``sizes`` is then the
+        largest size allowed. (Not the CNN front end's ``tol``, an accuracy drop.)
     replacement: True is the theory's version; False never picks a neuron twice (the authors').
     loss: ``"squared"`` or ``"cross_entropy"``, for the global objective.
     candidates: candidates scored per step (see :func:`greedyprune.select.greedy_select`).
     batch_size: score the global objective on this many data points drawn once per layer (the
         authors use a mini-batch); None uses all of ``x``.
-    generator: seed or generator for random subsets, candidate draws and batches.
-    Returns a :class:`LayerwiseResult`.
+    generator: seed or generator for random subsets, candidate draws and batches; None is seed 0
+        (see :func:`greedyprune.layerwise.layer_generator`).
+    Returns a :class:`LayerwiseResult`. The loop over the layers is
+    :func:`greedyprune.layerwise.select_layerwise`; this function builds each layer's objective
+    and applies its selection as the gates of the layers above.
     """
     if not isinstance(net, DeepMeanFieldNet):
         raise TypeError(f"net must be a DeepMeanFieldNet, got {type(net).__name__}")
@@ -207,61 +208,59 @@ def layerwise_select(
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}; pass matching data")
         per_sample_loss(loss, net(x[:1]), y[:1])
-    if method in ("random", "magnitude") and tol is not None:
-        raise ValueError(f"tol applies to the greedy methods only, not method={method!r}")
-    if tol is not None and (
-        isinstance(tol, bool)
-        or not isinstance(tol, (int, float))
-        or not math.isfinite(tol)
-        or tol < 0
+    if method in ("random", "magnitude") and loss_tol is not None:
+        raise ValueError(f"loss_tol applies to the greedy methods only, not method={method!r}")
+    if loss_tol is not None and (
+        isinstance(loss_tol, bool)
+        or not isinstance(loss_tol, (int, float))
+        or not math.isfinite(loss_tol)
+        or loss_tol < 0
     ):
-        raise ValueError(f"tol={tol!r} must be a finite number >= 0 (or None to stop by size)")
+        raise ValueError(
+            f"loss_tol={loss_tol!r} must be a finite number >= 0 (or None to stop by size)"
+        )
     repl = replacement and method in ("local", "global")
     sizes = _sizes(sizes, net.widths, repl)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size={batch_size!r} must be None or an int >= 1")
-    gen = make_generator(generator if generator is not None else 0)
 
-    gates: list[Tensor | None] = [None] * net.depth
-    selections, counts = [], []
-    for l in range(net.depth):
-        N = net.widths[l]
+    def plan(l: int, gen: torch.Generator) -> LayerPlan:
         if method == "global":
             xb, yb = x, y
             if batch_size is not None and batch_size < x.shape[0]:
                 idx = torch.randperm(x.shape[0], generator=gen)[:batch_size].to(x.device)
                 xb, yb = x[idx], y[idx]
-            obj = _global_objective(net, xb, yb, l, gates, loss, max_bytes)
+            obj = global_objective(net, xb, yb, l, gates, loss, max_bytes)
         else:
-            obj = _local_objective(net, x, l, gates, max_bytes)
+            obj = local_objective(net, x, l, gates, max_bytes)
         stop = None
-        if tol is not None:
+        if loss_tol is not None:
             if method == "local":
-                stop = float(tol) * float(obj.target.pow(2).sum()) / (2 * obj.target.shape[0])
+                stop = float(loss_tol) * float(obj.target.pow(2).sum()) / (2 * obj.target.shape[0])
             else:
-                for i in range(N):
+                for i in range(net.widths[l]):
                     obj.add(i)
-                stop = (1.0 + float(tol)) * obj.current_loss()
+                stop = (1.0 + float(loss_tol)) * obj.current_loss()
                 obj.reset()
-        if method in ("local", "global"):
-            sel = greedy_select(
-                obj,
-                sizes[l],
-                replacement=replacement,
-                candidates=candidates,
-                stop=stop,
-                generator=gen,
-                progress=progress,
-            )
-        elif method == "random":
-            sel = random_subset(obj, sizes[l], replacement=False, generator=gen)
-        else:
-            sel = magnitude(obj, sizes[l])
-        selections.append(sel)
-        counts.append(sel.counts.clone())
+        return LayerPlan(obj, sizes[l], stop=stop, select=_BASELINES.get(method))
+
+    def apply(l: int, spec: LayerPlan, sel: Selection) -> bool:
         c = sel.counts.to(device=net.biases[l].device, dtype=net.biases[l].dtype)
-        gates[l] = c * (N / c.sum())
-    info = dict(method=method, replacement=repl, sizes=sizes, tol=tol, loss=loss)
+        gates[l] = c * (net.widths[l] / c.sum())
+        return True
+
+    gates: list[Tensor | None] = [None] * net.depth
+    selections = select_layerwise(
+        range(net.depth),
+        plan,
+        apply,
+        replacement=replacement,
+        candidates=candidates,
+        generator=generator,
+        progress=progress,
+    )
+    counts = [sel.counts.clone() for sel in selections]
+    info = dict(method=method, replacement=repl, sizes=sizes, loss_tol=loss_tol, loss=loss)
     return LayerwiseResult(selections, counts, net.subnetwork(counts), info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_prune import _candidates
+from .prune import _candidates
 
 
 def _list(text: str) -> list[str]:
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ._pipeline import compare, summarize
+    from ..pipeline import compare, summarize
 
     kind = args.data.split(":")[0]
     out = args.out or f"runs/compare-{kind}-{args.arch}"

@@ -8,6 +8,7 @@ seed) and skips finished ones.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 import time
@@ -238,6 +239,8 @@ def prune(
     workers: int = 0,
     amp: str | None = None,
     channels_last: bool = False,
+    eval_cache_mb: int = 1024,
+    keep_checkpoints: bool = False,
     progress: bool | None = None,
 ) -> dict:
     """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
@@ -250,6 +253,12 @@ def prune(
     weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
         ``train_epochs`` and cached in ``out``.
     workers: DataLoader workers; amp: "bf16"/"fp16" autocast on CUDA; channels_last: NHWC memory.
+    eval_cache_mb: memory (MiB) for keeping the evaluation set's activations at the group being
+        selected, so that ``tol``'s evaluations run only the rest of the network (0: off; see
+        ``greedy_prune``'s ``eval_cache_bytes``).
+    keep_checkpoints: keep the training checkpoints (``base-train.pt``, ``finetune.pt``: model
+        and optimizer state after every epoch, for resuming) once the run has finished; by
+        default they are removed then. A finished run is not redone: its summary is returned.
     progress: bars on the layers, steps and epochs; None: on when stderr is a terminal.
     Returns the summary (also in ``out/summary.json``). The pruned model is
     ``out/model.safetensors`` + ``out/pruned.json`` (see ``load_pruned``).
@@ -280,7 +289,7 @@ def prune(
         positive_ints=[("batch_size", r.batch_size), ("finetune_batch_size", r.final.batch_size)]
         + ([("n_eval", r.n_eval)] if r.n_eval is not None else [])
         + ([("eval_every", r.eval_every)] if r.eval_every is not None else []),
-        non_negative_ints=[("workers", workers)],
+        non_negative_ints=[("workers", workers), ("eval_cache_mb", eval_cache_mb)],
         positive=[("train_epochs", train_epochs)] if weights is None else [],
         non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
     )
@@ -317,6 +326,8 @@ def prune(
         "seed": seed,
     }
     run = _open_run(out, config)
+    if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
+        return json.loads((run.path / "summary.json").read_text())  # finished: nothing to redo
     loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
     if weights is None:
         _train_base(prep, run, train_epochs, seed, progress, **loader)
@@ -375,6 +386,7 @@ def prune(
             mode=mode,
             generator=seed,
             amp=amp,
+            eval_cache_bytes=eval_cache_mb << 20,
             between_layers=between if r.between.epochs > 0 else None,
             progress=progress,
         )
@@ -450,6 +462,9 @@ def prune(
             extra=summary,
         )
     run.write_json("summary.json", summary)
+    if is_main() and not keep_checkpoints:
+        for name in ("base-train.pt", "finetune.pt"):  # only needed to resume an unfinished run
+            (run.path / name).unlink(missing_ok=True)
     barrier()
     return summary
 

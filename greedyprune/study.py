@@ -1,0 +1,191 @@
+"""One runner for every study: run folder, device check, threads, resume, claims, summary.
+
+A :class:`Study` says *what* to run: the config that names the run (``config.json``), its units of
+work (each with a stable id and a function returning result rows), the claims judged on the
+results and an optional summary table. :func:`run_study` does the rest, the same way for every
+front end (``verify two-layer``, ``verify deep``):
+
+1. check the device (before anything is written),
+2. open the run folder (:class:`greedyprune.runs.RunDir`: a folder holding another config is
+   refused, so a resume never mixes settings),
+3. run the units not yet in ``results.csv``, in order, each one's rows appended in one atomic write
+   (an interrupted run resumes at the first unfinished unit; no row is lost or doubled), with
+   torch pinned to ``cpu_threads`` threads on the CPU,
+4. judge the claims on the whole results table (``verdicts.csv``), write the summary
+   (``summary.csv``) and ``manifest.json`` (config, unit count, seconds of this call, torch).
+
+A front end is then a short definition of units over this; see ``greedyprune.sims.two_layer`` and
+``greedyprune.sims.deep``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from greedyprune.runs import RunDir
+
+__all__ = ["Study", "StudyResult", "check_device", "cpu_threads", "run_study"]
+
+Rows = Iterable[Mapping[str, Any]]
+Unit = tuple[str, Callable[[], Rows]]
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a run does.
+
+    name: a label for progress and log lines (``"two-layer quick"``).
+    config: the run's ``config.json``: what must be equal to resume in the same folder.
+    units: ``units(device) -> [(unit_id, fn), ...]`` in run order, ``fn() -> rows`` (dicts); the
+        device is :func:`check_device`'s answer. Unit ids are stable (they mark a unit done in
+        ``results.csv``) and unique within a study.
+    claims: :class:`greedyprune.theory.Claim` s judged on the results by
+        :func:`greedyprune.theory.check` (``verdicts.csv``); none: no verdicts.
+    n_range: the n range of the claims' fits (None: each claim's own, or all n).
+    summary: ``summary(results) -> DataFrame`` written as ``summary.csv``; None: no summary.
+    cpu_threads: torch threads while the units run on the CPU (None: leave torch's setting).
+    """
+
+    name: str
+    config: Mapping[str, Any]
+    units: Callable[[str], Iterable[Unit]]
+    claims: Sequence[Any] = ()
+    n_range: tuple[float, float] | None = None
+    summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    cpu_threads: int | None = None
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` returns: the tables it wrote and the run folder."""
+
+    results: pd.DataFrame
+    verdicts: pd.DataFrame
+    summary: pd.DataFrame | None
+    run: RunDir = field(repr=False)
+
+
+def check_device(device) -> str:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, a ``torch.device`` or None for the CPU) as
+    a string, or ``ValueError`` when it is not a device or names a CUDA device this machine lacks."""
+    import torch
+
+    if device is None:
+        return "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r} is not a device; pass 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} but no CUDA device is available; pass --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
+    return str(dev)
+
+
+@contextlib.contextmanager
+def cpu_threads(device: str, threads: int | None) -> Iterator[None]:
+    """Run torch on ``threads`` CPU threads inside the block when ``device`` is the CPU (restored
+    after); ``threads=None`` leaves the setting alone.
+
+    The mean-field studies want 1: every tensor is small (m <= a few hundred points, N <= 10^4
+    neurons), so an op takes microseconds and OpenMP's synchronisation costs more than it saves
+    (with OMP_NUM_THREADS=2 on a busy 2-core machine training ran 10-30x slower than on one).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None and str(device).startswith("cpu"):
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _units(study: Study, device: str) -> list[Unit]:
+    units = [(str(u), fn) for u, fn in study.units(device)]
+    seen: set[str] = set()
+    for u, _ in units:
+        if u in seen:
+            raise ValueError(f"study {study.name!r}: unit id {u!r} occurs twice")
+        seen.add(u)
+    return units
+
+
+def run_study(
+    study: Study,
+    out: str | os.PathLike,
+    *,
+    device=None,
+    progress: bool | None = False,
+    log: Callable[[str], None] | None = None,
+    n_boot: int = 1000,
+) -> StudyResult:
+    """Run ``study`` into the folder ``out``, resuming its finished units, and judge its claims.
+
+    device: where the units run (checked first, before the folder is made).
+    progress: a bar over the units on stderr (None: when stderr is a terminal).
+    log: called with ``"[i/total] unit: seconds"`` after each unit run here.
+    n_boot: bootstrap re-samples behind each verdict's interval.
+    Writes ``results.csv`` (each unit's rows with a ``unit`` column), ``verdicts.csv`` (when the
+    study has claims), ``summary.csv`` (when it has a summary) and ``manifest.json``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    import greedyprune.theory as theory
+
+    if not isinstance(study, Study):
+        raise TypeError(f"study must be a Study, got {type(study).__name__}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
+        raise ValueError(f"n_boot={n_boot!r} must be an int >= 10 (1000 for reported intervals)")
+    device = check_device(device)
+    units = _units(study, device)
+    run = RunDir(out, study.config)
+    done = run.done_units()
+    todo = [(i, u, fn) for i, (u, fn) in enumerate(units) if u not in done]
+    t0 = time.perf_counter()
+    bar = tqdm(todo, desc=study.name, disable=(None if progress is None else not progress))
+    with cpu_threads(device, study.cpu_threads):
+        for i, unit, fn in bar:
+            bar.set_postfix_str(unit)
+            t = time.perf_counter()
+            run.append(unit, fn())
+            if log is not None:
+                log(f"[{i + 1}/{len(units)}] {unit}: {time.perf_counter() - t:.1f}s")
+    results = run.read()
+    verdicts = pd.DataFrame()
+    if study.claims:
+        kw = {} if study.n_range is None else {"n_range": study.n_range}
+        verdicts = theory.check(results, list(study.claims), n_boot=n_boot, **kw)
+        run.write_table(verdicts, "verdicts")
+    summary = None
+    if study.summary is not None:
+        summary = study.summary(results)
+        run.write_table(summary, "summary")
+    run.write_json(
+        "manifest.json",
+        dict(
+            config=study.config,
+            units=len(units),
+            seconds_this_call=time.perf_counter() - t0,
+            torch=torch.__version__,
+        ),
+    )
+    return StudyResult(results, verdicts, summary, run)
