@@ -1,6 +1,7 @@
 """The claims in code agree with the claims docs/theory.md states: the same ids, and for each the
-same form, threshold, metric and conditions. A threshold changed in one place and not the other
-fails here (the docs table is what a reader of a verdict relies on)."""
+same statement, rows (experiment, method, metric, filters), form and threshold, conditions and
+source. A threshold or a statement changed in one place and not the other fails here (the docs
+table is what a reader of a verdict relies on)."""
 
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from greedyprune.theory import deep_claims, two_layer_claims
 
 DOC = (Path(__file__).parents[1] / "docs" / "theory.md").read_text()
+SIZES = [1, 2, 4, 8, 16, 32, 64]
 
 
 def _table(title: str) -> list[list[str]]:
@@ -24,8 +26,8 @@ def _table(title: str) -> list[list[str]]:
     return rows
 
 
-def _ids(cell: str) -> list[str]:
-    return re.findall(r"`([a-zA-Z0-9_]+)`", cell)
+def _ticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
 
 
 def _number(expr: str) -> float:
@@ -44,70 +46,69 @@ def _expected_test(claim) -> tuple:
             "at_least": ("slope", ">=", p - tol),
             "about": ("within", p, tol),
         }[claim.direction]
-    return (claim.form,)
+    return {
+        "bound": ("bound", claim.metric, claim.bound_column),
+        "exponential": ("exponential",),
+        "faster_than": ("faster_than", claim.versus),
+        "less_than": ("less_than", claim.versus),
+        "decreasing": ("decreasing", claim.by),
+    }[claim.form]
 
 
 def _documented_test(cell: str) -> tuple:
-    if m := re.search(r"slope `(<=|>=) ([-+0-9. ]+)`", cell):
+    if m := re.fullmatch(r"slope `(<=|>=) ([-+0-9. ]+)`", cell):
         return ("slope", m.group(1), _number(m.group(2)))
-    if m := re.search(r"within `([-0-9.]+) \+- ([0-9.]+)`", cell):
+    if m := re.fullmatch(r"slope within `([-0-9.]+) \+- ([0-9.]+)`", cell):
         return ("within", float(m.group(1)), float(m.group(2)))
-    if "slope difference `< 0`" in cell:
-        return ("faster_than",)
-    if "ratio `< 1`" in cell:
-        return ("less_than",)
-    for form in ("bound", "exponential", "decreasing"):
-        if cell.startswith(form):
-            return (form,)
+    if m := re.fullmatch(r"bound: `(\w+) <= (\w+)`, every row", cell):
+        return ("bound", m.group(1), m.group(2))
+    if m := re.fullmatch(r"slope difference `< 0` against `(\w+)`", cell):
+        return ("faster_than", m.group(1))
+    if m := re.fullmatch(r"ratio `< 1` against `(\w+)`", cell):
+        return ("less_than", m.group(1))
+    if m := re.fullmatch(r"decreasing in `(\w+)`", cell):
+        return ("decreasing", m.group(1))
+    if cell == "exponential form":
+        return ("exponential",)
     raise AssertionError(f"the docs' test {cell!r} is not one this test reads")
 
 
-_METRIC_WORDS = {
-    "test loss": "loss_test",
-    "training loss": "loss_train",
-    "discrepancy": "discrepancy",
-}
-
-
 @pytest.mark.parametrize(
-    "title, make, test_col, cond_col",
+    "title, make",
     [
-        ("Two-layer (`greedyprune.theory.two_layer_claims`)", two_layer_claims, 2, 3),
-        ("Deep (`greedyprune.theory.deep_claims`)", deep_claims, 2, None),
+        ("Two-layer (`greedyprune.theory.two_layer_claims`)", two_layer_claims),
+        ("Deep (`greedyprune.theory.deep_claims`)", deep_claims),
     ],
     ids=["two_layer", "deep"],
 )
-def test_docs_table_matches_the_claims(title, make, test_col, cond_col):
+def test_docs_table_matches_the_claims(title, make):
     # the claims are built inside the test (not at collection), so that mutation testing sees
     # which test reads them
-    claims = make([1, 2, 4, 8, 16, 32, 64]) if make is deep_claims else make()
+    claims = make(SIZES) if make is deep_claims else make()
     by_id = {c.id: c for c in claims}
     assert len(by_id) == len(claims), "claim ids must be unique"
-    documented = set()
-    for row in _table(title):
-        ids = _ids(row[0])
-        assert ids, row
-        for cid in ids:
-            assert cid in by_id, f"docs/theory.md lists {cid!r}, which the code lacks"
-            claim = by_id[cid]
-            documented.add(cid)
-            assert _documented_test(row[test_col]) == pytest.approx(_expected_test(claim)), cid
-            words = [m for w, m in _METRIC_WORDS.items() if w in row[1]]
-            if claim.form not in ("bound", "exponential", "decreasing") and words:
-                assert claim.metric in words, (cid, claim.metric, row[1])
-            if cond_col is not None:
-                conds = [] if row[cond_col] == "none" else _ids(row[cond_col])
-                assert sorted(conds) == sorted(claim.conditions), cid
-            elif claim.conditions:
-                raise AssertionError(f"{cid}: the docs say deep claims have no conditions")
-    assert documented == set(by_id), f"not in docs/theory.md: {set(by_id) - documented}"
+    documented = []
+    for cid_cell, statement, rows, test, conditions, source in _table(title):
+        (cid,) = _ticked(cid_cell)
+        assert cid in by_id, f"docs/theory.md lists {cid!r}, which the code lacks"
+        claim = by_id[cid]
+        documented.append(cid)
+        assert statement == claim.statement, cid
+        where = [f"{k}={v}" for k, v in claim.where.items()]
+        assert _ticked(rows) == [claim.experiment, claim.method, claim.metric, *where], cid
+        assert _documented_test(test) == pytest.approx(_expected_test(claim)), cid
+        conds = [] if conditions == "none" else _ticked(conditions)
+        assert conds == list(claim.conditions), cid
+        assert source == claim.source, cid
+    assert sorted(documented) == sorted(by_id), "every claim once in docs/theory.md"
 
 
 def test_deep_large_n_range_is_a_quarter_of_the_largest_size_up():
     def large(sizes):
         (c,) = [c for c in deep_claims(sizes) if c.id == "deep_local_beats_gd_large_n"]
-        return c.n_range
+        return c.n_range, c.statement
 
-    assert large([1, 2, 4, 8, 16, 32, 64]) == (16, 64)
-    assert large([10, 20]) == (10, 20)  # a quarter of 20 is below the smallest size
+    assert large(SIZES) == ((16, 64), large(SIZES)[1])
+    assert large(SIZES)[1].endswith("for n in 16..64")
+    assert large([10, 20])[0] == (10, 20)  # a quarter of 20 is below the smallest size
     assert all(c.n_range is None for c in deep_claims([1, 2]) if "large_n" not in c.id)
