@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from greedyprune.theory import deep_claims, two_layer_claims
+from greedyprune.theory import deep_claims, halves, two_layer_claims
 
 DOC = (Path(__file__).parents[1] / "docs" / "theory.md").read_text()
 SIZES = [1, 2, 4, 8, 16, 32, 64]
@@ -111,4 +111,8 @@ def test_deep_large_n_range_is_a_quarter_of_the_largest_size_up():
     assert large(SIZES) == ((16, 64), large(SIZES)[1])
     assert large(SIZES)[1].endswith("for n in 16..64")
     assert large([10, 20])[0] == (10, 20)  # a quarter of 20 is below the smallest size
-    assert all(c.n_range is None for c in deep_claims([1, 2]) if "large_n" not in c.id)
+    levels = [c.n_range for c in deep_claims(SIZES) if "below_gd" in c.id]
+    assert levels == halves(1, 64) == [(1, 8), (8, 64)]
+    assert [c.n_range for c in deep_claims([5]) if "below_gd" in c.id] == [(5, 5)]
+    others = [c for c in deep_claims([1, 2]) if "large_n" not in c.id and "below_gd" not in c.id]
+    assert others and all(c.n_range is None for c in others)

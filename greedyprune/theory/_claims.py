@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["FORMS", "Claim", "deep_claims", "two_layer_claims"]
+__all__ = ["FORMS", "Claim", "deep_claims", "halves", "level_claims", "two_layer_claims"]
 
 FORMS = ("power", "exponential", "bound", "faster_than", "less_than", "decreasing")
 
@@ -85,13 +85,54 @@ class Claim:
         return asdict(self)
 
 
-def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> list[Claim]:
+def halves(low: float, high: float) -> list[tuple[float, float]]:
+    """``(low, high)`` cut at its geometric middle: the lower and the upper n range of a level
+    claim (rounded to whole n)."""
+    mid = round((low * high) ** 0.5)
+    return [(low, mid), (mid, high)]
+
+
+def level_claims(
+    prefix: str, method: str, versus: str, ranges, *, what: str, metric: str = "loss_train"
+) -> list[Claim]:
+    """The paper's claim as a *level*: ``method``'s loss is below ``versus``'s at equal n, one
+    claim per n range. A steeper slope does not imply this (a curve can fall faster from far
+    higher), so it is judged apart: the seed-bootstrapped geometric mean of the paired ratio."""
+    return [
+        Claim(
+            f"{prefix}_n{lo:g}_{hi:g}",
+            f"{what} has lower {metric.replace('loss_', '')}ing loss than GD from scratch at equal "
+            f"n, for n in {lo:g}..{hi:g}".replace("testing", "test"),
+            "rate",
+            method,
+            metric=metric,
+            form="less_than",
+            versus=versus,
+            n_range=(lo, hi),
+            source="the paper: a size-n subnetwork found greedily beats size-n GD (a level claim)",
+        )
+        for lo, hi in ranges
+    ]
+
+
+def two_layer_claims(
+    corrective_range: tuple[float, float] | None = None, level_ranges=()
+) -> list[Claim]:
     """The claims checked by ``greedyprune verify two-layer`` (see docs/two_layer.md).
 
     corrective_range: n range of the exponential fit of the re-weighted variant (it reaches the
     floor of exact interpolation after about m + 1 picks, so its range is short).
+    level_ranges: n ranges of the level claims ``greedy_below_gd_n<lo>_<hi>`` (greedy's training
+    loss below GD's at equal n; the presets use the two halves of their fit range).
     """
-    return [
+    levels = level_claims(
+        "greedy_below_gd",
+        "greedy_pretrained",
+        "gd_scratch",
+        level_ranges,
+        what="greedy from a pretrained net",
+    )
+    claims = [
         Claim(
             "prop_a_bound_fN",
             "greedy toward f_N: e_n <= D^2 / n for every n",
@@ -187,6 +228,7 @@ def two_layer_claims(corrective_range: tuple[float, float] | None = None) -> lis
             source="the paper's advice",
         ),
     ]
+    return levels + claims
 
 
 def deep_claims(sizes) -> list[Claim]:
@@ -201,6 +243,13 @@ def deep_claims(sizes) -> list[Claim]:
         raise ValueError("deep_claims needs at least one size n")
     big = max(sizes)
     upper = (max(min(sizes), big / 4), big)
+    levels = level_claims(
+        "deep_local_below_gd",
+        "greedy_local",
+        "gd_scratch",
+        halves(min(sizes), big) if len(set(sizes)) > 1 else [(big, big)],
+        what="greedy (local)",
+    )
     test_metric = "loss_test"
     claims = [
         Claim(
@@ -317,4 +366,4 @@ def deep_claims(sizes) -> list[Claim]:
             source="the paper's advice",
         ),
     ]
-    return claims
+    return levels + claims

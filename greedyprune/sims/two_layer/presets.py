@@ -248,6 +248,8 @@ def verify_two_layer(
 def claims(preset: Preset) -> list:
     """The claims judged on a preset's results (the re-weighted variant's fit runs to the main
     setting's m: it interpolates after about m + 1 picks)."""
+    # No level claims (``level_ranges``) yet: greedy's grid and GD's widths share almost no n in
+    # the fit range (quick: only 300), and a level claim pairs equal n.
     return two_layer_claims(corrective_range=(1, preset.settings[0].m))
 
 
