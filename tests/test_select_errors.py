@@ -437,10 +437,12 @@ def test_baseline_messages_name_what_is_missing(tmp_path):
     obj = StackedObjective(
         x, lambda h, g: (h * g).sum(-1), lambda o, t: (o - t) ** 2, 4, target=x.sum(1)
     )
-    with pytest.raises(TypeError, match=r"^magnitude needs scores=\.\.\. for an objective without"):
+    with pytest.raises(
+        TypeError, match=r"^magnitude needs scores=\.\.\. for an objective that does"
+    ):
         magnitude(obj, 2)
     with pytest.raises(
-        TypeError, match=r"removal_losses\(\)/remove\(\); StackedObjective has none$"
+        TypeError, match=r"\(removal_losses\(\)/remove\(\)\); StackedObjective does not$"
     ):
         backward_elimination(obj, 2)
     missing = tmp_path / "nowhere.json"

@@ -414,3 +414,37 @@ def test_greedy_prune_draws_one_batch_per_step(tol):
     steps = [len(rec.order) for rec in res.layers]
     assert steps and all(1 <= s <= 3 for s in steps)
     assert len(draws) == sum(steps)
+
+
+class _Baselined(_Delegate):
+    """Has removal and feature norms as methods; whether the baselines may use them is the flags'."""
+
+    def __init__(self, inner, removal=False, norms=False):
+        super().__init__(inner)
+        self.supports_removal = removal
+        self.supports_feature_norms = norms
+
+    def feature_norms(self):
+        return self._inner.feature_norms()
+
+    def removal_losses(self, candidates=None):
+        return self._inner.removal_losses(candidates)
+
+    def remove(self, index):
+        self._inner.remove(index)
+
+
+def test_baselines_follow_the_declared_capabilities():
+    from greedyprune.select import backward_elimination, magnitude
+
+    with pytest.raises(TypeError, match="supports_feature_norms"):
+        magnitude(_Baselined(_squared()), 3)
+    with pytest.raises(TypeError, match="supports_removal"):
+        backward_elimination(_Baselined(_squared()), 3)
+    declared = _Baselined(_squared(), removal=True, norms=True)
+    assert magnitude(declared, 3).order.tolist() == magnitude(_squared(), 3).order.tolist()
+    got = backward_elimination(_Baselined(_squared(), removal=True), 3)
+    assert got.order.tolist() == backward_elimination(_squared(), 3).order.tolist()
+    # the shipped feature objectives declare both; the stacked one neither
+    assert FeatureObjective.supports_removal and FeatureObjective.supports_feature_norms
+    assert not (StackedObjective.supports_removal or Objective.supports_feature_norms)

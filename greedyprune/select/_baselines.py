@@ -7,7 +7,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._checks import check_bool, check_positive_int
-from ._greedy import _check_objective, _device_of, make_generator
+from ._greedy import _check_objective, _declares, _device_of, make_generator
 from ._selection import Selection
 
 __all__ = ["backward_elimination", "magnitude", "random_subset"]
@@ -58,8 +58,11 @@ def magnitude(objective, n: int, *, scores: Tensor | None = None) -> Selection:
     _check_objective(objective)
     n = _n_for(objective, n, replacement=False)
     if scores is None:
-        if not hasattr(objective, "feature_norms"):
-            raise TypeError("magnitude needs scores=... for an objective without feature_norms()")
+        if not _declares(objective, "supports_feature_norms"):
+            raise TypeError(
+                "magnitude needs scores=... for an objective that does not declare "
+                "supports_feature_norms (feature_norms())"
+            )
         scores = objective.feature_norms()
     scores = torch.as_tensor(scores).detach().flatten().cpu().double()
     if scores.numel() != objective.n_candidates:
@@ -79,9 +82,10 @@ def backward_elimination(objective, n: int, *, progress: bool = False) -> Select
     """
     _check_objective(objective)
     n = _n_for(objective, n, replacement=False)
-    if not hasattr(objective, "removal_losses"):
+    if not _declares(objective, "supports_removal"):
         raise TypeError(
-            f"backward elimination needs removal_losses()/remove(); {type(objective).__name__} has none"
+            f"backward elimination needs an objective that declares supports_removal "
+            f"(removal_losses()/remove()); {type(objective).__name__} does not"
         )
     N = objective.n_candidates
     device = _device_of(objective)

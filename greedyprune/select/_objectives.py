@@ -66,11 +66,18 @@ class Objective(Protocol):
         ``||f - target||^2 / 2`` with ``target``, ``feature_rows(index) -> [K, m(, c)]``,
         ``set_weights(indices, weights)`` (make the subnetwork ``sum_j w_j phi_{indices[j]}``) and
         ``linesearch_losses(candidates)`` (the exact line search of each candidate).
+    supports_removal: True if the objective has ``removal_losses(candidates) -> [K]`` (the loss
+        after removing each candidate from the subnetwork once) and ``remove(index)``: what
+        :func:`~greedyprune.select.backward_elimination` needs.
+    supports_feature_norms: True if the objective has ``feature_norms() -> [N]``: what
+        :func:`~greedyprune.select.magnitude` ranks by when no ``scores`` are given.
     """
 
     n_candidates: int
     supports_fused_step: bool = False
     supports_corrective: bool = False
+    supports_removal: bool = False
+    supports_feature_norms: bool = False
 
     @property
     def size(self) -> int: ...
@@ -160,12 +167,14 @@ class FeatureObjective:
     Subclasses define ``_loss_of(pred: [K, m(, c)]) -> [K]``; the base class gives the bookkeeping,
     removal (for backward elimination), re-weighting (for the corrective variant) and chunking so a
     chunk of candidate predictions stays within ``max_bytes``. It declares no optional capability
-    (see :class:`Objective`): the squared losses set ``supports_corrective`` (and ``SquaredLoss``
-    ``supports_fused_step``).
+    (see :class:`Objective`) beyond removal and feature norms: the squared losses set
+    ``supports_corrective`` (and ``SquaredLoss`` ``supports_fused_step``).
     """
 
     supports_fused_step: bool = False
     supports_corrective: bool = False
+    supports_removal: bool = True
+    supports_feature_norms: bool = True
 
     def __init__(self, features: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         check_tensor("features", features, ndims=(2, 3))

@@ -53,6 +53,8 @@ class StackedObjective:
 
     supports_fused_step = False
     supports_corrective = False
+    supports_removal = False
+    supports_feature_norms = False
 
     def __init__(
         self,
