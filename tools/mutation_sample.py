@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -54,9 +55,17 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=600, help="mutants to run (default: 600)")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed (default: 0)")
     p.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children (default: 2)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep mutants/ and its results (mutmut keeps a result while the mutated function is "
+        "unchanged, even when the tests changed: without --reuse mutants/ is deleted first)",
+    )
     args = p.parse_args()
     if args.sample < 1:
         p.error("--sample must be >= 1")
+    if not args.reuse:
+        shutil.rmtree("mutants", ignore_errors=True)
     if not Path("mutants").is_dir():  # generate only: a pattern no mutant matches
         subprocess.run([MUTMUT, "run", "no-such-mutant*"], check=False)
     names = sorted(_results())
