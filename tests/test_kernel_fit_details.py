@@ -216,3 +216,77 @@ def test_messages_name_the_argument_and_the_fix():
         check({}, [])
     with pytest.raises(ValueError, match=r"^deep_claims needs at least one size n$"):
         deep_claims([])
+
+
+def test_per_sample_squared_loss_is_half_the_squared_distance():
+    from greedyprune.select import per_sample_loss
+
+    out = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 3.0]], dtype=torch.float64)
+    tgt = torch.tensor([[0.0, 1.0], [1.0, 1.0], [3.0, 2.0]], dtype=torch.float64)
+    want = torch.tensor([1.0, 2.5, 0.5], dtype=torch.float64)  # 0.5 * ||out - tgt||^2 per row
+    assert torch.equal(per_sample_loss("squared", out, tgt), want)
+
+
+def test_fit_settings_at_their_edges():
+    n, loss = [1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125]
+    assert fit_rate(n, loss, n_boot=1).slope == pytest.approx(-1.0)  # one re-sample is allowed
+    with pytest.raises(ValueError, match="level"):
+        fit_rate(n, loss, n_boot=10, level=0.0)
+
+
+def test_slope_difference_interval_has_the_requested_level():
+    from greedyprune.theory import slope_difference_interval
+
+    gen = np.random.default_rng(5)
+    ns = np.array([10, 20, 40, 80, 160])
+    rows_a, rows_b = [], []
+    for s in range(6):
+        for n in ns:
+            rows_a.append((n, n ** (-1.0 + gen.normal(0, 0.1)), s))
+            rows_b.append((n, n ** (-0.5 + gen.normal(0, 0.1)), s))
+    a = tuple(np.array(c) for c in zip(*rows_a))
+    b = tuple(np.array(c) for c in zip(*rows_b))
+    lo90, hi90 = slope_difference_interval(a, b, n_boot=400, level=0.90)
+    lo50, hi50 = slope_difference_interval(a, b, n_boot=400, level=0.50)
+    assert lo90 < lo50 < hi50 < hi90  # a higher level, a wider interval around the same draws
+    assert lo90 < -0.5 < hi90
+
+
+def test_lowest_index_order_scores_the_lowest_open_candidates():
+    from greedyprune.select import random_subset
+
+    phi, y = _feats(n=8, m=6, seed=3)
+    sel = greedy_select(
+        SquaredLoss(phi, y), 4, replacement=False, candidates=2, candidate_order="lowest-index"
+    )
+    assert sel.info["candidate_order"] == "lowest-index"
+    # slow reference: at each step the better of the two lowest-index open candidates
+    ref, taken = SquaredLoss(phi, y), []
+    for _ in range(4):
+        pool = [i for i in range(8) if i not in taken][:2]
+        losses = ref.losses(torch.tensor(pool))
+        taken.append(pool[int(torch.argmin(losses))])
+        ref.add(taken[-1])
+    assert sel.order.tolist() == taken
+    assert random_subset(SquaredLoss(phi, y), 3, replacement=False).method == "random_norepl"
+    assert random_subset(SquaredLoss(phi, y), 3, replacement=True).method == "random"
+
+
+def test_more_messages(tmp_path):
+    import pandas as pd
+
+    from greedyprune.select._checks import check_positive_int
+
+    with pytest.raises(TypeError, match=r"^n must be an int, got float \(2\.0\)$"):
+        check_positive_int("n", 2.0)
+    phi, y = _feats()
+    sel = greedy_select(SquaredLoss(phi, y), 2)
+    with pytest.raises(ValueError, match=r"got '.*sel\.txt'$"):
+        sel.save(tmp_path / "sel.txt")
+    with pytest.raises(ValueError, match=r"^Claim 'x': form='slope'; pass one of"):
+        Claim("x", "s", "rate", "greedy", form="slope")
+    with pytest.raises(ValueError, match=r"^Claim 'x': direction='below'; pass at_most, at_least"):
+        Claim("x", "s", "rate", "greedy", predicted_slope=-1.0, direction="below")
+    claim = Claim("c", "the words", "rate", "greedy", predicted_slope=-1.0, tolerance=0.25)
+    (row,) = check(pd.DataFrame(_rows(("x",))), [claim], n_boot=50).to_dict("records")
+    assert row["statement"] == "the words" and row["n_seeds"] == 2
