@@ -6,23 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny import DEEP_TINY
 
 from greedyprune.cli import main
 from greedyprune.runs import RunDir
 from greedyprune.sims import deep as dx
 from greedyprune.sims.deep import deep_teacher, digits_data, load_data, mnist1d_data
 
-TINY = dx.DeepSetting(
-    name="tiny",
-    m=32,
-    m_test=40,
-    d=3,
-    teacher_widths=(4, 4),
-    width=12,
-    steps=40,
-    finetune_steps=10,
-    sizes=(2, 4, 8),
-)
+TINY = DEEP_TINY
 
 
 # Every tensor here is tiny: one torch thread (see conftest's one_torch_thread).

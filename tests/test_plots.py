@@ -2,8 +2,6 @@
 label in every figure), legends off the data, axis labels in words, the re-weighted variant on a
 panel of its own and the two D^2/n bound lines told apart."""
 
-from dataclasses import replace
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,46 +10,22 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
+from tiny import DEEP_TINY, tiny_two_layer_preset
 
 import greedyprune.prune as gprune
 from greedyprune import plots
-from greedyprune.sims import DEEP_METHODS, LAYERWISE_METHODS, PRESETS, TWO_LAYER_METHODS, Setting
+from greedyprune.sims import DEEP_METHODS, LAYERWISE_METHODS, TWO_LAYER_METHODS, Setting
 from greedyprune.sims import deep as dx
-from greedyprune.sims.two_layer import verify_two_layer, with_overrides
+from greedyprune.sims.two_layer import verify_two_layer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = Setting(name="interior", m=8, d=3, width=40, steps=60, teacher_width=20, m_test=30)
-DEEP_TINY = dx.DeepSetting(
-    name="tiny",
-    m=32,
-    m_test=40,
-    d=3,
-    teacher_widths=(4, 4),
-    width=12,
-    steps=40,
-    finetune_steps=10,
-    sizes=(2, 4, 8),
-)
 
 
 @pytest.fixture(scope="module")
 def two_layer(tmp_path_factory):
-    preset = with_overrides(
-        PRESETS["quick"],
-        name="tiny",
-        settings=(TINY, replace(TINY, name="boundary", activation="relu", m=12)),
-        seeds=2,
-        grid=(1, 2, 4, 8, 16),
-        fit_range=(2, 16),
-        gd_widths=(4, 8, 16),
-        corrective_max=6,
-        bounds_n_max=16,
-        random_widths=(10, 40),
-        random_grid=(1, 4, 16),
-        finetune_sizes=(2, 4),
-        finetune_steps=10,
-    )
+    preset = tiny_two_layer_preset(TINY)
     results, _ = verify_two_layer(preset, tmp_path_factory.mktemp("tl"), progress=False, n_boot=10)
     return results
 

@@ -1,17 +1,15 @@
 """Two-layer mean-field networks: scaling, training, data, experiments, resume and the CLI."""
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny import tiny_two_layer_preset
 
 from greedyprune.cli import main
 from greedyprune.sims import (
-    PRESETS,
     Setting,
     TwoLayerNet,
     gaussian_classification,
@@ -22,7 +20,7 @@ from greedyprune.sims import (
     train_mean_field,
     verify_two_layer,
 )
-from greedyprune.sims.two_layer import experiments, presets, with_overrides
+from greedyprune.sims.two_layer import experiments, presets
 
 # Every tensor here is tiny: one torch thread (see conftest's one_torch_thread).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -221,21 +219,7 @@ def test_rate_experiment_is_reproducible_on_cpu():
 
 
 def _tiny_preset():
-    return with_overrides(
-        PRESETS["quick"],
-        name="tiny",
-        settings=(TINY, replace(TINY, name="boundary", activation="relu", m=12)),
-        seeds=2,
-        grid=(1, 2, 4, 8, 16),
-        fit_range=(2, 16),
-        gd_widths=(4, 8, 16),
-        corrective_max=6,
-        bounds_n_max=16,
-        random_widths=(10, 40),
-        random_grid=(1, 4, 16),
-        finetune_sizes=(2, 4),
-        finetune_steps=10,
-    )
+    return tiny_two_layer_preset(TINY)
 
 
 def test_resume_after_an_interrupted_sweep(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import DEEP_TINY
 
 from greedyprune.sims import PRESETS, Setting, verify_two_layer
 from greedyprune.sims import deep as dx
@@ -317,17 +318,7 @@ def test_judge_fits_the_presets_range_with_the_exact_seed_interval(slopes, verdi
 
 # ---------------------------------------------------------------- deep, end to end
 
-DEEP = dx.DeepSetting(
-    name="tiny",
-    m=32,
-    m_test=40,
-    d=3,
-    teacher_widths=(4, 4),
-    width=12,
-    steps=40,
-    finetune_steps=10,
-    sizes=(2, 4, 8),
-)
+DEEP = DEEP_TINY
 
 
 def test_deep_verdicts_match_an_independent_recomputation(tmp_path):
