@@ -127,9 +127,7 @@ def margin_estimate(
     if basis.shape[0] == 0:
         return 0.0  # every feature is the same point: the hull has no interior to have a margin in
     Q = P @ basis.T  # [N, r]
-    scale = float(Q.abs().max())
-    if scale == 0:
-        return 0.0
+    scale = float(Q.abs().max())  # > 0: the centred features have a component along the basis
     Q = Q / scale
     U = torch.randn(basis.shape[0], restarts, generator=g, dtype=torch.float64)
     U = U / U.norm(dim=0, keepdim=True)
