@@ -2,9 +2,17 @@
 
 It knows nothing of networks: an objective scores "current subnetwork + candidate i" for a batch
 of candidates; the loop commits the best. See :func:`greedy_select`.
+
+Also public, for front ends built on the kernel (``greedyprune.dist``, the CNN and mean-field
+front ends): the memory budgets of one chunk of candidate predictions (:data:`DEFAULT_MAX_BYTES`
+for the feature objectives and on accelerators, :data:`CPU_MAX_BYTES` for a
+:class:`StackedObjective` on the CPU) and the kernel's argument checks
+(:func:`check_positive_int`, :func:`check_bool`), so that a front end taking the same arguments
+refuses them in the same words.
 """
 
 from ._baselines import backward_elimination, magnitude, random_subset
+from ._checks import check_bool, check_positive_int
 from ._greedy import candidates_per_step, greedy_select, make_generator
 from ._losses import PER_SAMPLE_LOSSES, per_sample_loss
 from ._objectives import (
@@ -16,11 +24,13 @@ from ._objectives import (
     Objective,
     SquaredLoss,
 )
+from ._peers import empirical_sensitivity, ispasp, losses_at_sizes, sensitivity_sampling
 from ._selection import Selection
 from ._simplex import project_simplex, solve_simplex_ls
-from ._stacked import StackedObjective
+from ._stacked import CPU_MAX_BYTES, StackedObjective
 
 __all__ = [
+    "CPU_MAX_BYTES",
     "DEFAULT_MAX_BYTES",
     "PER_SAMPLE_LOSSES",
     "CrossEntropyLoss",
@@ -33,11 +43,17 @@ __all__ = [
     "StackedObjective",
     "backward_elimination",
     "candidates_per_step",
+    "check_bool",
+    "check_positive_int",
+    "empirical_sensitivity",
     "greedy_select",
+    "ispasp",
+    "losses_at_sizes",
     "magnitude",
     "make_generator",
     "per_sample_loss",
     "project_simplex",
     "random_subset",
+    "sensitivity_sampling",
     "solve_simplex_ls",
 ]
