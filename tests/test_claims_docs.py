@@ -4,11 +4,14 @@ source. A threshold or a statement changed in one place and not the other fails 
 table is what a reader of a verdict relies on)."""
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from greedyprune.theory import deep_claims, halves, two_layer_claims
+from greedyprune.sims.two_layer import PRESETS
+from greedyprune.sims.two_layer import claims as preset_claims
+from greedyprune.theory import deep_claims, halves
 
 DOC = (Path(__file__).parents[1] / "docs" / "theory.md").read_text()
 SIZES = [1, 2, 4, 8, 16, 32, 64]
@@ -73,10 +76,15 @@ def _documented_test(cell: str) -> tuple:
     raise AssertionError(f"the docs' test {cell!r} is not one this test reads")
 
 
+def _paper_two_layer():
+    """The two-layer claims of the paper preset (its level claims' ranges are in the table)."""
+    return preset_claims(PRESETS["paper"])
+
+
 @pytest.mark.parametrize(
     "title, make",
     [
-        ("Two-layer (`greedyprune.theory.two_layer_claims`)", two_layer_claims),
+        ("Two-layer (`greedyprune.theory.two_layer_claims`)", _paper_two_layer),
         ("Deep (`greedyprune.theory.deep_claims`)", deep_claims),
     ],
     ids=["two_layer", "deep"],
@@ -116,3 +124,31 @@ def test_deep_large_n_range_is_a_quarter_of_the_largest_size_up():
     assert [c.n_range for c in deep_claims([5]) if "below_gd" in c.id] == [(5, 5)]
     others = [c for c in deep_claims([1, 2]) if "large_n" not in c.id and "below_gd" not in c.id]
     assert others and all(c.n_range is None for c in others)
+
+
+def test_two_layer_level_ranges_are_the_halves_of_each_presets_fit_range():
+    for preset in PRESETS.values():
+        levels = [c for c in preset_claims(preset) if c.id.startswith("greedy_below_gd_")]
+        assert [c.n_range for c in levels] == halves(*preset.fit_range)
+        assert all((c.method, c.versus) == ("greedy_pretrained", "gd_scratch") for c in levels)
+        # each half holds GD widths, and the grid holds every GD width (equal n to pair)
+        assert set(preset.gd_widths) <= set(preset.grid)
+        for lo, hi in halves(*preset.fit_range):
+            assert [w for w in preset.gd_widths if lo <= w <= hi], (preset.name, lo, hi)
+    assert [c.n_range for c in preset_claims(PRESETS["paper"]) if "below" in c.id] == [
+        (90, 300),
+        (300, 1000),
+    ]
+
+
+def test_the_deep_bound_needs_replacement():
+    """Proposition C averages over all neurons, picked ones included: a setting that selects
+    without replacement gets no deep_local_bound; with replacement it does."""
+    from tiny import DEEP_TINY
+
+    assert "deep_local_bound" in [c.id for c in deep_claims(DEEP_TINY)]
+    without = replace(DEEP_TINY, replacement=False)
+    assert "deep_local_bound" not in [c.id for c in deep_claims(without)]
+    assert "deep_local_bound" not in [c.id for c in deep_claims(SIZES, replacement=False)]
+    dropped = {"deep_local_rate", "deep_global_rate", "deep_random_rate", "deep_gd_scratch_rate"}
+    assert not dropped & {c.id for c in deep_claims(SIZES)}

@@ -102,7 +102,7 @@ def test_all_ones_gates_and_gated_subnetwork_match():
     ones = [torch.ones(6, dtype=torch.float64), torch.ones(5, dtype=torch.float64)]
     torch.testing.assert_close(net(x, gates=ones), net(x))
     counts = [torch.tensor([0, 2, 1, 0, 0, 3]), torch.tensor([1, 0, 0, 4, 1])]
-    gates = [c.double() * (c.numel() / c.sum()) for c in counts]
+    gates = [c.double() * (c.numel() / c.double().sum()) for c in counts]
     sub = net.subnetwork(counts)
     assert sub.widths == [3, 3]
     torch.testing.assert_close(sub(x), net(x, gates=gates))
@@ -346,3 +346,95 @@ def test_layerwise_respects_device_and_dtype(device):
     assert out.device.type == device.type and out.dtype == torch.float32
     res = layerwise_select(net, x, method="local", sizes=4)
     assert res.network(x).dtype == torch.float32
+
+
+# -- Proposition C: the bound on local greedy's discrepancy ----------------------------------------
+
+
+def _slow_local_bound(net: DeepMeanFieldNet, counts, x: torch.Tensor) -> float:
+    """K of Proposition C (docs/theory.md) from the defining formulas, neuron by neuron: the
+    pruned activations of each layer from the gated network, the features h_i (x) W_{:, i} as a
+    [N, m, c] tensor, their spread around their mean, the spectral norms from numpy's SVD."""
+    import numpy as np
+
+    lip = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}[net.activation]
+    gates = [c.double() * (c.numel() / c.double().sum()) for c in counts]
+    m = x.shape[0]
+    k = 0.0
+    for l in range(net.depth):
+        # layer l's activations with the layers below pruned (slow formula, data point by point)
+        h = torch.zeros(m, net.widths[l], dtype=torch.float64)
+        for j in range(m):
+            a = [
+                net._act(net.weights[0][i] @ x[j] + net.biases[0][i]) for i in range(net.widths[0])
+            ]
+            for q in range(1, l + 1):
+                N = net.widths[q - 1]
+                pre = [
+                    sum(net.weights[q][r, i] * a[i] * gates[q - 1][i] for i in range(N)) / N
+                    + net.biases[q][r]
+                    for r in range(net.widths[q])
+                ]
+                a = [net._act(p) for p in pre]
+            h[j] = torch.stack(a)
+        w = net.weights[l + 1]
+        phi = torch.stack([torch.outer(h[:, i], w[:, i]) for i in range(net.widths[l])])
+        mean = phi.mean(0)
+        spread = float(((phi - mean) ** 2).sum((1, 2)).mean() / m)
+        if l > 0:
+            k *= lip * float(np.linalg.svd(w.numpy(), compute_uv=False)[0]) / net.widths[l]
+        k += (spread / float(counts[l].sum())) ** 0.5
+    return k
+
+
+@pytest.mark.parametrize(
+    "widths, activation, n", [((6, 5, 4), "tanh", 3), ((5, 4), "relu", 4), ((7,), "sigmoid", 5)]
+)
+def test_local_bound_equals_its_slow_formula_and_holds(widths, activation, n):
+    from greedyprune.sims.deep.experiments import local_bound
+
+    net = _net(widths, outputs=2, seed=5, activation=activation)
+    x = _x(6, seed=6)
+    res = layerwise_select(net, x, method="local", sizes=n, replacement=True)
+    got = local_bound(net, res.counts, x)
+    k = _slow_local_bound(net, res.counts, x)
+    # float64 sums of a few dozen O(1) terms: 1e-10 relative is rounding margin
+    assert got["bound_K"] == pytest.approx(k, rel=1e-10)
+    assert got["bound_local"] == pytest.approx(0.5 * k * k, rel=1e-10)
+    with torch.no_grad():
+        disc = float(per_sample_loss("squared", res.network(x), net(x)).mean())
+    assert disc <= got["bound_local"] * (1 + 1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    widths=st.sampled_from([(8,), (8, 6), (6, 6, 5)]),
+    n=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    activation=st.sampled_from(["tanh", "relu", "sigmoid"]),
+)
+def test_local_greedy_obeys_proposition_c_layer_by_layer(widths, n, seed, activation):
+    """Proposition C is an inequality: on every run (depth 1 to 3, any activation, widths that
+    the picks with replacement revisit) the discrepancy to the full network is at most K^2 / 2."""
+    from greedyprune.sims.deep.experiments import local_bound
+
+    net = _net(widths, outputs=2, seed=seed, activation=activation, standard_scale=True)
+    x = _x(9, seed=seed + 1)
+    res = layerwise_select(net, x, method="local", sizes=n, replacement=True)
+    with torch.no_grad():
+        disc = float(per_sample_loss("squared", res.network(x), net(x)).mean())
+    assert disc <= local_bound(net, res.counts, x)["bound_local"] * (1 + 1e-9)
+
+
+def test_local_bound_of_one_hidden_layer_is_proposition_a():
+    """Depth 1: the output layer's target is the mean of its own features, so K^2 / 2 is
+    Proposition A's B / (2n) with B the features' spread around f_N (bound_constants' B_var)."""
+    from greedyprune.sims.deep.experiments import local_bound
+    from greedyprune.theory import bound_constants
+
+    net = _net((9,), outputs=1, seed=3)
+    x = _x(8, seed=4)
+    res = layerwise_select(net, x, method="local", sizes=5, replacement=True)
+    phi = net.hidden(x, 1).T * net.weights[1][0][:, None]  # [N, m]
+    b_var = bound_constants(phi, phi.mean(0))["B"]
+    assert local_bound(net, res.counts, x)["bound_local"] == pytest.approx(b_var / 10, rel=1e-10)

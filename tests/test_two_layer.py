@@ -1,5 +1,7 @@
 """Two-layer mean-field networks: scaling, training, data, experiments, resume and the CLI."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -355,3 +357,111 @@ def test_cli_refuses_a_folder_holding_another_run(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("greedyprune: error:") and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- level claims
+
+
+def test_level_claims_see_greedy_interpolate_one_point_where_untrained_gd_cannot():
+    """Known in advance. One data point and no training (steps = 0): GD from scratch is its random
+    initialisation, whose loss (y - f(x))^2 / 2 is of order the variance of an average of n random
+    features. Greedy with replacement from 400 neurons never does worse than its first pick, the
+    feature nearest to y: picking that neuron again keeps the error at most
+    (k e_k + e_1) / (k + 1) <= e_1. So greedy's loss is at most min_i (phi_i(x) - y)^2 / 2 at
+    every n, the level claims hold in both halves, and the ratio (recomputed here from the rows:
+    the geometric mean over n and seeds of greedy / GD at equal n) is far below 1."""
+    s = Setting(name="interior", m=1, d=3, m_test=5, teacher_width=20, width=400, steps=0)
+    preset = tiny_two_layer_preset(s)
+    rows = []
+    for seed in (0, 1):
+        rows += rate_experiment(
+            s,
+            seed,
+            grid=preset.grid,
+            gd_widths=preset.gd_widths,
+            methods=("greedy_pretrained", "gd_scratch"),
+        )
+        data, big, _ = experiments.pretrain(s, seed)
+        first = float(0.5 * (big.features(data.x_train)[:, 0] - data.y_train[0]).pow(2).min())
+        g = [r["loss_train"] for r in rows if r["seed"] == seed and r["method"] != "gd_scratch"]
+        assert max(g) <= first * (1 + 1e-9)
+    df = pd.DataFrame(rows)
+    verdicts = presets.judge(df, preset, n_boot=200).set_index("claim")
+    table = df.pivot_table(index=["seed", "n"], columns="method", values="loss_train").dropna()
+    for lo, hi in [(2, 6), (6, 16)]:
+        row = verdicts.loc[f"greedy_below_gd_n{lo}_{hi}"]
+        assert row["verdict"] == "holds"
+        part = table[
+            (table.index.get_level_values("n") >= lo) & (table.index.get_level_values("n") <= hi)
+        ]
+        log_ratio = np.log(part["greedy_pretrained"] / part["gd_scratch"])
+        want = float(np.exp(log_ratio.groupby(level="seed").mean().mean()))
+        got = float(re.search(r"= (\S+) \[", row["reason"]).group(1))
+        assert got == pytest.approx(want, rel=5e-3) and want < 1e-3
+
+
+def test_the_verdict_table_prints_level_ratios_and_slopes():
+    """The printed table shows a level claim's ratio and interval (from the verdict), a slope
+    claim's slope and interval, each with its n range."""
+    from greedyprune.sims.two_layer.cli import format_verdicts
+
+    verdicts = pd.DataFrame(
+        [
+            dict(
+                claim="greedy_below_gd_n90_300",
+                setting="interior",
+                form="less_than",
+                predicted_slope=np.nan,
+                measured_slope=np.nan,
+                ci_low=np.nan,
+                ci_high=np.nan,
+                n_min=90,
+                n_max=270,
+                verdict="inconclusive",
+                reason="loss_train ratio greedy_pretrained/gd_scratch = 0.812 [0.6, 1.1] (geo...)",
+            ),
+            dict(
+                claim="greedy_fast_rate",
+                setting="interior",
+                form="power",
+                predicted_slope=-2.0,
+                measured_slope=-1.7,
+                ci_low=-1.77,
+                ci_high=-1.62,
+                n_min=90,
+                n_max=1000,
+                verdict="holds",
+                reason="interval <= -1.60",
+            ),
+        ]
+    )
+    level, rate = format_verdicts(verdicts).splitlines()[1:]
+    assert level.split() == [
+        "greedy_below_gd_n90_300",
+        "interior",
+        "<1",
+        "0.812",
+        "[0.6,",
+        "1.1]",
+        "90-270",
+        "inconclusive",
+    ]
+    assert rate.split() == [
+        "greedy_fast_rate",
+        "interior",
+        "-2.0",
+        "-1.7",
+        "[-1.77,",
+        "-1.62]",
+        "90-1000",
+        "holds",
+    ]
+
+
+def test_a_preset_whose_grid_lacks_a_gd_width_is_refused():
+    """A level claim pairs greedy and GD at equal n: a grid without some GD width would leave that
+    width out of the claim silently, so the preset is refused and says which widths."""
+    quick = presets.PRESETS["quick"]
+    with pytest.raises(ValueError, match=r"gd_widths \[10, 20\] are not on grid"):
+        presets.with_overrides(quick, grid=tuple(n for n in quick.grid if n not in (10, 20)))
+    assert presets.grid_with((1, 5, 3), (5, 2)) == (1, 2, 3, 5)

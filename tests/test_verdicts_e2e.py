@@ -32,6 +32,7 @@ from tiny import DEEP_TINY
 
 from greedyprune.sims import PRESETS, Setting, verify_two_layer
 from greedyprune.sims import deep as dx
+from greedyprune.sims.two_layer import claims as preset_claims
 from greedyprune.sims.two_layer import judge, with_overrides
 from greedyprune.theory import Claim, deep_claims, two_layer_claims
 
@@ -239,7 +240,8 @@ def two_layer_run(tmp_path_factory):
 
 def test_two_layer_verdicts_match_an_independent_recomputation(two_layer_run):
     results, verdicts = two_layer_run
-    claims = two_layer_claims(corrective_range=(1, E2E.m))
+    claims = preset_claims(PRESET)
+    assert claims == two_layer_claims(corrective_range=(1, E2E.m), level_ranges=[(3, 7), (7, 16)])
     assert_verdicts_match(verdicts, results, claims, FIT)
     # the preset's fit range, not all n: the greedy and random curves are fitted on 3..16 and the
     # widths trained from scratch on 4..16 (those of gd_widths inside the range)
@@ -348,3 +350,45 @@ def test_the_oracle_itself_sees_a_wrong_verdict():
     shifted = replace(claims[0], n_range=(1, 32))
     with pytest.raises(AssertionError):
         assert_verdicts_match(out, table, [shifted], FIT)
+
+
+# ---------------------------------------------------------------- level claims, known in advance
+
+
+def _level_table() -> pd.DataFrame:
+    """GD rows at the preset's widths and greedy rows on its grid, with greedy / GD fixed per
+    (half of the fit range, seed): 1/2 and 1/4 at n = 4 (the GD width in 3..7), 2 and 4 at n = 8
+    and 16 (those in 7..16). Greedy at n without a GD width gets 1e6 times GD's nearest value and
+    the pairs outside the fit range (n = 2, 32) 1e-6: a level claim that paired unequal n or
+    ignored its range would see them."""
+    gd = {n: 1.0 / n for n in PRESET.gd_widths}
+    ratio = {0: {4: 0.5, 8: 2.0, 16: 2.0}, 1: {4: 0.25, 8: 4.0, 16: 4.0}}
+    rows = []
+    for seed in (0, 1):
+        for n, v in gd.items():
+            rows.append(dict(method="gd_scratch", n=n, seed=seed, loss_train=v))
+        for n in PRESET.grid:
+            if n in ratio[seed]:
+                v = gd[n] * ratio[seed][n]
+            elif n in gd:
+                v = gd[n] * 1e-6
+            else:
+                v = 1e6 / n
+            rows.append(dict(method="greedy_pretrained", n=n, seed=seed, loss_train=v))
+    return pd.DataFrame(rows).assign(experiment="rate", setting="interior")
+
+
+def test_level_claims_judge_equal_n_in_each_half_with_the_exact_ratio():
+    """Known in advance: n = 4 is the only paired n in 3..7 (ratios 1/2 and 1/4 by seed), n = 8
+    and 16 in 7..16 (2 and 4). The level claim's ratio is the geometric mean over n and seeds,
+    exp(mean of the per-seed mean log ratios), and with two seeds its interval is [min, max] of
+    the per-seed values (module docstring): 1/sqrt(8) [1/4, 1/2], holds; sqrt(8) [2, 4], fails."""
+    out = judge(_level_table(), PRESET, n_boot=N_BOOT).set_index("claim")
+    low, high = out.loc["greedy_below_gd_n3_7"], out.loc["greedy_below_gd_n7_16"]
+    assert (low["verdict"], high["verdict"]) == ("holds", "fails")
+    assert (low["n_min"], low["n_max"], high["n_min"], high["n_max"]) == (4, 4, 8, 16)
+    got = [re.search(r"= (\S+) \[(\S+), (\S+)\]", r["reason"]).groups() for r in (low, high)]
+    # printed with 3 significant digits
+    assert [float(v) for v in got[0]] == pytest.approx([8**-0.5, 0.25, 0.5], rel=5e-3)
+    assert [float(v) for v in got[1]] == pytest.approx([8**0.5, 2.0, 4.0], rel=5e-3)
+    assert "greedy_pretrained/gd_scratch" in low["reason"]

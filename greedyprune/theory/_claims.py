@@ -231,13 +231,22 @@ def two_layer_claims(
     return levels + claims
 
 
-def deep_claims(sizes) -> list[Claim]:
+def deep_claims(sizes, *, replacement: bool | None = None) -> list[Claim]:
     """The claims checked by ``greedyprune verify deep`` for one setting (see docs/deep.md).
 
     sizes: the per-layer sizes n the setting measures, or the setting itself (anything with a
     ``sizes`` attribute, e.g. a ``DeepSetting``). ``deep_local_beats_gd_large_n`` is judged on n
     from a quarter of the largest size (at least the smallest) up to the largest.
+    replacement: whether the greedy selection picks with replacement (None: the setting's
+    ``replacement`` when ``sizes`` is a setting, else True). ``deep_local_bound`` (Proposition C
+    of docs/theory.md) is derived for selection with replacement only and is left out otherwise.
+
+    Every threshold here is either derived (the bound) or is the statement itself (a ratio below
+    1, a slope difference below 0); docs/theory.md gives the derivation and says which claims
+    it dropped for want of one.
     """
+    if replacement is None:
+        replacement = bool(getattr(sizes, "replacement", True))
     sizes = tuple(getattr(sizes, "sizes", sizes))
     if not sizes:
         raise ValueError("deep_claims needs at least one size n")
@@ -250,51 +259,23 @@ def deep_claims(sizes) -> list[Claim]:
         halves(min(sizes), big) if len(set(sizes)) > 1 else [(big, big)],
         what="greedy (local)",
     )
-    test_metric = "loss_test"
-    claims = [
+    bound = [
         Claim(
-            "deep_local_rate",
-            "layer-wise greedy (local imitation): discrepancy to f_N falls at least like 1/n",
+            "deep_local_bound",
+            "layer-wise greedy (local imitation, with replacement): discrepancy to f_N <= "
+            "K_n^2 / (2n) for every n",
             "rate",
             "greedy_local",
             metric="discrepancy",
+            form="bound",
+            bound_column="bound_local",
             predicted_slope=-1.0,
-            tolerance=0.25,
-            direction="at_most",
-            source="Proposition A applied layer by layer (docs/theory.md); Ye et al. 2020",
-        ),
-        Claim(
-            "deep_global_rate",
-            "layer-wise greedy (global loss): discrepancy to f_N falls at least like 1/n",
-            "rate",
-            "greedy_global",
-            metric="discrepancy",
-            predicted_slope=-1.0,
-            tolerance=0.25,
-            direction="at_most",
-            source="Proposition A applied layer by layer (docs/theory.md)",
-        ),
-        Claim(
-            "deep_random_rate",
-            "random subsets per layer: discrepancy falls like 1/n (Monte Carlo)",
-            "rate",
-            "random_subset",
-            metric="discrepancy",
-            predicted_slope=-1.0,
-            tolerance=0.25,
-            direction="about",
-            source="random subsets (docs/theory.md); without replacement it can be faster",
-        ),
-        Claim(
-            "deep_gd_scratch_rate",
-            "GD from scratch at the same budget: training loss falls no faster than ~1/n",
-            "rate",
-            "gd_scratch",
-            predicted_slope=-1.0,
-            tolerance=0.3,
-            direction="at_least",
-            source="mean-field rates, the paper's contrast (docs/theory.md)",
-        ),
+            source="Proposition C: Proposition A layer by layer through Lipschitz layers "
+            "(docs/theory.md)",
+        )
+    ]
+    test_metric = "loss_test"
+    claims = [
         Claim(
             "deep_local_faster_than_gd",
             "greedy (local)'s training-loss slope is steeper than GD from scratch's",
@@ -366,4 +347,4 @@ def deep_claims(sizes) -> list[Claim]:
             source="the paper's advice",
         ),
     ]
-    return levels + claims
+    return levels + (bound if replacement else []) + claims

@@ -17,6 +17,8 @@ trained from a fresh initialisation with the pretraining budget). Experiment ``"
 ``greedy_finetuned`` (the greedy-local subnetwork trained further for ``finetune_steps``) and
 ``gd_retrain`` (the same widths from a fresh initialisation, the same ``finetune_steps``).
 Experiment ``"reference"``: ``full`` (the pretrained network itself, at n = N).
+``greedy_local`` rows selected with replacement also carry ``bound_local`` and ``bound_K``
+(Proposition C of docs/theory.md, :func:`local_bound`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "RECORD_METHODS",
     "evaluate",
     "finetune_experiment",
+    "local_bound",
     "make_deep_data",
     "pretrain_deep",
     "rate_experiment",
@@ -160,6 +163,42 @@ def evaluate(net: DeepMeanFieldNet, data: Dataset, setting: DeepSetting, f_big: 
     return rec
 
 
+# Lipschitz constants of the activations (tanh' <= 1, relu' <= 1, sigmoid' <= 1/4)
+LIPSCHITZ = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}
+
+
+@torch.no_grad()
+def local_bound(net: DeepMeanFieldNet, counts, x: Tensor) -> dict:
+    """Proposition C of docs/theory.md: the bound on the discrepancy of layer-wise local greedy
+    (with replacement, ``n_l`` steps in layer l) to ``net``'s output on ``x``.
+
+    counts: per hidden layer the pick counts of the selection (``LayerwiseResult.counts``).
+    For layer l (0-based), with the layers below pruned: ``B_l`` is the mean squared distance of
+    the neurons' features ``h_i (x) W^{l+1}_{:, i}`` to their own mean, and
+    ``rho_l = Lip(act) ||W^{l+1}||_2 / N_l`` the Lipschitz constant of the map from layer l's
+    pre-activations to the next layer's (the output's) through the full layer. Then
+    ``||f_n - f_N|| <= K = sum_l (prod_{k > l} rho_k) sqrt(B_l / n_l)`` in the norm
+    ``||A||^2 = (1/m) sum_j sum_k A_jk^2``, and the discrepancy ``||f_n - f_N||^2 / 2`` is at most
+    ``bound_local = K^2 / 2``. Returns ``bound_local`` and ``bound_K``.
+    """
+    lip = LIPSCHITZ[net.activation]
+    gates = [c.to(device=b.device, dtype=b.dtype) for c, b in zip(counts, net.biases)]
+    steps = [float(g.sum()) for g in gates]
+    gates = [g * (g.numel() / g.sum()) for g in gates]
+    k = 0.0
+    for l in range(net.depth):
+        below = gates[:l] + [None] * (net.depth - l)
+        h = net.hidden(x, l + 1, below)  # [m, N_l], the layers below pruned
+        w = net.weights[l + 1]  # [N_{l+1} or c, N_l]
+        mean = h @ w.T / net.widths[l]
+        sq = h.pow(2).mean(0) * w.pow(2).sum(0)  # ||phi_i||^2
+        spread = float(sq.mean() - mean.pow(2).sum(1).mean())  # B_l (variance identity)
+        if l > 0:  # the error so far passes through layer l's activation and outgoing weights
+            k *= lip * float(torch.linalg.matrix_norm(w, ord=2)) / net.widths[l]
+        k += max(spread, 0.0) ** 0.5 / steps[l] ** 0.5
+    return dict(bound_local=0.5 * k * k, bound_K=k)
+
+
 def select_subnetwork(setting: DeepSetting, method: str, n: int, data, big, init, seed: int):
     """The layer-wise selection of ``method`` (a selection method, not ``gd_scratch``) with n
     steps per layer from ``big`` (``init`` for ``greedy_random_net``)."""
@@ -204,6 +243,8 @@ def rate_experiment(
             res = select_subnetwork(setting, method, n, data, big, init, seed)
             net = res.network
             extra["evaluations"] = sum(s.evaluations for s in res.selections)
+            if method == "greedy_local" and setting.replacement:
+                extra.update(local_bound(big, res.counts, data.x_train))
         rec = dict(
             experiment="rate", method=method, n=n, seed=seed, **evaluate(net, data, setting, f_big)
         )

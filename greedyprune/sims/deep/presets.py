@@ -108,6 +108,13 @@ PRESETS: dict[str, DeepPreset] = {
 }
 
 
+# What a run's rows hold beyond the setting, in config.json: a folder written by code whose rows
+# lack a column a claim reads is refused instead of resumed ("bound_local": the greedy_local rows
+# of a setting selecting with replacement carry Proposition C's bound, judged by
+# deep_local_bound; without replacement the rows and the config are as before).
+RECORDS = "bound_local"
+
+
 def _names(names) -> str:
     names = list(names)
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
@@ -143,9 +150,16 @@ def study(setting: DeepSetting, seeds, *, preset: str = "custom", progress: bool
 
     return Study(
         name=f"deep {preset} {setting.name}",
-        config=dict(kind="deep", preset=preset, seeds=list(seeds), setting=setting.as_dict()),
+        config=dict(
+            kind="deep",
+            preset=preset,
+            seeds=list(seeds),
+            setting=setting.as_dict(),
+            # rows selected without replacement are what they were before the bound column
+            **({"records": RECORDS} if setting.replacement else {}),
+        ),
         units=bound,
-        claims=deep_claims(setting.sizes),
+        claims=deep_claims(setting),
         summary=lambda results: summary_table(results, setting),
     )
 

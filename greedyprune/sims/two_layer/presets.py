@@ -2,7 +2,8 @@
 
 ``quick`` is the demo (about 20 s on 2 CPU cores, small but honest: N = 1000, 1000 GD steps,
 n <= 300, 3 seeds); ``paper`` reproduces the authors' toy figure (log loss vs log n for n ~
-90-1000; N = 2000, 3000 GD steps, 8 seeds, about 10 minutes on one core). Both hold two settings:
+90-1000; N = 2000, 3000 GD steps, 8 seeds, about 9 minutes of CPU on one core, 18 minutes wall
+on a busy 2-core machine). Both hold two settings:
 
 - ``interior``: tanh, d = 5, teacher-student data (m = 10 points in ``quick``, 20 in ``paper``),
   float64. The labels lie inside the hull of the pretrained network's features with a margin
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from greedyprune.study import Study, run_study
-from greedyprune.theory import check, two_layer_claims
+from greedyprune.theory import check, halves, two_layer_claims
 
 from .experiments import (
     bounds_experiment,
@@ -43,6 +44,7 @@ __all__ = [
     "claims",
     "geometric_grid",
     "get_preset",
+    "grid_with",
     "judge",
     "load_results",
     "study",
@@ -59,12 +61,20 @@ def geometric_grid(low: int, high: int, points: int) -> list[int]:
     return sorted({int(v) for v in np.rint(np.geomspace(low, high, points))})
 
 
+def grid_with(grid, sizes) -> tuple[int, ...]:
+    """``grid`` with ``sizes`` added, sorted, each n once: a rate grid that holds the widths GD
+    is trained at, so that greedy and GD share every GD width (the level claims pair equal n)."""
+    return tuple(sorted({int(n) for n in grid} | {int(n) for n in sizes}))
+
+
 @dataclass(frozen=True)
 class Preset:
     """Everything a verify run does. Sizes are subnetwork sizes n.
 
     settings: the settings (``interior`` first; extra experiments run on it only).
-    seeds: replicates. grid: sizes for the rate curves; fit_range: the n range of the slope fits.
+    seeds: replicates. grid: sizes for the rate curves (it must hold every GD width: the level
+    claims pair greedy and GD at equal n); fit_range: the n range of the slope fits, cut at its
+    geometric middle into the n ranges of the two level claims (``halves``).
     gd_widths: widths trained from scratch. corrective_max: steps of the re-weighted variant.
     bounds_n_max: greedy steps in the bounds experiment (every n is recorded).
     random_widths / random_grid: the random-weight experiment. finetune_sizes / finetune_steps:
@@ -89,6 +99,15 @@ class Preset:
     regime_n: int = 0
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        missing = sorted(set(self.gd_widths) - set(self.grid))
+        if missing:
+            raise ValueError(
+                f"preset {self.name!r}: gd_widths {missing} are not on grid; the level claims "
+                "compare greedy with GD at equal n, so the grid must hold every GD width (build "
+                "it with grid_with(grid, gd_widths))"
+            )
+
     def config(self, seeds: int | None = None, device: str = "cpu") -> dict:
         """The run's config.json (what must match to resume)."""
         cfg = asdict(self)
@@ -106,14 +125,19 @@ def _boundary(width: int, steps: int) -> Setting:
     return Setting(name="boundary", activation="relu", m=200, d=5, width=width, steps=steps)
 
 
+# Widths trained from scratch; each preset's grid holds them too (greedy is measured there).
+_QUICK_GD = (10, 20, 30, 60, 120, 300)
+# below the fit range too, so the figure shows where the curves cross
+_PAPER_GD = (20, 30, 45, 65, 90, 130, 190, 270, 390, 560, 800, 1000)
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         settings=(_interior(1000, 1000, m=10), _boundary(1000, 1000)),
         seeds=3,
-        grid=tuple(geometric_grid(1, 300, 30)),
+        grid=grid_with(geometric_grid(1, 300, 30), _QUICK_GD),
         fit_range=(30, 300),
-        gd_widths=(10, 20, 30, 60, 120, 300),
+        gd_widths=_QUICK_GD,
         corrective_max=21,
         bounds_n_max=300,
         random_widths=(100, 1000, 10000),
@@ -125,10 +149,9 @@ PRESETS: dict[str, Preset] = {
         name="paper",
         settings=(_interior(2000, 3000, m=20), _boundary(2000, 3000)),
         seeds=8,
-        grid=tuple(geometric_grid(1, 1000, 50)),
+        grid=grid_with(geometric_grid(1, 1000, 50), _PAPER_GD),
         fit_range=(90, 1000),
-        # below the fit range too, so the figure shows where the curves cross
-        gd_widths=(20, 30, 45, 65, 90, 130, 190, 270, 390, 560, 800, 1000),
+        gd_widths=_PAPER_GD,
         corrective_max=21,
         bounds_n_max=1000,
         random_widths=(100, 1000, 10000, 50000),
@@ -246,11 +269,13 @@ def verify_two_layer(
 
 
 def claims(preset: Preset) -> list:
-    """The claims judged on a preset's results (the re-weighted variant's fit runs to the main
-    setting's m: it interpolates after about m + 1 picks)."""
-    # No level claims (``level_ranges``) yet: greedy's grid and GD's widths share almost no n in
-    # the fit range (quick: only 300), and a level claim pairs equal n.
-    return two_layer_claims(corrective_range=(1, preset.settings[0].m))
+    """The claims judged on a preset's results: the re-weighted variant's fit runs to the main
+    setting's m (it interpolates after about m + 1 picks), and the level claims
+    ``greedy_below_gd_n<lo>_<hi>`` cover the two halves of the fit range (``halves``), judged
+    at the GD widths inside each (the grid holds them)."""
+    return two_layer_claims(
+        corrective_range=(1, preset.settings[0].m), level_ranges=halves(*preset.fit_range)
+    )
 
 
 def judge(results: pd.DataFrame, preset: Preset, *, n_boot: int = 1000) -> pd.DataFrame:
