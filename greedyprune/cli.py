@@ -33,6 +33,14 @@ _COMMANDS = {
         "greedyprune.sims.deep.cli",
         "deep mean-field networks and real data: layer-wise greedy",
     ),
+    ("verify", "two-layer-knee"): (
+        "greedyprune.sims.two_layer.sweep",
+        "two-layer: Proposition B's crossover n* against greedy's measured knee (settings sweep)",
+    ),
+    ("verify", "two-layer-budget"): (
+        "greedyprune.sims.two_layer.budget",
+        "two-layer: the pretraining steps greedy needs at a fixed n, against the data size m",
+    ),
     ("prune",): (
         "greedyprune.prune.cli.prune",
         "prune a torchvision CNN by greedy channel selection",

@@ -373,10 +373,10 @@ def test_quick_budget_runs_and_tabulates(tmp_path):
 def test_commands_run_the_quick_configs(tmp_path, capsys):
     import json
 
-    assert sx.main(["--config", "quick", "--out", str(tmp_path / "k")]) == 0
+    assert sx.main(["--preset", "quick", "--out", str(tmp_path / "k")]) == 0
     v = json.loads((tmp_path / "k" / "verdict.json").read_text())
     assert set(v) == {"f_N", "y"} and v["f_N"]["factor"] == pytest.approx(sx.KNEE_FACTOR)
-    assert bx.main(["--config", "quick", "--out", str(tmp_path / "b")]) == 0
+    assert bx.main(["--preset", "quick", "--out", str(tmp_path / "b")]) == 0
     fits = json.loads((tmp_path / "b" / "fits.json").read_text())
     assert "verdict" in fits
     assert "wall time" in capsys.readouterr().out

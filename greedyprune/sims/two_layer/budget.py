@@ -500,34 +500,41 @@ def run_budget(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (for ``greedyprune.cli``'s command table, or :func:`main`)."""
-    parser.add_argument("--config", default="quick", choices=sorted(BUDGETS))
+    from greedyprune.cli import add_device, add_out, add_progress
+
     parser.add_argument(
-        "--out", default=None, help="run folder (default runs/two_layer_budget_<config>)"
+        "--preset",
+        default="quick",
+        choices=sorted(BUDGETS),
+        help="which configuration of the pretraining-budget measurement to run (quick: seconds, for tests)",
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--progress", action="store_true")
+    add_out(parser, "runs/two_layer_budget_<preset>")
+    add_device(parser)
+    add_progress(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m greedyprune.sims.two_layer.budget --config full``."""
+    """``greedyprune verify two-layer-budget --preset full``."""
     p = argparse.ArgumentParser(description="pretraining steps greedy needs at fixed n, against m")
     add_arguments(p)
     return run(p.parse_args(argv))
 
 
 def run(args) -> int:
-    """Run (or resume) the measurement of ``--config``; print the steps table, the fits and the
+    """Run (or resume) the measurement of ``--preset``; print the steps table, the fits and the
     sensitivity table (also written to ``fits.json`` and ``sensitivity.csv`` in the run folder)."""
     import json
 
-    out = Path(args.out or f"runs/two_layer_budget_{args.config}")
+    from greedyprune.cli import resolve_progress
+
+    out = Path(args.out or f"runs/two_layer_budget_{args.preset}")
     t0 = time.perf_counter()
-    cfg = BUDGETS[args.config]
+    cfg = BUDGETS[args.preset]
     done = run_study(
         budget_study(cfg, args.device),
         out,
         device=args.device,
-        progress=args.progress,
+        progress=resolve_progress(args.progress),
         log=lambda line: print(line, flush=True),
     )
     table = done.summary

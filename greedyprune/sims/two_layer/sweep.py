@@ -527,31 +527,38 @@ def knee_verdict(table: pd.DataFrame, target: str = "f_N", factor: float = KNEE_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (for ``greedyprune.cli``'s command table, or :func:`main`)."""
-    parser.add_argument("--config", default="quick", choices=sorted(SWEEPS))
+    from greedyprune.cli import add_device, add_out, add_progress
+
     parser.add_argument(
-        "--out", default=None, help="run folder (default runs/two_layer_knee_<config>)"
+        "--preset",
+        default="quick",
+        choices=sorted(SWEEPS),
+        help="which configuration of the knee sweep to run (quick: seconds, for tests)",
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--progress", action="store_true")
+    add_out(parser, "runs/two_layer_knee_<preset>")
+    add_device(parser)
+    add_progress(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m greedyprune.sims.two_layer.sweep --config full``."""
+    """``greedyprune verify two-layer-knee --preset full``."""
     p = argparse.ArgumentParser(description="Proposition B's n* against greedy's measured knee")
     add_arguments(p)
     return run(p.parse_args(argv))
 
 
 def run(args) -> int:
-    """Run (or resume) the sweep of ``--config``, print the knee table and the verdicts."""
-    out = Path(args.out or f"runs/two_layer_knee_{args.config}")
+    """Run (or resume) the sweep of ``--preset``, print the knee table and the verdicts."""
+    from greedyprune.cli import resolve_progress
+
+    out = Path(args.out or f"runs/two_layer_knee_{args.preset}")
     t0 = time.perf_counter()
-    cfg = SWEEPS[args.config]
+    cfg = SWEEPS[args.preset]
     done = run_study(
         sweep_study(cfg, args.device),
         out,
         device=args.device,
-        progress=args.progress,
+        progress=resolve_progress(args.progress),
         log=lambda line: print(line, flush=True),
     )
     table = done.summary
