@@ -37,9 +37,14 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor
 
-from .select import Selection, SquaredLoss, greedy_select
-from .select._checks import check_bool, check_positive_int
-from .select._objectives import DEFAULT_MAX_BYTES
+from .select import (
+    DEFAULT_MAX_BYTES,
+    Selection,
+    SquaredLoss,
+    check_bool,
+    check_positive_int,
+    greedy_select,
+)
 
 __all__ = [
     "ShardedSquaredLoss",

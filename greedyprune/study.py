@@ -3,19 +3,28 @@
 A :class:`Study` says *what* to run: the config that names the run (``config.json``), its units of
 work (each with a stable id and a function returning result rows), the claims judged on the
 results and an optional summary table. :func:`run_study` does the rest, the same way for every
-front end (``verify two-layer``, ``verify deep``):
+front end (``verify two-layer``, ``verify deep``, ``compare``):
 
-1. check the device (before anything is written),
+1. check the device (before anything is written; a front end runs its own checks of the input
+   before it calls :func:`run_study`, so bad input never leaves a folder behind),
 2. open the run folder (:class:`greedyprune.runs.RunDir`: a folder holding another config is
    refused, so a resume never mixes settings),
 3. run the units not yet in ``results.csv``, in order, each one's rows appended in one atomic write
    (an interrupted run resumes at the first unfinished unit; no row is lost or doubled), with
    torch pinned to ``cpu_threads`` threads on the CPU,
 4. judge the claims on the whole results table (``verdicts.csv``), write the summary
-   (``summary.csv``) and ``manifest.json`` (config, unit count, seconds of this call, torch).
+   (``summary.csv``) and ``manifest.json`` (config, unit count, processes, seconds of this call,
+   torch).
 
-A front end is then a short definition of units over this; see ``greedyprune.sims.two_layer`` and
-``greedyprune.sims.deep``.
+Under ``torchrun`` (an initialised ``torch.distributed`` process group) every rank calls
+:func:`run_study` with the same study: rank 0 alone makes (or checks) the folder and writes the
+rows, verdicts, summary and manifest; every rank runs every unit left to do (a unit may use
+collectives: distributed fine-tuning, sharded selection), in the same order, because the ranks take
+rank 0's list of finished units; and every rank returns rank 0's tables. A bad ``out`` or a folder
+of other settings stops every rank with rank 0's message (:func:`greedyprune.runs.from_main`).
+
+A front end is then a short definition of units over this; see ``greedyprune.sims.two_layer``,
+``greedyprune.sims.deep`` and ``greedyprune.prune.pipeline.compare``.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from greedyprune.runs import RunDir
+from greedyprune.runs import RunDir, from_main, open_run
 
 __all__ = ["Study", "StudyResult", "check_device", "cpu_threads", "run_study"]
 
@@ -140,16 +149,18 @@ def run_study(
     """Run ``study`` into the folder ``out``, resuming its finished units, and judge its claims.
 
     device: where the units run (checked first, before the folder is made).
-    progress: a bar over the units on stderr (None: when stderr is a terminal).
-    log: called with ``"[i/total] unit: seconds"`` after each unit run here.
+    progress: a bar over the units on stderr (None: when stderr is a terminal); rank 0 only.
+    log: called with ``"[i/total] unit: seconds"`` after each unit run here (on rank 0 only).
     n_boot: bootstrap re-samples behind each verdict's interval.
     Writes ``results.csv`` (each unit's rows with a ``unit`` column), ``verdicts.csv`` (when the
-    study has claims), ``summary.csv`` (when it has a summary) and ``manifest.json``.
+    study has claims), ``summary.csv`` (when it has a summary) and ``manifest.json``. In a
+    ``torch.distributed`` job every rank must call it; see the module's docstring.
     """
     import torch
     from tqdm.auto import tqdm
 
     import greedyprune.theory as theory
+    from greedyprune.dist import is_main, world_size
 
     if not isinstance(study, Study):
         raise TypeError(f"study must be a Study, got {type(study).__name__}")
@@ -157,35 +168,46 @@ def run_study(
         raise ValueError(f"n_boot={n_boot!r} must be an int >= 10 (1000 for reported intervals)")
     device = check_device(device)
     units = _units(study, device)
-    run = RunDir(out, study.config)
-    done = run.done_units()
+    run = open_run(out, study.config)  # rank 0 writes; the other ranks read
+    done = from_main(run.done_units)  # every rank runs the same units
     todo = [(i, u, fn) for i, (u, fn) in enumerate(units) if u not in done]
+    main = is_main()
     t0 = time.perf_counter()
-    bar = tqdm(todo, desc=study.name, disable=(None if progress is None else not progress))
+    bar = tqdm(
+        todo,
+        desc=study.name,
+        disable=(not main) or (None if progress is None else not progress),
+    )
     with cpu_threads(device, study.cpu_threads):
         for i, unit, fn in bar:
             bar.set_postfix_str(unit)
             t = time.perf_counter()
-            run.append(unit, fn())
-            if log is not None:
+            run.append(unit, fn())  # a no-op on the ranks other than 0
+            if log is not None and main:
                 log(f"[{i + 1}/{len(units)}] {unit}: {time.perf_counter() - t:.1f}s")
-    results = run.read()
-    verdicts = pd.DataFrame()
-    if study.claims:
-        kw = {} if study.n_range is None else {"n_range": study.n_range}
-        verdicts = theory.check(results, list(study.claims), n_boot=n_boot, **kw)
-        run.write_table(verdicts, "verdicts")
-    summary = None
-    if study.summary is not None:
-        summary = study.summary(results)
-        run.write_table(summary, "summary")
-    run.write_json(
-        "manifest.json",
-        dict(
-            config=study.config,
-            units=len(units),
-            seconds_this_call=time.perf_counter() - t0,
-            torch=torch.__version__,
-        ),
-    )
+
+    def finish() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        results = run.read()
+        verdicts = pd.DataFrame()
+        if study.claims:
+            kw = {} if study.n_range is None else {"n_range": study.n_range}
+            verdicts = theory.check(results, list(study.claims), n_boot=n_boot, **kw)
+            run.write_table(verdicts, "verdicts")
+        summary = None
+        if study.summary is not None:
+            summary = study.summary(results)
+            run.write_table(summary, "summary")
+        run.write_json(
+            "manifest.json",
+            dict(
+                config=study.config,
+                units=len(units),
+                processes=world_size(),
+                seconds_this_call=time.perf_counter() - t0,
+                torch=torch.__version__,
+            ),
+        )
+        return results, verdicts, summary
+
+    results, verdicts, summary = from_main(finish)  # rank 0's tables on every rank
     return StudyResult(results, verdicts, summary, run)

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from greedyprune.select import (
+    CPU_MAX_BYTES,
     ElementwiseLoss,
     Selection,
     SquaredLoss,
     StackedObjective,
+    check_positive_int,
     greedy_select,
     magnitude,
     solve_simplex_ls,
 )
-from greedyprune.select._stacked import CPU_MAX_BYTES
 from greedyprune.theory import Claim, check, fit_rate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -274,8 +275,6 @@ def test_lowest_index_order_scores_the_lowest_open_candidates():
 
 def test_more_messages(tmp_path):
     import pandas as pd
-
-    from greedyprune.select._checks import check_positive_int
 
     with pytest.raises(TypeError, match=r"^n must be an int, got float \(2\.0\)$"):
         check_positive_int("n", 2.0)

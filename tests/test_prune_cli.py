@@ -151,6 +151,42 @@ def _rows(path):
     return {next(csv.reader([line]))[col]: line for line in lines[1:]}
 
 
+# What a compare run folder holds (as in the runs made before compare used greedyprune.study).
+COMPARE_CONFIG = [
+    "arch",
+    "candidates",
+    "data",
+    "finetune_epochs",
+    "finetune_lr",
+    "greedy_batch",
+    "image_size",
+    "job",
+    "loss",
+    "train_epochs",
+    "uniform_epochs",
+    "weights",
+]
+COMPARE_COLUMNS = [
+    "arch",
+    "method",
+    "target",
+    "seed",
+    "macs_target",
+    "macs",
+    "macs_full",
+    "macs_fraction",
+    "params",
+    "acc_full",
+    "acc_pruned",
+    "acc_finetuned",
+    "latency_ms",
+    "latency_full_ms",
+    "select_s",
+    "finetune_s",
+    "unit",
+]
+
+
 def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     out = tmp_path / "cmp"
     argv = ["compare", "--arch", "mobilenet_v3_small", "--data", "synthetic", "--out", str(out)]
@@ -186,16 +222,24 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     assert base.read_bytes() == base_bytes
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 10 and df["unit"].is_unique
+    # The folder's format is that of the runs made before compare ran on greedyprune.study (their
+    # config.json, columns and unit names), so such a run resumes: nothing is renamed or redone.
+    assert sorted(json.loads((out / "config.json").read_text())) == sorted(COMPARE_CONFIG)
+    assert list(df.columns) == COMPARE_COLUMNS
+    assert set(rows) == {
+        f"{m}-0.7-s{s}" for m in ("l1", "taylor", "bn", "random", "uniform") for s in (0, 1)
+    }
     # Equal widths for every method: one MACs count per target.
     assert df["macs"].nunique() == 1
     assert (df["macs"] <= df["macs_target"]).all()
     assert (df["macs"] >= 0.98 * df["macs_target"]).all()
-    # A finished run started again trains nothing and leaves the results as they were.
+    # A finished run started again loads and trains nothing and leaves the results as they were.
     results = (out / "results.csv").read_bytes()
     with monkeypatch.context() as m:
         calls = _Calls(m, pipeline, "finetune")
+        loads = _Calls(m, pipeline, "load_file")
         assert main(argv) == 0
-    assert calls.n == 0
+    assert calls.n == 0 and loads.n == 0
     assert (out / "results.csv").read_bytes() == results
 
 
@@ -255,7 +299,7 @@ def test_finetune_resume_matches_uninterrupted(tmp_path):
 
 def test_param_groups_no_decay_on_bn_and_bias():
     model = gp.build_model("resnet18", 10)
-    decay, no_decay = gp._finetune.param_groups(model, 1e-4)
+    decay, no_decay = gp.param_groups(model, 1e-4)
     assert all(p.dim() >= 2 for p in decay["params"])
     assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0
 

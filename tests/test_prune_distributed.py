@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as tdist
@@ -56,6 +57,31 @@ def test_two_processes_pick_what_one_picks(tmp_path, arch, target):
     assert s1["macs"] == s2["macs"] and s1["acc_pruned"] == s2["acc_pruned"]
     # rank 0 alone printed the report
     assert res.stdout.count("pruned model:") == 1
+
+
+def test_compare_on_two_processes_writes_once_and_resumes(tmp_path):
+    """compare over run_study under torchrun: the rows one process writes (the same widths, the
+    same pruned accuracy), rank 0 alone reports, and a rerun redoes no unit."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "base.pth"
+    torch.save(torchvision.models.get_model("resnet18", num_classes=10).state_dict(), ckpt)
+    args = ["compare", "--arch", "resnet18", "--data", "synthetic", "--image-size", "16"]
+    args += ["--weights", str(ckpt), "--target-macs", "0.08", "--methods", "greedy,l1"]
+    args += ["--candidates", "3", "--batch-size", "8", "--finetune-epochs", "0.05"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    res = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("results:") == 1  # rank 0 alone printed the table
+    one = pd.read_csv(tmp_path / "one" / "results.csv").set_index("unit")
+    two = pd.read_csv(tmp_path / "two" / "results.csv").set_index("unit")
+    assert list(two.index) == list(one.index) == ["greedy-0.08-s0", "l1-0.08-s0"]
+    for col in ("macs", "params", "acc_full", "acc_pruned"):
+        assert list(two[col]) == list(one[col]), col
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    results = (tmp_path / "two" / "results.csv").read_bytes()
+    res = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "two" / "results.csv").read_bytes() == results  # no unit was run again
 
 
 def test_a_batch_that_cannot_be_split_is_refused(tmp_path):

@@ -40,7 +40,7 @@ def _fails(capsys, argv, *words):
 
 def test_eval_set_spreads_over_every_class(folder):
     train, _, n_classes = gp.load_data(f"folder:{folder}", 16)
-    labels = gp._data.labels_of(train)
+    labels = gp.labels_of(train)
     # the folder is sorted by class: the first n images would all be class 0
     assert labels[:8].unique().tolist() == [0]
     for idx in (
@@ -48,7 +48,7 @@ def test_eval_set_spreads_over_every_class(folder):
         gp.eval_indices(len(train), every=8),
         gp.eval_indices(len(train), n_eval=13),
     ):
-        assert gp._data.class_count(labels[idx]) == n_classes
+        assert gp.class_count(labels[idx]) == n_classes
     assert gp.eval_indices(40, every=8) == [0, 8, 16, 24, 32]
     assert gp.eval_indices(40, n_eval=3) == [0, 13, 26]
     assert gp.eval_indices(5, n_eval=9) == [0, 1, 2, 3, 4]

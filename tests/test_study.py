@@ -168,3 +168,111 @@ def test_cpu_threads_are_pinned_while_the_units_run_and_restored(tmp_path):
         assert units.threads == [2]  # cpu_threads=None leaves torch's setting
     finally:
         torch.set_num_threads(before)
+
+
+# -- two processes (gloo on the CPU) ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _InStep(Units):
+    """Units whose every call is a collective, as compare's are (distributed fine-tuning): the
+    ranks must run the same units in the same order, or the sums come out wrong (or they hang)."""
+
+    def __init__(self, seeds=(0, 1, 2)):
+        super().__init__(seeds)
+        self.sums: list[float] = []
+
+    def _run(self, seed):
+        import torch.distributed as tdist
+
+        t = torch.tensor([float(seed)])
+        tdist.all_reduce(t)
+        self.sums.append(float(t))
+        return super()._run(seed)
+
+
+def _two_ranks_worker(rank, world, port, out, record):
+    import datetime
+
+    import torch.distributed as tdist
+
+    import greedyprune.runs as runs
+
+    torch.set_num_threads(1)
+    tdist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=20),  # a rank left waiting fails the test soon
+    )
+    got: dict = {"rank": rank}
+    try:
+        if rank > 0:
+
+            def no_writes(path, data):
+                raise AssertionError(f"rank {rank} wrote {path}")
+
+            runs.atomic_write_bytes = no_writes  # only rank 0 may write the folder
+
+        def summary(results):
+            return results.groupby("n", as_index=False)["loss_train"].mean()
+
+        # A first session finishes seed0 only.
+        first = _InStep(seeds=(0,))
+        run_study(_study(first, claims=()), out, n_boot=20)
+        # The second session has seeds 0-2. Rank 1 sees the folder late (a stale view of a shared
+        # file system): it takes rank 0's list of finished units, so it runs what rank 0 runs.
+        if rank > 0:
+            runs.RunDir.done_units = lambda self, table="results": set()
+        units = _InStep()
+        ran: list[str] = []
+        done = run_study(_study(units, summary=summary), out, n_boot=20, log=ran.append)
+        got.update(
+            first=first.calls,
+            calls=units.calls,
+            sums=units.sums,
+            logged=len(ran),
+            results=done.results.to_json(),
+            verdicts=done.verdicts.to_json(),
+            summary=done.summary.to_json(),
+        )
+        # Other settings in the same folder: rank 0's refusal stops every rank, with its words.
+        try:
+            run_study(_study(Units(), config={"kind": "other"}), out, n_boot=20)
+        except ValueError as exc:
+            got["refused"] = str(exc)
+    finally:
+        with open(f"{record}/rank{rank}.json", "w") as fh:
+            json.dump(got, fh)
+        tdist.destroy_process_group()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_two_ranks_run_the_same_units_and_rank_0_alone_writes(tmp_path):
+    import torch.multiprocessing as mp
+
+    out, record = tmp_path / "run", tmp_path / "record"
+    record.mkdir()
+    mp.spawn(_two_ranks_worker, args=(2, _free_port(), str(out), str(record)), nprocs=2)
+    r0, r1 = (json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1))
+    for r in (r0, r1):
+        assert r["first"] == {"seed0": 1}
+        assert r["calls"] == {"seed1": 1, "seed2": 1}  # seed0 was done: run by neither rank
+        assert r["sums"] == [2.0, 4.0]  # both ranks were in the same unit at each collective
+    assert r0["logged"] == 2 and r1["logged"] == 0  # log lines from rank 0 only
+    for key in ("results", "verdicts", "summary"):
+        assert r1[key] == r0[key], key  # every rank returns rank 0's tables
+    assert "other settings" in r0["refused"] and r1["refused"] == r0["refused"]
+    table = pd.read_csv(out / "results.csv")
+    assert table.groupby("unit").size().to_dict() == {f"seed{s}": len(SIZES) for s in (0, 1, 2)}
+    assert list(pd.read_csv(out / "verdicts.csv")["claim"]) == ["steep", "shallow"]
+    assert json.loads((out / "manifest.json").read_text())["processes"] == 2
+    assert json.loads((out / "config.json").read_text()) == {"kind": "test"}

@@ -3,14 +3,19 @@
 Gates on the prunable channel groups found from the model (:func:`find_prunable_groups`), layer-wise
 greedy selection through the kernel's ``StackedObjective`` (:func:`greedy_prune`), surgery with
 Torch-Pruning (:func:`fold_and_prune`), one MACs counter (:func:`count_macs`), fine-tuning, safe
-save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`.
+save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`. Smaller pieces
+they use are public too: :func:`labels_of` and :func:`class_count` (a dataset's labels, read
+without decoding images, and their class count) and :func:`param_groups` (the optimizer groups of
+fine-tuning: no weight decay on batch norm and biases).
 """
 
 from ._baselines import BASELINES, baseline_channels
 from ._data import (
     DataSpec,
     check_images,
+    class_count,
     eval_indices,
+    labels_of,
     load_data,
     parse_data,
     write_image_folder,
@@ -21,6 +26,7 @@ from ._finetune import (
     finetune,
     fixed_batch,
     latency_ms,
+    param_groups,
     stream_batches,
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
@@ -51,6 +57,7 @@ __all__ = [
     "batch_stream",
     "build_model",
     "check_images",
+    "class_count",
     "compare",
     "count_macs",
     "count_params",
@@ -61,11 +68,13 @@ __all__ = [
     "fixed_batch",
     "fold_and_prune",
     "greedy_prune",
+    "labels_of",
     "latency_ms",
     "list_archs",
     "load_checkpoint",
     "load_data",
     "load_pruned",
+    "param_groups",
     "parse_data",
     "parse_macs",
     "profile_layers",

@@ -9,7 +9,9 @@ What each part does with K processes (ranks):
   tolerance rule is split the same way and the correct counts are summed.
 - **Fine-tuning**: ``DistributedDataParallel`` with a ``DistributedSampler``; the global batch size
   is the one asked for, split over the ranks.
-- **Files**: rank 0 alone writes the run folder; the others wait at a barrier and read it.
+- **Files**: rank 0 alone writes the run folder; the others take rank 0's answers about it (is
+  it valid, which of ``compare``'s units are done: ``greedyprune.runs.open_run`` and
+  ``from_main``, through ``greedyprune.study.run_study``) or wait at a barrier and read it.
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) all of this is a no-op: one process.
 """

@@ -1,27 +1,31 @@
 """The two jobs behind the CLI: ``prune`` (one model, saved) and ``compare`` (methods at equal MACs).
 
-Both write into a :class:`greedyprune.runs.RunDir` and resume: ``prune`` keeps the selected model
-before fine-tuning and a fine-tuning checkpoint; ``compare`` records one unit per (method, target,
-seed) and skips finished ones.
+Both check every input before a run folder is written, write into a :class:`greedyprune.runs.RunDir`
+and resume: ``prune`` keeps the selected model before fine-tuning and a fine-tuning checkpoint;
+``compare`` is a :class:`greedyprune.study.Study` run by :func:`greedyprune.study.run_study`, one
+unit per (method, target, seed), finished ones skipped.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
-from tqdm.auto import tqdm
 
-from greedyprune.runs import RunDir, unique
+from greedyprune.runs import open_run, unique
+from greedyprune.study import Study, run_study
 
 from ._baselines import BASELINES, baseline_channels
 from ._data import check_images, class_count, eval_indices, labels_of, load_data, parse_data
@@ -150,10 +154,10 @@ def _check_settings(
             )
 
 
-def _train_base(prep: _Prepared, run: RunDir, train_epochs, seed, progress, **loader) -> bool:
+def _train_base(prep: _Prepared, folder: Path, train_epochs, seed, progress, **loader) -> None:
     """Train the base model when no checkpoint was given (digits, synthetic); cached in the run
-    folder as ``base.safetensors``. Returns whether it was trained here."""
-    base = run.path / "base.safetensors"
+    ``folder`` as ``base.safetensors`` (loaded when there), checkpointed in ``base-train.pt``."""
+    base = folder / "base.safetensors"
     if base.is_file():
         try:
             prep.model.load_state_dict(load_file(str(base)))
@@ -168,25 +172,17 @@ def _train_base(prep: _Prepared, run: RunDir, train_epochs, seed, progress, **lo
             epochs=train_epochs,
             lr=0.05,
             generator=seed,
-            checkpoint=run.path / "base-train.pt",
+            checkpoint=folder / "base-train.pt",
             progress=progress,
             **loader,
         )
         state = {k: v.detach().contiguous().cpu() for k, v in prep.model.state_dict().items()}
         if is_main():
-            tmp = run.path / ".base.safetensors.tmp"
+            tmp = folder / ".base.safetensors.tmp"
             save_file(state, str(tmp))
             os.replace(tmp, base)
         barrier()
     prep.model.eval()
-    return True
-
-
-def _open_run(out, config) -> RunDir:
-    """The run folder: made (or checked, to resume) by rank 0, then checked by the other ranks."""
-    run = RunDir(out, config) if is_main() else None
-    barrier()
-    return run if run is not None else RunDir(out, config, writer=False)
 
 
 def _sgd(phase: FinetuneSettings) -> dict:
@@ -325,12 +321,12 @@ def prune(
         "train_epochs": train_epochs,
         "seed": seed,
     }
-    run = _open_run(out, config)
+    run = open_run(out, config)  # rank 0 writes; the other ranks read
     if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
         return json.loads((run.path / "summary.json").read_text())  # finished: nothing to redo
     loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
     if weights is None:
-        _train_base(prep, run, train_epochs, seed, progress, **loader)
+        _train_base(prep, run.path, train_epochs, seed, progress, **loader)
     model, example, train = prep.model, prep.example, prep.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -527,8 +523,13 @@ def compare(
     target), then fine-tunes ``finetune_epochs`` at ``finetune_lr``. ``uniform``, re-initialised,
     trains from scratch at the base model's learning rate 0.05 for the whole budget the others
     had: ``train_epochs`` (when the base model is trained here) + ``finetune_epochs``. One row per
-    (method, target, seed) in ``out/results.csv``; finished rows are skipped on a rerun.
+    (method, target, seed) in ``out/results.csv`` (unit ``METHOD-TARGET-sSEED``), the means over
+    seeds in ``out/summary.csv`` (:func:`summarize`); finished units are skipped on a rerun, and a
+    finished run loads and trains nothing. The job is a :class:`~greedyprune.study.Study` run by
+    :func:`greedyprune.study.run_study`; under ``torchrun`` every rank runs each unit (distributed
+    fine-tuning and selection) and rank 0 writes.
     targets: MACs targets (fractions or absolute, see ``parse_macs``).
+    Returns the results table (every unit of the folder, this call's and earlier ones').
     """
     methods = unique([methods] if isinstance(methods, str) else methods)
     bad = [m for m in methods if m not in METHODS]
@@ -537,6 +538,23 @@ def compare(
     targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
     seeds = unique(int(s) for s in ([seeds] if isinstance(seeds, int) else seeds))
     targets = unique(targets)
+    _check_settings(
+        candidates=candidates,
+        loss=loss,
+        device=device,
+        amp=amp,
+        positive_ints=[("greedy_batch", greedy_batch)],
+        non_negative_ints=[("workers", workers)],
+        positive=[("finetune_epochs", finetune_epochs)]
+        + ([("train_epochs", train_epochs)] if weights is None else []),
+    )
+    device = init_from_env(device)
+    local_slice(greedy_batch)
+    progress = _auto_progress(progress)
+    # every check that reads the data, the model or the targets: before the folder exists
+    prep = _prepare(
+        arch, data, image_size, weights, device, targets, workers=workers, progress=progress
+    )
     config = {
         "job": "compare",
         "arch": arch,
@@ -551,44 +569,43 @@ def compare(
         "greedy_batch": greedy_batch,
         "loss": loss,
     }
-    _check_settings(
-        candidates=candidates,
-        loss=loss,
-        device=device,
-        amp=amp,
-        positive_ints=[("greedy_batch", greedy_batch)],
-        non_negative_ints=[("workers", workers)],
-        positive=[("finetune_epochs", finetune_epochs)]
-        + ([("train_epochs", train_epochs)] if weights is None else []),
-    )
-    device = init_from_env(device)
-    local_slice(greedy_batch)
-    progress = _auto_progress(progress)
-    prep = _prepare(
-        arch, data, image_size, weights, device, targets, workers=workers, progress=progress
-    )
-    run = _open_run(out, config)
     loader = {"num_workers": workers, "amp": amp}
-    if weights is None:
-        _train_base(prep, run, train_epochs, 0, progress, **loader)
-    size, train, test, base, example = prep.size, prep.train, prep.test, prep.model, prep.example
-    groups = find_prunable_groups(base, example)
-    macs_model = MacsModel(profile_layers(base, example), groups)
-    full_macs = macs_model.full_macs
-    abs_targets = prep.targets
-    acc_full = evaluate(base, test)
-    lat_example = torch.zeros(32, 3, size, size, device=device)
-    lat_full = latency_ms(base, lat_example)
-    done = run.done_units()
-    # Seed-major order: an interrupted run has every method at every target for the first seeds.
-    units = [(m, t, a, s) for s in seeds for t, a in zip(targets, abs_targets) for m in methods]
-    for method, t, target, seed in tqdm(units, desc="compare", disable=not progress):
-        unit = f"{method}-{t}-s{seed}"
-        if unit in done:
-            continue
-        widths = macs_model.plan(target)
+    study = _compare_study(prep, out, config, targets, methods, seeds, loader, progress)
+    return run_study(study, out, device=device, progress=progress).results
+
+
+def _compare_study(
+    prep: _Prepared, out, config: dict, targets, methods, seeds, loader: dict, progress: bool
+) -> Study:
+    """The :class:`~greedyprune.study.Study` of :func:`compare` (its checked arguments, the
+    prepared data and model, the ``config.json`` naming the run): one unit per (method, target,
+    seed) in seed-major order, so an interrupted run has every method at every target for its
+    first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
+    ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
+    test, example = prep.test, prep.example
+
+    @functools.cache
+    def base(device: str) -> SimpleNamespace:
+        """The base model's groups, MACs model, accuracy and latency (the run folder is open)."""
+        if config["weights"] is None:
+            _train_base(prep, Path(out), config["train_epochs"], 0, progress, **loader)
+        model = prep.model
+        groups = find_prunable_groups(model, example)
+        lat_example = torch.zeros(32, 3, prep.size, prep.size, device=device)
+        return SimpleNamespace(
+            model=model,
+            groups=groups,
+            macs=MacsModel(profile_layers(model, example), groups),
+            acc_full=evaluate(model, test),
+            lat_example=lat_example,
+            lat_full=latency_ms(model, lat_example),
+        )
+
+    def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        b = base(device)
+        widths = b.macs.plan(target)
         model, select_s = _one_method(
-            method, base, example, groups, widths, target, train, config, seed, device
+            method, b.model, example, b.groups, widths, target, prep.train, config, seed, device
         )
         acc_pruned = evaluate(model, test, **loader)
         t0 = time.perf_counter()
@@ -596,38 +613,47 @@ def compare(
         # pruned networks had (the base model's training plus the fine-tuning)
         finetune(
             model,
-            train,
-            epochs=config["uniform_epochs"] if method == "uniform" else finetune_epochs,
-            lr=0.05 if method == "uniform" else finetune_lr,
+            prep.train,
+            epochs=config["uniform_epochs"] if method == "uniform" else config["finetune_epochs"],
+            lr=0.05 if method == "uniform" else config["finetune_lr"],
             generator=seed,
             progress=progress,
             **loader,
         )
         ft_s = time.perf_counter() - t0
         macs = count_macs(model, example)
-        row = {
-            "arch": arch,
-            "method": method,
-            "target": str(t),
-            "seed": seed,
-            "macs_target": target,
-            "macs": macs,
-            "macs_full": full_macs,
-            "macs_fraction": macs / full_macs,
-            "params": count_params(model),
-            "acc_full": acc_full,
-            "acc_pruned": acc_pruned,
-            "acc_finetuned": evaluate(model, test),
-            "latency_ms": latency_ms(model, lat_example),
-            "latency_full_ms": lat_full,
-            "select_s": select_s,
-            "finetune_s": ft_s,
-        }
-        run.append(unit, [row])
-    barrier()
-    df = run.read()
-    run.write_table(summarize(df), "summary")
-    return df
+        full_macs = b.macs.full_macs
+        return [
+            {
+                "arch": config["arch"],
+                "method": method,
+                "target": str(t),
+                "seed": seed,
+                "macs_target": target,
+                "macs": macs,
+                "macs_full": full_macs,
+                "macs_fraction": macs / full_macs,
+                "params": count_params(model),
+                "acc_full": b.acc_full,
+                "acc_pruned": acc_pruned,
+                "acc_finetuned": evaluate(model, test),
+                "latency_ms": latency_ms(model, b.lat_example),
+                "latency_full_ms": b.lat_full,
+                "select_s": select_s,
+                "finetune_s": ft_s,
+            }
+        ]
+
+    def units(device: str):
+        return [
+            (f"{m}-{t}-s{s}", functools.partial(unit, device, m, t, a, s))
+            for s in seeds
+            for t, a in zip(targets, prep.targets)
+            for m in methods
+        ]
+
+    name = f"compare {config['arch']}"
+    return Study(name=name, config=config, units=units, summary=summarize)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

@@ -51,6 +51,7 @@ def check_same_dtype(**tensors: Tensor) -> None:
 
 
 def check_bool(name: str, value) -> bool:
+    """``value`` as a bool; ``TypeError`` naming ``name`` unless it is a bool (or a numpy bool)."""
     # A truthy string such as "no" would otherwise silently mean True.
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
@@ -58,6 +59,8 @@ def check_bool(name: str, value) -> bool:
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``: ``TypeError`` naming ``name`` unless it is an int (or a
+    numpy integer; a bool is refused), ``ValueError`` when it is below ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             if isinstance(value, np.integer):
