@@ -158,10 +158,10 @@ def add_settings(
     parser: argparse.ArgumentParser, cls, example: str, scopes: str, table: str, **never
 ) -> None:
     """``--set [SETTING.]KEY=VALUE`` (repeatable) and ``--config FILE.toml``: override fields of
-    the preset's settings (``cls``, a setting dataclass); see :mod:`greedyprune._settings`.
+    the preset's settings (``cls``, a setting dataclass); see :mod:`greedyprune.settings`.
     example: one ``KEY=VALUE``; scopes: the preset's settings in words; table: one's name.
     never: keys this command does not let override, each with why (e.g. ``data="use --data"``)."""
-    from greedyprune._settings import describe_fields
+    from greedyprune.settings import describe_fields
 
     parser.add_argument(
         "--set",
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        from greedyprune._settings import SettingError
+        from greedyprune.settings import SettingError
 
         text = str(exc)
         if not isinstance(exc, SettingError):  # that one names its --set/--config already

@@ -48,6 +48,7 @@ from .select import (
 
 __all__ = [
     "ShardedSquaredLoss",
+    "all_gather",
     "barrier",
     "is_distributed",
     "is_main",
@@ -139,7 +140,7 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _all_gather(t: Tensor) -> Tensor:
+def all_gather(t: Tensor) -> Tensor:
     """``[W, *t.shape]``: every rank's ``t`` (same shape and dtype on all ranks), in rank order."""
     if not is_distributed() or world_size() == 1:
         return t.unsqueeze(0).clone()
@@ -213,7 +214,7 @@ class ShardedSquaredLoss:
             dtype=torch.int64,
             device=comm,
         )
-        table = _all_gather(layout).cpu().tolist()
+        table = all_gather(layout).cpu().tolist()
         offsets, counts = self._check_layout(table, W)
         self.row_offset, self.n_local = offsets[me], counts[me]
         self.row_end = self.row_offset + self.n_local
@@ -230,7 +231,7 @@ class ShardedSquaredLoss:
             summary = [0.0, float(t.sum()), float(t.pow(2).sum())]
         except (ValueError, TypeError) as e:
             err, summary = e, [1.0, 0.0, 0.0]
-        flags = _all_gather(torch.tensor(summary, dtype=torch.float64, device=comm)).cpu()
+        flags = all_gather(torch.tensor(summary, dtype=torch.float64, device=comm)).cpu()
         failed = [q for q in range(W) if flags[q, 0] != 0]
         if err is not None:
             raise err
@@ -402,7 +403,7 @@ class ShardedSquaredLoss:
         msg[0] = u[j]
         msg[1] = self.row_offset + j
         msg[2:].copy_(local._flat[j])
-        table = _all_gather(msg)
+        table = all_gather(msg)
         heads = table[:, :2].cpu().tolist()
         self._pending = None
         if any(math.isnan(s) for s, _ in heads):
@@ -536,7 +537,7 @@ def _greedi(
     msg[3 + 2 * local_n : 3 + 2 * local_n + P] = (picks + obj.row_offset).double()
     rows = msg[3 + 3 * local_n :].view(local_n, D)
     rows[:P] = local._flat.index_select(0, picks.to(local.device)).double().cpu()
-    table = _all_gather(msg.to(comm)).cpu()
+    table = all_gather(msg.to(comm)).cpu()
 
     ks = [int(t) for t in table[:, 0]]
     ps = [int(t) for t in table[:, 1]]

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from greedyprune._settings import Override, SettingError, apply_overrides, parse_set
 from greedyprune.cli import main
+from greedyprune.settings import Override, SettingError, apply_overrides, parse_set
 from greedyprune.sims.deep import DeepSetting
 from greedyprune.sims.deep import presets as deep_presets
 from greedyprune.sims.two_layer import Setting

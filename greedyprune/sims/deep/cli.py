@@ -61,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import pandas as pd
 
-    from greedyprune._settings import apply_overrides, overrides_from_args
     from greedyprune.cli import resolve_progress
+    from greedyprune.settings import apply_overrides, overrides_from_args
 
     from .presets import deep_preset, run_deep
 

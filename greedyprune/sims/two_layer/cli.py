@@ -59,7 +59,7 @@ def _seed_count(seeds: tuple[int, ...] | None) -> int | None:
 
 def _preset(args):
     """The preset of ``--preset`` with ``--config`` and ``--set`` applied to its settings."""
-    from greedyprune._settings import apply_overrides, overrides_from_args
+    from greedyprune.settings import apply_overrides, overrides_from_args
 
     from .._data import _KINDS
 
