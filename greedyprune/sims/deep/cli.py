@@ -97,9 +97,10 @@ def run(args) -> int:
         ref = summary[summary["experiment"] == "reference"]
         for _, row in ref.iterrows():
             print(f"{row['method']} (width {setting.width}): {metric} = {row['mean']:.4g}")
+        from greedyprune.sims.two_layer.cli import format_verdicts
+
         print("\nverdicts:")
-        cols = ["claim", "measured_slope", "ci_low", "ci_high", "verdict"]
-        print(verdicts[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(format_verdicts(verdicts))
     print(f"\nresults in {out} ({time.perf_counter() - t0:.1f}s)")
     failed = "verdict" in verdicts and (verdicts["verdict"] == "fails").any()
     return 1 if args.strict and failed else 0

@@ -106,8 +106,10 @@ def format_verdicts(verdicts: pd.DataFrame) -> str:
     """
     if verdicts.empty:
         return "(no verdicts)"
+    w = max(26, *(len(str(c)) for c in verdicts["claim"]))
+    ws = max(9, *(len(str(c)) for c in verdicts["setting"]))
     lines = [
-        f"{'claim':<26} {'setting':<9} {'pred':>5} {'slope|ratio':>11} {'95% CI':>17} "
+        f"{'claim':<{w}} {'setting':<{ws}} {'pred':>5} {'slope|ratio':>11} {'95% CI':>17} "
         f"{'n range':>9}  verdict"
     ]
     for r in verdicts.itertuples():
@@ -121,7 +123,7 @@ def format_verdicts(verdicts: pd.DataFrame) -> str:
             ci = f"[{ratio[1]:.3g}, {ratio[2]:.3g}]"
         rng = "" if pd.isna(r.n_min) else f"{int(r.n_min)}-{int(r.n_max)}"
         lines.append(
-            f"{r.claim:<26} {r.setting:<9} {pred:>5} {value:>11} {ci:>17} {rng:>9}  {r.verdict}"
+            f"{r.claim:<{w}} {r.setting:<{ws}} {pred:>5} {value:>11} {ci:>17} {rng:>9}  {r.verdict}"
         )
     return "\n".join(lines)
 
