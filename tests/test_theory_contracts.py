@@ -259,3 +259,44 @@ def test_slope_difference_names_a_bad_form_and_needs_two_shared_seeds():
         slope_difference_interval(a, a, form="linear")
     lo, hi = slope_difference_interval(a, a, n_boot=20)
     assert np.isnan(lo) and np.isnan(hi)
+
+
+# -- each verdict reachable from each direction ---------------------------------------------------
+def test_an_at_least_claim_fails_when_the_curve_falls_too_fast():
+    # GD's "no faster than ~1/n" (threshold -1 - 0.3): a curve falling like n^-2 breaks it
+    df = curve("gd", -2.0, noise=0.01)
+    claim = Claim(
+        "gd", "no faster", "rate", "gd", predicted_slope=-1.0, tolerance=0.3, direction="at_least"
+    )
+    row = check(df, [claim], n_boot=200).iloc[0]
+    assert row["verdict"] == "fails"
+    assert row["ci_high"] < -1.3
+    assert row["reason"] == "interval >= -1.30 (seeds bootstrap)"
+
+
+def test_a_decreasing_claim_fails_on_a_rising_floor():
+    rows = []
+    for s in (0, 1, 2):
+        for big_n in (100, 1000, 10000):
+            for n in (5, 10):
+                floor = 0.01 * big_n**0.5 * (1 + 0.01 * s) * (2 if n == 5 else 1)
+                rows.append(
+                    dict(experiment="rw", method="g", n=n, seed=s, N=big_n, loss_train=floor)
+                )
+    claim = Claim("floor", "floor falls with N", "rw", "g", form="decreasing", by="N")
+    row = check(pd.DataFrame(rows), [claim], n_boot=200).iloc[0]
+    assert row["measured_slope"] == pytest.approx(0.5, abs=1e-6)
+    assert row["verdict"] == "fails"
+    assert row["reason"] == "final loss_train ~ N^0.50 over N=100..10000"
+
+
+def test_a_bound_reports_its_worst_ratio_inside_the_closed_fit_range():
+    # the worst row sits exactly at the range's upper end, which belongs to the range
+    rows = [
+        dict(experiment="b", method="g", n=n, seed=0, e_n=e, bound=1.0)
+        for n, e in ((10, 0.2), (20, 0.3), (40, 0.9), (80, 0.1))
+    ]
+    claim = Claim("b", "e_n <= bound", "b", "g", metric="e_n", form="bound", bound_column="bound")
+    row = check(pd.DataFrame(rows), [claim], n_range=(10, 40), n_boot=50).iloc[0]
+    assert row["verdict"] == "holds"
+    assert row["reason"] == "max e_n/bound = 0.9 over all 4 rows (0.9 in the fit range)"
