@@ -239,3 +239,12 @@ def test_simplex_solver_returns_its_start_when_every_feature_is_zero():
     )
     init = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
     torch.testing.assert_close(solve_simplex_ls(phi, t, init=init), init)
+
+
+def test_integer_features_are_refused_with_the_conversion_to_use():
+    with pytest.raises(
+        TypeError, match=r"^features must be a floating-point tensor, got torch\.int64"
+    ):
+        SquaredLoss(torch.ones(3, 4, dtype=torch.long), torch.zeros(4))
+    with pytest.raises(TypeError, match=r"^features must be a floating-point tensor"):
+        solve_simplex_ls(torch.ones(3, 4, dtype=torch.long), torch.zeros(4))
