@@ -1,4 +1,4 @@
-"""Baseline channel choices at given widths: Torch-Pruning's importances, random, uniform.
+"""Baseline channel choices at given widths: Torch-Pruning's importances, i-SpaSP, random, uniform.
 
 Each baseline keeps, in every prunable group, the ``widths[name]`` channels it ranks highest; the
 widths come from the same MACs plan as greedy's, so every method is compared at equal MACs.
@@ -7,13 +7,20 @@ widths come from the same MACs plan as greedy's, so every method is compared at 
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from ..select import SquaredLoss, ispasp
 from ._gates import PrunableGroup
 
 __all__ = ["BASELINES", "baseline_channels"]
+
+# i-SpaSP's sampling of the consumers' outputs: output positions per consumer and image, and the
+# most feature entries (channels x images x sampled outputs) one group may hold.
+ISPASP_POSITIONS = 16
+ISPASP_MAX_ELEMENTS = 2**25
 
 # name -> what it ranks by (Torch-Pruning importance classes, read in torch_pruning 1.6.1).
 BASELINES = {
@@ -21,6 +28,10 @@ BASELINES = {
     "taylor": "first-order Taylor |w * dL/dw| on one batch (tp.importance.TaylorImportance)",
     "bn": "batch-norm scale |gamma| (tp.importance.BNScaleImportance, network slimming); "
     "groups without batch norm (squeeze-excitation convolutions) are ranked by L1",
+    "ispasp": "i-SpaSP (Wolfe & Kyrillidis 2022) per group on one batch: the kernel's CoSaMP-style "
+    "support iteration (greedyprune.select.ispasp) on each channel's exact contribution to the "
+    "consumers' pre-activations (after their batch norm), target their dense sum; every group "
+    "on the dense network, at most 16 evenly spaced output positions per consumer and image",
     "random": "uniformly random channels (seeded)",
     "uniform": "the first channels, weights re-initialised: a thinner network trained from scratch",
 }
@@ -39,8 +50,9 @@ def baseline_channels(
     """Channels to keep per group (sorted) for a baseline ``method`` (see :data:`BASELINES`).
 
     example_input: [1, C, H, W]; batch: ``(x [B, C, H, W], y [B])`` for ``taylor`` (the gradients
-    of the cross-entropy on it); generator: for ``random``. Does not change the model's weights
-    (``taylor`` leaves gradients in ``.grad``, which are cleared).
+    of the cross-entropy on it) and ``ispasp`` (its images; the labels are not used); generator:
+    for ``random``. Does not change the model's weights (``taylor`` leaves gradients in
+    ``.grad``, which are cleared). ``ispasp`` is described in :func:`_ispasp_channels`.
     """
     if method not in BASELINES:
         raise ValueError(f"method={method!r} is not a baseline; use one of {', '.join(BASELINES)}")
@@ -58,6 +70,12 @@ def baseline_channels(
             )
             for g in groups
         }
+    if method == "ispasp":
+        if batch is None:
+            raise ValueError(
+                "method='ispasp' needs batch=(x, y) to measure the consumers' outputs on"
+            )
+        return _ispasp_channels(model, groups, widths, batch[0])
     imp = {
         "l1": lambda: tp.importance.MagnitudeImportance(p=1, normalizer=None),
         "taylor": lambda: tp.importance.TaylorImportance(normalizer=None),
@@ -93,4 +111,166 @@ def baseline_channels(
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    return kept
+
+
+def _bn_after(model: nn.Module) -> dict[str, nn.Module]:
+    """Module name -> the batch norm that is the only reader of that module's output (traced with
+    ``torch.fx``; empty when the model cannot be traced)."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:
+        return {}
+    mods = dict(model.named_modules())
+    out = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and len(node.users) == 1:
+            (user,) = node.users
+            bn = mods.get(user.target) if user.op == "call_module" else None
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                out[node.target] = bn
+    return out
+
+
+def _bn_scale(bn: nn.Module) -> Tensor:
+    """[O]: the factor an eval-mode batch norm multiplies its input's changes by."""
+    if bn.running_var is None:  # no running statistics: the batch's, not known here
+        return torch.ones(bn.num_features)
+    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+    return scale * bn.weight.float() if bn.weight is not None else scale
+
+
+def _contributions(module: nn.Module, x: Tensor, n_channels: int, positions: int) -> Tensor:
+    """[C, B, O, P]: each input channel's contribution to ``module``'s output (bias left out) at
+    P evenly spaced output positions (all of them when there are at most ``positions``).
+
+    module: a convolution with ``groups == 1`` and zero padding (x: [B, C, H, W]) or a linear
+    layer (x: [B, C * r], channel-major as ``flatten`` leaves it; P = 1). Summing over C gives the
+    output minus its bias at those positions, so contribution c is exactly the module applied to
+    its input with only channel c kept.
+    """
+    C, B = n_channels, x.shape[0]
+    x = x.float()
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
+            raise ValueError(
+                "i-SpaSP handles consumer convolutions with groups=1 and integer zero padding"
+            )
+        cols = F.unfold(
+            x,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,
+            stride=module.stride,
+        )  # [B, C * kh * kw, L]
+        L = cols.shape[-1]
+        p = min(L, positions)
+        idx = torch.arange(p, device=cols.device) * L // p  # distinct, evenly spaced
+        cols = cols[..., idx].reshape(B, C, -1, p)
+        w = module.weight.float().reshape(module.out_channels, C, -1)
+        return torch.einsum("bckp,ock->cbop", cols, w)
+    if isinstance(module, nn.Linear):
+        if x.dim() != 2 or x.shape[1] % C:
+            raise ValueError(
+                f"i-SpaSP needs a linear consumer's input to be [B, {C} * r], got {tuple(x.shape)}"
+            )
+        w = module.weight.float().reshape(module.out_features, C, -1)
+        return torch.einsum("bcr,ocr->cbo", x.reshape(B, C, -1), w).unsqueeze(-1)
+    raise ValueError(f"i-SpaSP cannot read a consumer of type {type(module).__name__}")
+
+
+def _ispasp_channels(
+    model: nn.Module,
+    groups: list[PrunableGroup],
+    widths: dict[str, int],
+    x: Tensor,
+    *,
+    positions: int = ISPASP_POSITIONS,
+    max_elements: int = ISPASP_MAX_ELEMENTS,
+    iterations: int = 20,
+) -> dict[str, list[int]]:
+    """i-SpaSP (Wolfe and Kyrillidis, "i-SpaSP: Structured Neural Pruning via Sparse Signal
+    Recovery", 2022) adapted to a CNN's prunable groups; x: the images [B, C, H, W].
+
+    The paper prunes a layer's hidden neurons so that the next layer's pre-activation output is
+    kept, on a batch of data. Here, for every group, the "next layer" is the group's consumers
+    (every convolution or linear layer that reads its channels: one for a plain chain, several
+    for a residual stream). Channel c's feature is its contribution to the consumers' outputs on
+    the batch: each consumer applied to its input with only channel c kept, bias left out, times
+    the scale of the batch norm that reads the consumer's output when there is one (so the
+    feature is the change of the pre-activation, after the batch norm, in eval mode),
+    concatenated over the consumers. Each consumer is linear in its input and reads the group's
+    channels directly (see :mod:`~greedyprune.prune._gates`), so no linearisation is needed: with
+    the consumers' inputs of the dense network, the sum of the kept channels' features is exactly
+    the consumers' pre-activations with the other channels removed, less those with all removed.
+    That includes MobileNet blocks (the expansion's depthwise convolution, batch norm and ReLU6
+    act on each channel before the projection reads it) and the last consumer of a chain. In a
+    residual stream (several producers and consumers) a later consumer's input also depends on
+    the removed channels through the blocks in between; that effect is left out (each consumer's
+    input is the dense network's), as is the change of a group's consumers' inputs caused by
+    pruning earlier groups.
+
+    Target: the sum of all the features (the dense network's pre-activations, less the same
+    constant). The kernel's :func:`~greedyprune.select.ispasp` then runs the CoSaMP-style support
+    iteration (residual between the target and the kept channels' sum, proxy = correlation of
+    each channel's feature with it, merge the top ``2n`` with the support, keep the n of largest
+    magnitude; at most ``iterations`` rounds) with n = ``widths[group]``, and the support is kept.
+    The features are passed scaled by n, so that the kernel's subnetwork ``(1/n) sum_S phi`` is
+    the plain sum of the kept channels' contributions: the pruned network's own output, with the
+    kept weights unchanged as in the paper (the scaling changes neither the proxy's nor the
+    magnitude's ranking, only the residual).
+
+    Where it differs from the paper: every group is pruned on the dense network (one shot, as the
+    other criteria here), not layer after layer on the partly pruned one; a residual stream is
+    one group whose consumers' outputs are preserved together; the proxy and the
+    magnitude are those of the kernel (correlation with the residual and mean absolute feature,
+    see its docstring); and to stay cheap each consumer's output is read at ``positions`` evenly
+    spaced spatial positions (16: all of them at 16 px for ResNet-18 and fewer when the group's
+    features would exceed ``max_elements`` entries, down to one position per image).
+    """
+    mods = dict(model.named_modules())
+    inputs: dict[str, Tensor] = {}
+
+    def keep_input(name):
+        def hook(module, args):
+            inputs[name] = args[0].detach()
+
+        return hook
+
+    needed = sorted({c for g in groups for c in g.consumers})
+    was_training = model.training
+    model.eval()
+    handles = [mods[c].register_forward_pre_hook(keep_input(c)) for c in needed]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    bns = _bn_after(model)
+    kept = {}
+    B = x.shape[0]
+    for g in groups:
+        C = g.n_channels
+        n = widths.get(g.name, C)
+        if n == C:
+            kept[g.name] = list(range(C))
+            continue
+        outs = sum(
+            mods[c].out_channels if isinstance(mods[c], nn.Conv2d) else mods[c].out_features
+            for c in g.consumers
+        )
+        p = max(1, min(positions, max_elements // max(1, C * B * outs)))
+        parts = []
+        with torch.no_grad():
+            for c in g.consumers:
+                contrib = _contributions(mods[c], inputs[c], C, p)
+                if c in bns:
+                    contrib = contrib * _bn_scale(bns[c]).to(contrib.device).reshape(1, 1, -1, 1)
+                parts.append(contrib.reshape(C, B, -1))
+            features = torch.cat(parts, 2)
+            target = features.sum(0)
+            sel = ispasp(SquaredLoss(features * n, target), n, iterations=iterations)
+        kept[g.name] = sorted(int(i) for i in sel.order)
     return kept
