@@ -104,6 +104,11 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "bn": MethodStyle(_TEAL, "BN scale", "v"),
     "random": MethodStyle(_GREY, "random selection", "x"),
     "uniform": MethodStyle(_VERMILLION, "uniform width, trained from scratch", "D", "--"),
+    "ispasp": MethodStyle("#ca9161", "i-SpaSP (consumers' outputs)", "h"),
+    # fine-tune against re-train (compare's COMPARE_ONLY methods)
+    "metapruner": MethodStyle(_GREEN, "Torch-Pruning MetaPruner (global)", "P"),
+    "scratch-E": MethodStyle(_ORANGE, "greedy's widths from scratch, E epochs", "s", "--"),
+    "scratch-B": MethodStyle(_WINE, "greedy's widths from scratch, budget B", "D", "--"),
 }
 METHOD_COLORS = {name: style.color for name, style in METHOD_STYLES.items()}
 

@@ -37,10 +37,19 @@ from ._models import build_model, list_archs, load_checkpoint
 from ._proxyless import proxylessnas_mobile
 from ._recipes import RECIPES, UNSET, FinetuneSettings, Recipe, resolve_recipe
 from ._surgery import fold_and_prune, prune_channels
-from .pipeline import METHODS, compare, prune, summarize
+from .pipeline import (
+    COMPARE_ONLY,
+    METHODS,
+    compare,
+    latency_phase,
+    prune,
+    scratch_budget,
+    summarize,
+)
 
 __all__ = [
     "BASELINES",
+    "COMPARE_ONLY",
     "METHODS",
     "RECIPES",
     "UNSET",
@@ -70,6 +79,7 @@ __all__ = [
     "greedy_prune",
     "labels_of",
     "latency_ms",
+    "latency_phase",
     "list_archs",
     "load_checkpoint",
     "load_data",
@@ -83,6 +93,7 @@ __all__ = [
     "prune_channels",
     "resolve_recipe",
     "save_pruned",
+    "scratch_budget",
     "stream_batches",
     "summarize",
     "write_image_folder",

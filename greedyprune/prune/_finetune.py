@@ -232,6 +232,7 @@ def finetune(
     amp: str | None = None,
     channels_last: bool = False,
     progress: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place for ``epochs`` (fractions allowed: 0.1 = a tenth of an epoch, the
     authors' between-layer step) and return the mean training loss of each epoch.
@@ -336,6 +337,9 @@ def finetune(
             for buf in model.buffers():
                 tdist.broadcast(buf, 0)
         history.append(total / max(1, count))
+        if on_epoch is not None:
+            on_epoch(epoch)
+            model.train()
         if ckpt is not None:
             if is_main():
                 _save_checkpoint(ckpt, model, opt, epoch + 1, gen)

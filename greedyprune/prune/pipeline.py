@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import torch
+import torch_pruning as tp
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
@@ -41,7 +42,18 @@ from ._surgery import fold_and_prune, prune_channels
 
 __all__ = ["METHODS", "compare", "prune", "summarize"]
 
-METHODS = ("greedy", *BASELINES)
+# compare's methods that are not a channel choice at the planned widths (see compare's docstring)
+COMPARE_ONLY = {
+    "metapruner": "Torch-Pruning's own pipeline: tp.pruner.MetaPruner, global_pruning=True, "
+    f"iterative_steps={5}, L2 magnitude importance, the classifier kept whole; its pruning ratio "
+    "bisected to the MACs target",
+    "scratch-E": "greedy's widths, fresh weights, trained finetune_epochs at the base model's lr",
+    "scratch-B": "greedy's widths, fresh weights, trained for the compute of pre-training + "
+    "greedy's selection + fine-tuning (see compare)",
+}
+METHODS = ("greedy", *BASELINES, *COMPARE_ONLY)
+META_STEPS = 5  # MetaPruner's iterative_steps
+SCRATCH_LR = 0.05  # the base model's learning rate: uniform, scratch-E and scratch-B train at it
 _DEFAULT_SIZE = {"folder": 224, "digits": 32, "synthetic": 64}
 
 
@@ -465,21 +477,36 @@ def prune(
     return summary
 
 
-def _one_method(method, base, example, groups, widths, target, train, cfg, seed, device):
+def _one_method(method, base, example, groups, widths, target, train, cfg, seed, device, seen=None):
+    """The pruned model of ``method`` and its selection seconds; ``seen``: a one-item list that
+    greedy's selection adds to the number of images that went through the classifier (every
+    forward pass of the selection, counted at the full model's MACs for scratch-B's budget)."""
     model = copy.deepcopy(base)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     if method == "greedy":
-        gm, _ = greedy_prune(
-            model,
-            batch_stream(train, cfg["greedy_batch"], generator=gen, device=device),
-            example,
-            target_macs=target,
-            candidates=cfg["candidates"],
-            loss=cfg["loss"],
-            generator=seed,
-            groups=groups,
-        )
+        hooks = []
+        if seen is not None:
+            head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+            def count(_m, args, _out):
+                seen[0] += int(args[0].shape[0])
+
+            hooks.append(head.register_forward_hook(count))
+        try:
+            gm, _ = greedy_prune(
+                model,
+                batch_stream(train, cfg["greedy_batch"], generator=gen, device=device),
+                example,
+                target_macs=target,
+                candidates=cfg["candidates"],
+                loss=cfg["loss"],
+                generator=seed,
+                groups=groups,
+            )
+        finally:
+            for h in hooks:
+                h.remove()
         model, _ = fold_and_prune(gm)
     else:
         # the criteria see the same whole batch on every rank, so every rank keeps the same channels
@@ -515,6 +542,8 @@ def compare(
     device: str = "cpu",
     workers: int = 0,
     amp: str | None = None,
+    curves: bool = False,
+    latency_runs: int = 0,
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Greedy against the baselines (:data:`BASELINES`) at equal MACs and fine-tuning budget.
@@ -529,6 +558,27 @@ def compare(
     :func:`greedyprune.study.run_study`; under ``torchrun`` every rank runs each unit (distributed
     fine-tuning and selection) and rank 0 writes.
     targets: MACs targets (fractions or absolute, see ``parse_macs``).
+
+    Fine-tune against re-train (:data:`COMPARE_ONLY`): ``metapruner`` is Torch-Pruning's own
+    global pruner at the same MACs target (its own widths), fine-tuned like the others;
+    ``scratch-E`` and ``scratch-B`` are greedy's architecture (the planned widths) with fresh
+    weights, trained at lr 0.05 for ``finetune_epochs`` (E) and for the budget B. B counts compute
+    as epochs x MACs per image, one training epoch (forward + backward) costing 3 forward passes
+    of every training image: B = (train_epochs * M_full + S / (3 N) * M_full + E * M) / M epochs,
+    with M the pruned MACs, M_full the full model's, N the training images and S the images
+    greedy's selection sent through the classifier (each counted at the full model's MACs, an
+    upper bound); train_epochs counts 0 with ``weights``. scratch-B needs greedy in ``methods``
+    (it runs after it and reads its S). Their units add the columns ``epochs`` (trained after
+    pruning) and ``select_images`` (S, greedy's rows; 0 for the others).
+    curves: record test accuracy after every epoch of fine-tuning / training (column
+        ``acc_curve``, a JSON list of ceil(epochs) numbers whose last is ``acc_finetuned``).
+    latency_runs: when > 0, every unit's final model is kept in ``out/models/UNIT.safetensors``
+        and, once all units are done, timed in one paired phase: every model (and the full one)
+        in turn, one batch of 32 per turn, ``latency_runs`` turns after a warm-up; the samples in
+        ``out/latency_samples.csv``, the median and quartiles per unit in ``out/latency.csv``.
+        The ``latency_ms`` column is measured mid-run, under whatever load there is then.
+    New options add config keys (``curves``, ``metapruner_steps``, ``scratch_lr``) only when
+    used, so folders made without them resume unchanged.
     Returns the results table (every unit of the folder, this call's and earlier ones').
     """
     methods = unique([methods] if isinstance(methods, str) else methods)
@@ -538,13 +588,21 @@ def compare(
     targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
     seeds = unique(int(s) for s in ([seeds] if isinstance(seeds, int) else seeds))
     targets = unique(targets)
+    if "scratch-B" in methods:
+        if "greedy" not in methods:
+            raise ValueError(
+                "methods=scratch-B needs greedy too: its budget counts greedy's selection"
+            )
+        methods = ["greedy", *(m for m in methods if m != "greedy")]  # greedy's S comes first
+    if not isinstance(curves, bool):
+        raise ValueError(f"curves={curves!r} must be True or False")
     _check_settings(
         candidates=candidates,
         loss=loss,
         device=device,
         amp=amp,
         positive_ints=[("greedy_batch", greedy_batch)],
-        non_negative_ints=[("workers", workers)],
+        non_negative_ints=[("workers", workers), ("latency_runs", latency_runs)],
         positive=[("finetune_epochs", finetune_epochs)]
         + ([("train_epochs", train_epochs)] if weights is None else []),
     )
@@ -569,13 +627,167 @@ def compare(
         "greedy_batch": greedy_batch,
         "loss": loss,
     }
+    # keys only when the new options are used, so the folders made before them still match
+    if curves:
+        config["curves"] = True
+    if "metapruner" in methods:
+        config["metapruner_steps"] = META_STEPS
+    if any(m.startswith("scratch-") for m in methods):
+        config["scratch_lr"] = SCRATCH_LR
     loader = {"num_workers": workers, "amp": amp}
-    study = _compare_study(prep, out, config, targets, methods, seeds, loader, progress)
-    return run_study(study, out, device=device, progress=progress).results
+    study = _compare_study(
+        prep, out, config, targets, methods, seeds, loader, progress, keep_models=latency_runs > 0
+    )
+    results = run_study(study, out, device=device, progress=progress).results
+    if latency_runs > 0:
+        latency_phase(out, prep, latency_runs, device)
+    return results
+
+
+def scratch_budget(
+    train_epochs: float, select_images: int, n_train: int, macs_full: int, macs: int, epochs: float
+) -> float:
+    """scratch-B's epochs: the compute of pre-training (``train_epochs`` of the full model),
+    greedy's selection (``select_images`` forward passes of the full model, 1/3 of a training
+    pass each) and fine-tuning (``epochs`` of the pruned model), in epochs of the pruned model;
+    compute is epochs x MACs per image."""
+    selection_epochs = select_images / (3 * n_train)
+    return (train_epochs * macs_full + selection_epochs * macs_full + epochs * macs) / macs
+
+
+def _metapruner(base: nn.Module, example: Tensor, target: int) -> nn.Module:
+    """Torch-Pruning's global pruner on a copy of ``base``: ``META_STEPS`` iterative steps of
+    L2-magnitude global pruning (classifier outputs kept), the final pruning ratio bisected so
+    that the MACs land at or just under ``target``."""
+
+    def run(ratio: float) -> tuple[nn.Module, int]:
+        model = copy.deepcopy(base).eval()
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=2),
+            global_pruning=True,
+            pruning_ratio=ratio,
+            iterative_steps=META_STEPS,
+            ignored_layers=heads,
+        )
+        for _ in range(META_STEPS):
+            pruner.step()
+        return model, count_macs(model, example)
+
+    lo, hi = 0.0, 0.95
+    best = run(hi)
+    if best[1] > target:
+        raise ValueError(
+            f"metapruner cannot reach {target / 1e6:.3f}M MACs (pruning ratio {hi}); pass a "
+            "larger target"
+        )
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        model, macs = run(mid)
+        if macs <= target:
+            hi, best = mid, (model, macs)
+        else:
+            lo = mid
+    return best[0]
+
+
+def _fit_shapes(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """``model`` (the unpruned architecture) with every convolution, batch norm and linear layer
+    resized to the tensors of ``state`` (a pruned model's state dict, any widths), loaded."""
+    for name, m in model.named_modules():
+        w = state.get(f"{name}.weight")
+        if w is None:
+            continue
+        if isinstance(m, nn.Conv2d):
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            m.out_channels = int(w.shape[0])
+            m.groups = int(w.shape[0]) if depthwise else m.groups
+            m.in_channels = int(w.shape[1]) * m.groups
+        elif isinstance(m, nn.BatchNorm2d):
+            m.num_features = int(w.shape[0])
+        elif isinstance(m, nn.Linear):
+            m.out_features, m.in_features = (int(d) for d in w.shape)
+        else:
+            continue
+        for pname in list(m._parameters):
+            if m._parameters[pname] is not None:  # bias=False leaves None
+                m._parameters[pname] = nn.Parameter(torch.empty_like(state[f"{name}.{pname}"]))
+        for bname in list(m._buffers):
+            if f"{name}.{bname}" in state:
+                m._buffers[bname] = state[f"{name}.{bname}"].clone()
+    model.load_state_dict(state)
+    return model
+
+
+def latency_phase(out, prep: _Prepared, runs: int, device, *, batch: int = 32) -> pd.DataFrame:
+    """Time every final model kept in ``out/models`` and the full model in one paired phase:
+    ``runs`` turns, each model once per turn (one forward pass of ``batch`` images, the order
+    rotated every turn), after two warm-up passes each. Writes ``latency_samples.csv`` (every
+    sample) and ``latency.csv`` (median, quartiles and IQR in ms per unit); returns the latter.
+    A ``latency.csv`` of the same models with at least ``runs`` turns is kept as it is."""
+    folder = Path(out)
+    kept = sorted(f.stem for f in (folder / "models").glob("*.safetensors"))
+    if (folder / "latency.csv").is_file():  # measured already for these models: not again
+        done = pd.read_csv(folder / "latency.csv")
+        if sorted(done["unit"]) == sorted(["full", *kept]) and (done["runs"] >= runs).all():
+            return done
+    arch = json.loads((folder / "config.json").read_text())["arch"]
+    models = {"full": prep.model}
+    for f in sorted((folder / "models").glob("*.safetensors")):
+        models[f.stem] = _fit_shapes(build_model(arch, prep.n_classes), load_file(str(f)))
+    x = torch.zeros(batch, 3, prep.size, prep.size, device=device)
+    names = list(models)
+    samples = {n: [] for n in names}
+    with torch.no_grad():
+        for n in names:
+            models[n].to(device).eval()
+            for _ in range(2):
+                models[n](x)
+        for r in range(runs):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                t = time.perf_counter()
+                models[n](x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                samples[n].append(1000.0 * (time.perf_counter() - t))
+    long = pd.DataFrame(
+        [{"unit": n, "run": i, "ms": v} for n in names for i, v in enumerate(samples[n])]
+    )
+    q = long.groupby("unit", sort=False)["ms"].quantile([0.25, 0.5, 0.75]).unstack()
+    table = pd.DataFrame(
+        {
+            "unit": q.index,
+            "runs": [len(samples[n]) for n in q.index],
+            "batch": batch,
+            "median_ms": q[0.5].to_numpy(),
+            "q25_ms": q[0.25].to_numpy(),
+            "q75_ms": q[0.75].to_numpy(),
+            "iqr_ms": (q[0.75] - q[0.25]).to_numpy(),
+            "macs": [count_macs(models[n], prep.example.to(device)) for n in q.index],
+        }
+    )
+    if is_main():
+        long.to_csv(folder / "latency_samples.csv", index=False)
+        table.to_csv(folder / "latency.csv", index=False)
+    barrier()
+    return table
 
 
 def _compare_study(
-    prep: _Prepared, out, config: dict, targets, methods, seeds, loader: dict, progress: bool
+    prep: _Prepared,
+    out,
+    config: dict,
+    targets,
+    methods,
+    seeds,
+    loader: dict,
+    progress: bool,
+    keep_models: bool = False,
 ) -> Study:
     """The :class:`~greedyprune.study.Study` of :func:`compare` (its checked arguments, the
     prepared data and model, the ``config.json`` naming the run): one unit per (method, target,
@@ -583,6 +795,15 @@ def _compare_study(
     first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
     ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
     test, example = prep.test, prep.example
+    extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr"))
+    seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, for scratch-B
+
+    def greedy_images(t, seed: int) -> int:
+        if (str(t), seed) in seen_by_greedy:
+            return seen_by_greedy[(str(t), seed)]
+        done = pd.read_csv(Path(out) / "results.csv")  # greedy finished in an earlier call
+        row = done[done["unit"] == f"greedy-{t}-s{seed}"]
+        return int(row["select_images"].iloc[0])
 
     @functools.cache
     def base(device: str) -> SimpleNamespace:
@@ -604,45 +825,81 @@ def _compare_study(
     def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
         b = base(device)
         widths = b.macs.plan(target)
-        model, select_s = _one_method(
-            method, b.model, example, b.groups, widths, target, prep.train, config, seed, device
-        )
+        seen = [0]
+        if method == "metapruner":
+            t0 = time.perf_counter()
+            model = _metapruner(b.model, example, target)
+            select_s = time.perf_counter() - t0
+        else:
+            # scratch-E/B: greedy's widths (the plan), re-initialised as uniform is
+            choice = "uniform" if method.startswith("scratch-") else method
+            model, select_s = _one_method(
+                choice, b.model, example, b.groups, widths, target, prep.train, config, seed,
+                device, seen=seen,
+            )  # fmt: skip
+        if method == "greedy":
+            seen_by_greedy[(str(t), seed)] = seen[0]
         acc_pruned = evaluate(model, test, **loader)
-        t0 = time.perf_counter()
+        macs = count_macs(model, example)
+        full_macs = b.macs.full_macs
         # uniform is a thinner network trained from scratch: it gets the whole budget the
         # pruned networks had (the base model's training plus the fine-tuning)
+        epochs, lr = config["finetune_epochs"], config["finetune_lr"]
+        if method == "uniform":
+            epochs, lr = config["uniform_epochs"], 0.05
+        elif method == "scratch-E":
+            lr = SCRATCH_LR
+        elif method == "scratch-B":
+            pre = config["train_epochs"] if config["weights"] is None else 0
+            epochs = scratch_budget(
+                pre, greedy_images(t, seed), len(prep.train), full_macs, macs, epochs
+            )
+            lr = SCRATCH_LR
+        curve: list[float] = []
+        t0 = time.perf_counter()
         finetune(
             model,
             prep.train,
-            epochs=config["uniform_epochs"] if method == "uniform" else config["finetune_epochs"],
-            lr=0.05 if method == "uniform" else config["finetune_lr"],
+            epochs=epochs,
+            lr=lr,
             generator=seed,
             progress=progress,
+            on_epoch=(lambda _e: curve.append(evaluate(model, test)))
+            if config.get("curves")
+            else None,
             **loader,
         )
         ft_s = time.perf_counter() - t0
-        macs = count_macs(model, example)
-        full_macs = b.macs.full_macs
-        return [
-            {
-                "arch": config["arch"],
-                "method": method,
-                "target": str(t),
-                "seed": seed,
-                "macs_target": target,
-                "macs": macs,
-                "macs_full": full_macs,
-                "macs_fraction": macs / full_macs,
-                "params": count_params(model),
-                "acc_full": b.acc_full,
-                "acc_pruned": acc_pruned,
-                "acc_finetuned": evaluate(model, test),
-                "latency_ms": latency_ms(model, b.lat_example),
-                "latency_full_ms": b.lat_full,
-                "select_s": select_s,
-                "finetune_s": ft_s,
-            }
-        ]
+        if keep_models and is_main():
+            (Path(out) / "models").mkdir(exist_ok=True)
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            tmp = Path(out) / "models" / f".{method}-{t}-s{seed}.tmp"
+            save_file(state, str(tmp))
+            os.replace(tmp, Path(out) / "models" / f"{method}-{t}-s{seed}.safetensors")
+        row = {
+            "arch": config["arch"],
+            "method": method,
+            "target": str(t),
+            "seed": seed,
+            "macs_target": target,
+            "macs": macs,
+            "macs_full": full_macs,
+            "macs_fraction": macs / full_macs,
+            "params": count_params(model),
+            "acc_full": b.acc_full,
+            "acc_pruned": acc_pruned,
+            "acc_finetuned": evaluate(model, test),
+            "latency_ms": latency_ms(model, b.lat_example),
+            "latency_full_ms": b.lat_full,
+            "select_s": select_s,
+            "finetune_s": ft_s,
+        }
+        if extended:
+            row["epochs"] = epochs
+            row["select_images"] = seen[0]
+        if config.get("curves"):
+            row["acc_curve"] = json.dumps(curve)
+        return [row]
 
     def units(device: str):
         return [

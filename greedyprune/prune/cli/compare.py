@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods",
         type=_list,
         default=["greedy", "l1", "taylor", "bn", "random", "uniform"],
-        help="comma list of greedy,l1,taylor,bn,random,uniform (default: all of them)",
+        help="comma list of greedy,l1,taylor,bn,random,uniform, ispasp (i-SpaSP on each group's "
+        "consumers) and the fine-tune against "
+        "re-train methods metapruner (Torch-Pruning's global pruner), scratch-E, scratch-B "
+        "(greedy's widths trained from scratch for E epochs / for the whole compute budget; "
+        "scratch-B needs greedy) (default: greedy,l1,taylor,bn,random,uniform)",
     )
     add_seeds(
         parser,
@@ -83,6 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=0, help="DataLoader worker processes (0: the main one)"
     )
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA")
+    parser.add_argument(
+        "--curves",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="record test accuracy after every fine-tuning/training epoch (column acc_curve) "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--latency-runs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep every final model and time them all at the end in one paired phase of N "
+        "turns (latency.csv; 0: off)",
+    )
     add_progress(parser)
 
 
@@ -110,6 +129,8 @@ def run(args) -> int:
         device=args.device,
         workers=args.workers,
         amp=args.amp,
+        curves=args.curves,
+        latency_runs=args.latency_runs,
         progress=args.progress,
     )
     from greedyprune.dist import is_main
