@@ -1,6 +1,6 @@
 """Shared by the fig_two_layer_*.py scripts: the two-layer ``paper`` preset's results, run or
-resumed into runs/two_layer_paper (a finished run is only read; a fresh one takes about 10
-minutes on one CPU core), and the house style."""
+resumed into runs/two_layer_paper (a finished run is only read; a fresh one takes about 9 minutes
+of CPU, 18 minutes wall on a busy 2-core machine), and the house style."""
 
 from pathlib import Path
 
