@@ -34,13 +34,8 @@ from greedyprune.select import (
 seeds = st.integers(0, 2**31 - 1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (see conftest's one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def instance(seed: int, N: int, m: int, c: int = 0, target: str = "free"):

@@ -40,14 +40,8 @@ from greedyprune.select import (
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation (on a loaded 2-core
-    machine a [16, 24] tanh took 1 ms with 2 threads against 11 us with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (see conftest's one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- the slow, obvious reference -------------------------------------------------------------------
