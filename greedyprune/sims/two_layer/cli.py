@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
-import pandas as pd
-
+from .._common import format_verdicts
 from .presets import PRESETS, verify_two_layer, with_overrides
 from .setting import Setting
 
@@ -88,46 +86,6 @@ def _device(text: str) -> str:
 
 # the ratio and its interval in a less_than verdict's reason (greedyprune.theory.check writes
 # "<metric> ratio <a>/<b> = R [LO, HI] ...")
-_RATIO = re.compile(r" ratio \S+ = (\S+) \[(\S+), (\S+)\]")
-
-
-def _ratio(reason) -> tuple[float, float, float] | None:
-    """(ratio, low, high) of a ``less_than`` verdict, read from its reason; None if absent."""
-    m = _RATIO.search(reason) if isinstance(reason, str) else None
-    return None if m is None else tuple(float(v) for v in m.groups())
-
-
-def format_verdicts(verdicts: pd.DataFrame) -> str:
-    """The verdict table as fixed-width text (one line per claim and setting).
-
-    Slope claims show the predicted and the measured log-log slope with its 95% interval; level
-    and other ratio claims (form ``less_than``) show ``<1`` and the measured ratio (geometric mean
-    over n and seeds) with its 95% interval, over the paired n range.
-    """
-    if verdicts.empty:
-        return "(no verdicts)"
-    w = max(26, *(len(str(c)) for c in verdicts["claim"]))
-    ws = max(9, *(len(str(c)) for c in verdicts["setting"]))
-    lines = [
-        f"{'claim':<{w}} {'setting':<{ws}} {'pred':>5} {'slope|ratio':>11} {'95% CI':>17} "
-        f"{'n range':>9}  verdict"
-    ]
-    for r in verdicts.itertuples():
-        pred = "" if pd.isna(r.predicted_slope) else f"{r.predicted_slope:.1f}"
-        value = "" if pd.isna(r.measured_slope) else f"{r.measured_slope:.3g}"
-        ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.3g}, {r.ci_high:.3g}]"
-        less_than = getattr(r, "form", None) == "less_than"
-        ratio = _ratio(getattr(r, "reason", None)) if less_than else None
-        if ratio is not None:
-            pred, value = "<1", f"{ratio[0]:.3g}"
-            ci = f"[{ratio[1]:.3g}, {ratio[2]:.3g}]"
-        rng = "" if pd.isna(r.n_min) else f"{int(r.n_min)}-{int(r.n_max)}"
-        lines.append(
-            f"{r.claim:<{w}} {r.setting:<{ws}} {pred:>5} {value:>11} {ci:>17} {rng:>9}  {r.verdict}"
-        )
-    return "\n".join(lines)
-
-
 def run(args) -> int:
     if args.preset not in PRESETS:
         raise ValueError(
