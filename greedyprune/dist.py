@@ -3,7 +3,9 @@
 Each process (rank) of a ``torch.distributed`` job holds a contiguous block of rows
 ``[row_offset, row_offset + N_r)`` of the ``[N, m]`` (or ``[N, m, c]``) features and the whole
 target. Launch with ``torchrun`` (or any launcher that sets the usual environment variables), call
-``torch.distributed.init_process_group`` ("gloo" on CPU, "nccl" on GPU), then::
+``torch.distributed.init_process_group`` ("gloo" on CPU, "nccl" on GPU), or
+``init_from_env(device)``, which does that from ``torchrun``'s environment and closes the group at
+exit, then::
 
     from greedyprune import dist as gd
 
@@ -29,9 +31,12 @@ Without an initialised process group every function here runs as a world of one 
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
+import datetime
 import math
+import os
 
 import torch
 import torch.distributed as tdist
@@ -50,6 +55,7 @@ __all__ = [
     "ShardedSquaredLoss",
     "all_gather",
     "barrier",
+    "init_from_env",
     "is_distributed",
     "is_main",
     "main_first",
@@ -103,6 +109,52 @@ def main_first():
     finally:
         if is_main():
             barrier()
+
+
+def init_from_env(device: str) -> str:
+    """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1),
+    with NCCL for a CUDA device and gloo for the CPU; returns this rank's device (``cuda:LOCAL_RANK``
+    for ``cuda``). The collective timeout is ``GREEDYPRUNE_DIST_TIMEOUT`` seconds (default 600), so
+    a rank that dies makes the others fail with a message instead of hanging."""
+    kind = torch.device(device).type
+    if is_distributed():
+        backend = tdist.get_backend()
+        if kind == "cuda" and backend == "gloo":
+            raise ValueError(
+                f"device={device!r} in a process group launched with the gloo backend, which "
+                "cannot reduce CUDA tensors here; launch with NCCL or pass --device cpu"
+            )
+        return device
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    backend = os.environ.get("GREEDYPRUNE_DIST_BACKEND", "nccl" if kind == "cuda" else "gloo")
+    if kind == "cuda" and backend == "gloo":
+        raise ValueError(
+            f"device={device!r} with GREEDYPRUNE_DIST_BACKEND=gloo: gloo runs on the CPU here; "
+            "unset it (NCCL on GPUs) or pass --device cpu"
+        )
+    if kind == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} CUDA devices; "
+                "pass --nproc_per_node at most the number of GPUs"
+            )
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    timeout = datetime.timedelta(seconds=float(os.environ.get("GREEDYPRUNE_DIST_TIMEOUT", "600")))
+    tdist.init_process_group(backend, timeout=timeout)
+    # The group we made is taken down when the interpreter exits. Left to C++ static destruction,
+    # gloo's worker threads abort a rank now and then ("terminate called without an active
+    # exception", SIGABRT) when ranks leave at different moments, e.g. on a resumed run with
+    # nothing left to do.
+    atexit.register(_close_group)
+    return device
+
+
+def _close_group() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def _check_world(n_rows: int, world: int) -> None:

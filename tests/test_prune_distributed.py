@@ -170,3 +170,39 @@ def test_ddp_finetune_resumes_without_losing_or_repeating_an_epoch(tmp_path):
         # the ranks hold one model, and the resumed run ends where the uninterrupted one did
         assert torch.equal(value, r1["whole"][key]), key
         assert torch.allclose(value.float(), r0["resumed"][key].float(), atol=1e-6), key
+
+
+_EXIT_PROBE = """
+import atexit, sys
+import torch.distributed as tdist
+# registered first, so it runs last (atexit is last in, first out): after greedyprune's own hook
+atexit.register(lambda: print("initialized at exit:", tdist.is_initialized(), flush=True))
+from greedyprune.dist import init_from_env
+init_from_env("cpu")
+box = [sys.argv[1] if tdist.get_rank() == 0 else None]
+tdist.broadcast_object_list(box, src=0)
+print("got", box[0], flush=True)
+"""
+
+
+def test_the_group_made_from_the_environment_is_closed_at_exit(tmp_path):
+    """Left open to interpreter teardown, gloo aborted a rank now and then (SIGABRT, 'terminate
+    called without an active exception'): a resumed torchrun run with nothing to do failed."""
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "GREEDYPRUNE_DIST_TIMEOUT": "60"}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _EXIT_PROBE, "hello"],
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert "got hello" in out
+        assert "initialized at exit: False" in out, out

@@ -18,14 +18,11 @@ Without ``torchrun`` (``WORLD_SIZE`` unset or 1) all of this is a no-op: one pro
 
 from __future__ import annotations
 
-import datetime
-import os
-
 import torch
 import torch.distributed as tdist
 from torch import Tensor
 
-from greedyprune.dist import barrier, is_distributed, is_main, rank, world_size
+from greedyprune.dist import barrier, init_from_env, is_distributed, is_main, rank, world_size
 
 __all__ = [
     "all_sum",
@@ -38,42 +35,6 @@ __all__ = [
     "rank",
     "world_size",
 ]
-
-
-def init_from_env(device: str) -> str:
-    """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1),
-    with NCCL for a CUDA device and gloo for the CPU; returns this rank's device (``cuda:LOCAL_RANK``
-    for ``cuda``). The collective timeout is ``GREEDYPRUNE_DIST_TIMEOUT`` seconds (default 600), so
-    a rank that dies makes the others fail with a message instead of hanging."""
-    kind = torch.device(device).type
-    if is_distributed():
-        backend = tdist.get_backend()
-        if kind == "cuda" and backend == "gloo":
-            raise ValueError(
-                f"device={device!r} in a process group launched with the gloo backend, which "
-                "cannot reduce CUDA tensors here; launch with NCCL or pass --device cpu"
-            )
-        return device
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    backend = os.environ.get("GREEDYPRUNE_DIST_BACKEND", "nccl" if kind == "cuda" else "gloo")
-    if kind == "cuda" and backend == "gloo":
-        raise ValueError(
-            f"device={device!r} with GREEDYPRUNE_DIST_BACKEND=gloo: gloo runs on the CPU here; "
-            "unset it (NCCL on GPUs) or pass --device cpu"
-        )
-    if kind == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local >= torch.cuda.device_count():
-            raise ValueError(
-                f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} CUDA devices; "
-                "pass --nproc_per_node at most the number of GPUs"
-            )
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    timeout = datetime.timedelta(seconds=float(os.environ.get("GREEDYPRUNE_DIST_TIMEOUT", "600")))
-    tdist.init_process_group(backend, timeout=timeout)
-    return device
 
 
 def local_slice(n: int) -> slice:
