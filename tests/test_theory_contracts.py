@@ -29,6 +29,9 @@ COLUMNS = [
     "n_min",
     "n_max",
     "n_seeds",
+    "ratio",
+    "ratio_low",
+    "ratio_high",
     "verdict",
     "reason",
 ]

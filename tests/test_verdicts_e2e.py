@@ -387,8 +387,11 @@ def test_level_claims_judge_equal_n_in_each_half_with_the_exact_ratio():
     low, high = out.loc["greedy_below_gd_n3_7"], out.loc["greedy_below_gd_n7_16"]
     assert (low["verdict"], high["verdict"]) == ("holds", "fails")
     assert (low["n_min"], low["n_max"], high["n_min"], high["n_max"]) == (4, 4, 8, 16)
+    cols = ["ratio", "ratio_low", "ratio_high"]
+    assert list(low[cols]) == pytest.approx([8**-0.5, 0.25, 0.5], rel=1e-12)
+    assert list(high[cols]) == pytest.approx([8**0.5, 2.0, 4.0], rel=1e-12)
+    # the reason repeats them, printed with 3 significant digits
     got = [re.search(r"= (\S+) \[(\S+), (\S+)\]", r["reason"]).groups() for r in (low, high)]
-    # printed with 3 significant digits
     assert [float(v) for v in got[0]] == pytest.approx([8**-0.5, 0.25, 0.5], rel=5e-3)
     assert [float(v) for v in got[1]] == pytest.approx([8**0.5, 2.0, 4.0], rel=5e-3)
     assert "greedy_pretrained/gd_scratch" in low["reason"]

@@ -3,7 +3,6 @@ setting's fields, the in-process cache of pretrained networks and the printed ve
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -68,15 +67,6 @@ class PretrainCache:
         return len(self._items)
 
 
-_RATIO = re.compile(r" ratio \S+ = (\S+) \[(\S+), (\S+)\]")
-
-
-def _ratio(reason) -> tuple[float, float, float] | None:
-    """(ratio, low, high) of a ``less_than`` verdict, read from its reason; None if absent."""
-    m = _RATIO.search(reason) if isinstance(reason, str) else None
-    return None if m is None else tuple(float(v) for v in m.groups())
-
-
 def format_verdicts(verdicts: pd.DataFrame) -> str:
     """The verdict table as fixed-width text (one line per claim and setting).
 
@@ -96,11 +86,10 @@ def format_verdicts(verdicts: pd.DataFrame) -> str:
         pred = "" if pd.isna(r.predicted_slope) else f"{r.predicted_slope:.1f}"
         value = "" if pd.isna(r.measured_slope) else f"{r.measured_slope:.3g}"
         ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.3g}, {r.ci_high:.3g}]"
-        less_than = getattr(r, "form", None) == "less_than"
-        ratio = _ratio(getattr(r, "reason", None)) if less_than else None
-        if ratio is not None:
-            pred, value = "<1", f"{ratio[0]:.3g}"
-            ci = f"[{ratio[1]:.3g}, {ratio[2]:.3g}]"
+        ratio = getattr(r, "ratio", float("nan"))
+        if getattr(r, "form", None) == "less_than" and not pd.isna(ratio):
+            pred, value = "<1", f"{ratio:.3g}"
+            ci = f"[{r.ratio_low:.3g}, {r.ratio_high:.3g}]"
         rng = "" if pd.isna(r.n_min) else f"{int(r.n_min)}-{int(r.n_max)}"
         lines.append(
             f"{r.claim:<{w}} {r.setting:<{ws}} {pred:>5} {value:>11} {ci:>17} {rng:>9}  {r.verdict}"

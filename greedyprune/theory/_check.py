@@ -109,6 +109,7 @@ def _evaluate(df, claim: Claim, n_range, n_boot: int) -> dict:
     rng = claim.n_range or n_range
     rows = _rows(df, claim, claim.method)
     out = dict(measured_slope=np.nan, ci_low=np.nan, ci_high=np.nan, n_min=np.nan, n_max=np.nan)
+    out.update(ratio=np.nan, ratio_low=np.nan, ratio_high=np.nan)
     if rows.empty or claim.metric not in rows:
         return dict(out, verdict="no data", reason=f"no rows for {claim.experiment}/{claim.method}")
     out["n_seeds"] = int(rows["seed"].nunique())
@@ -221,6 +222,8 @@ def _evaluate(df, claim: Claim, n_range, n_boot: int) -> dict:
             lr = np.log(merged[f"{claim.metric}_a"]) - np.log(merged[f"{claim.metric}_b"])
             est, lo, hi = _seed_bootstrap(lr, merged["seed"], n_boot, 0)
             out.update(n_min=int(merged["n"].min()), n_max=int(merged["n"].max()))
+            out.update(ratio=float(np.exp(est)), ratio_low=float(np.exp(lo)))
+            out.update(ratio_high=float(np.exp(hi)))
             verdict = _judge_interval(lo, hi, 0.0, below=True)
             return dict(
                 out,
@@ -271,7 +274,11 @@ def check(
     n_boot: bootstrap re-samples for the intervals.
 
     Returns a DataFrame with columns ``claim, setting, statement, form, predicted_slope,
-    measured_slope, ci_low, ci_high, n_min, n_max, n_seeds, verdict, reason``. A claim whose
+    measured_slope, ci_low, ci_high, n_min, n_max, n_seeds, ratio, ratio_low, ratio_high, verdict,
+    reason``: a slope claim fills ``measured_slope`` and its interval ``ci_low..ci_high``; a
+    ``less_than`` claim fills ``ratio`` (geometric mean of ``method / versus`` over the paired rows)
+    and its seed-bootstrap interval ``ratio_low..ratio_high``; ``n_min..n_max`` is the n range
+    either used. A claim whose
     condition fails gets "conditions not met" and the failing conditions in ``reason``; its
     measured slope is still reported.
     """
@@ -332,6 +339,9 @@ def check(
         "n_min",
         "n_max",
         "n_seeds",
+        "ratio",
+        "ratio_low",
+        "ratio_high",
         "verdict",
         "reason",
     ]
