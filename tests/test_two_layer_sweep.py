@@ -380,3 +380,29 @@ def test_commands_run_the_quick_configs(tmp_path, capsys):
     fits = json.loads((tmp_path / "b" / "fits.json").read_text())
     assert "verdict" in fits
     assert "wall time" in capsys.readouterr().out
+
+
+def test_verify_two_layer_preset_sweep_is_the_full_knee_sweep(tmp_path, monkeypatch, capsys):
+    """`verify two-layer --preset sweep` runs the knee sweep's full configuration (the sweep itself
+    is replaced here: it takes minutes); flags that only shape the verification are refused in
+    one line, before any folder is made."""
+    from greedyprune.cli import main
+
+    seen = []
+    monkeypatch.setattr(sx, "run", lambda args: seen.append(vars(args)) or 0)
+    out = tmp_path / "s"
+    assert main(["verify", "two-layer", "--preset", "sweep", "--out", str(out)]) == 0
+    assert seen == [dict(preset="full", out=str(out), device="cpu", progress=None)]
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "two-layer", "--preset", "sweep", "--no-progress"]) == 0
+    assert seen[1]["out"] == "runs/two_layer_sweep" and seen[1]["progress"] is False
+    for extra in (["--set", "d=3"], ["--seeds", "0,1"], ["--strict"], ["--no-figures"]):
+        capsys.readouterr()
+        assert main(["verify", "two-layer", "--preset", "sweep", "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and extra[0] in err[0] and "--preset sweep" in err[0], err
+    assert len(seen) == 2 and not out.exists()
+    capsys.readouterr()
+    assert main(["verify", "two-layer", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not known" in err and "quick" in err and "sweep" in err, err

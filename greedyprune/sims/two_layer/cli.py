@@ -10,7 +10,9 @@ from .._common import format_verdicts
 from .presets import PRESETS, verify_two_layer, with_overrides
 from .setting import Setting
 
-__all__ = ["add_arguments", "format_verdicts", "run"]
+__all__ = ["SWEEP", "add_arguments", "format_verdicts", "run"]
+
+SWEEP = "sweep"  # --preset sweep: the knee sweep (greedyprune.sims.two_layer.sweep)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         default="quick",
-        metavar="|".join(sorted(PRESETS)),
-        help="which experiment set to run",
+        metavar="|".join([*sorted(PRESETS), SWEEP]),
+        help=f"which experiment set to run; '{SWEEP}' runs the knee sweep's full configuration "
+        "(the same as 'verify two-layer-knee --preset full': Proposition B's n* against the "
+        "measured knee over activation, d and m)",
     )
     add_out(parser, "runs/two_layer_<preset>")
     add_seeds(
@@ -84,12 +88,40 @@ def _device(text: str) -> str:
     return "cuda"
 
 
-# the ratio and its interval in a less_than verdict's reason (greedyprune.theory.check writes
-# "<metric> ratio <a>/<b> = R [LO, HI] ...")
+def _run_sweep(args) -> int:
+    """``--preset sweep``: the knee sweep's full configuration, with --out, --device, --progress.
+    The flags that shape the verification's settings, seeds or figures do not apply to it."""
+    from . import sweep
+
+    given = [
+        flag
+        for flag, value in (
+            ("--set", args.set),
+            ("--config", args.config),
+            ("--seeds", args.seeds),
+            ("--no-figures", args.no_figures),
+            ("--strict", args.strict),
+        )
+        if value
+    ]
+    if given:
+        raise ValueError(
+            f"--preset {SWEEP} takes --out, --device and --progress only, not {', '.join(given)}; "
+            "the sweep's settings and seeds are fixed (see 'verify two-layer-knee --help')"
+        )
+    out = args.out or f"runs/two_layer_{SWEEP}"
+    return sweep.run(
+        argparse.Namespace(preset="full", out=out, device=args.device, progress=args.progress)
+    )
+
+
 def run(args) -> int:
+    if args.preset == SWEEP:
+        return _run_sweep(args)
     if args.preset not in PRESETS:
         raise ValueError(
-            f"--preset {args.preset!r} is not known; pass one of {', '.join(sorted(PRESETS))}"
+            f"--preset {args.preset!r} is not known; pass one of "
+            f"{', '.join([*sorted(PRESETS), SWEEP])}"
         )
     preset = _preset(args)
     count = _seed_count(args.seeds)
