@@ -14,6 +14,7 @@ import torch
 
 from greedyprune.plots import apply_style, deep_rate_fits, method_style, plot_deep_rate, savefig
 from greedyprune.sims import deep_preset, run_deep
+from greedyprune.theory import format_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +35,7 @@ def main() -> None:
     title = f"Layer-wise greedy selection, deep teacher, depth {setting.depth}, {len(seeds)} seeds"
     for p in savefig(plot_deep_rate(results, title=title), ROOT / "figures" / "deep_rate"):
         print("wrote", p.relative_to(ROOT))
-    cols = ["claim", "measured_slope", "ci_low", "ci_high", "verdict"]
-    print(verdicts[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(format_verdicts(verdicts))
 
 
 if __name__ == "__main__":

@@ -401,7 +401,7 @@ def test_level_claims_see_greedy_interpolate_one_point_where_untrained_gd_cannot
 def test_the_verdict_table_prints_level_ratios_and_slopes():
     """The printed table shows a level claim's ratio and interval (from the verdict), a slope
     claim's slope and interval, each with its n range."""
-    from greedyprune.sims.two_layer.cli import format_verdicts
+    from greedyprune.theory import format_verdicts
 
     verdicts = pd.DataFrame(
         [

@@ -10,7 +10,7 @@
 """
 
 from ._bounds import b_n, bound_constants, fast_rate_envelope, hull_membership, margin_estimate
-from ._check import CONDITIONS, VERDICTS, check, register_condition
+from ._check import CONDITIONS, VERDICTS, check, format_verdicts, register_condition
 from ._claims import FORMS, Claim, deep_claims, halves, level_claims, two_layer_claims
 from ._fit import RateFit, fit_rate, slope_difference_interval
 
@@ -26,6 +26,7 @@ __all__ = [
     "deep_claims",
     "fast_rate_envelope",
     "fit_rate",
+    "format_verdicts",
     "halves",
     "hull_membership",
     "level_claims",

@@ -15,7 +15,7 @@ import pandas as pd
 from ._claims import Claim
 from ._fit import fit_rate, slope_difference_interval
 
-__all__ = ["CONDITIONS", "VERDICTS", "check", "register_condition"]
+__all__ = ["CONDITIONS", "VERDICTS", "check", "format_verdicts", "register_condition"]
 
 VERDICTS = ("holds", "fails", "inconclusive", "conditions not met", "no data")
 
@@ -346,3 +346,33 @@ def check(
         "reason",
     ]
     return pd.DataFrame(out, columns=cols)
+
+
+def format_verdicts(verdicts: pd.DataFrame) -> str:
+    """The verdict table as fixed-width text (one line per claim and setting).
+
+    Slope claims show the predicted and the measured log-log slope with its 95% interval; level
+    and other ratio claims (form ``less_than``) show ``<1`` and the measured ratio (geometric mean
+    over n and seeds) with its 95% interval, over the paired n range.
+    """
+    if verdicts.empty:
+        return "(no verdicts)"
+    w = max(26, *(len(str(c)) for c in verdicts["claim"]))
+    ws = max(9, *(len(str(c)) for c in verdicts["setting"]))
+    lines = [
+        f"{'claim':<{w}} {'setting':<{ws}} {'pred':>5} {'slope|ratio':>11} {'95% CI':>17} "
+        f"{'n range':>9}  verdict"
+    ]
+    for r in verdicts.itertuples():
+        pred = "" if pd.isna(r.predicted_slope) else f"{r.predicted_slope:.1f}"
+        value = "" if pd.isna(r.measured_slope) else f"{r.measured_slope:.3g}"
+        ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        ratio = getattr(r, "ratio", float("nan"))
+        if getattr(r, "form", None) == "less_than" and not pd.isna(ratio):
+            pred, value = "<1", f"{ratio:.3g}"
+            ci = f"[{r.ratio_low:.3g}, {r.ratio_high:.3g}]"
+        rng = "" if pd.isna(r.n_min) else f"{int(r.n_min)}-{int(r.n_max)}"
+        lines.append(
+            f"{r.claim:<{w}} {r.setting:<{ws}} {pred:>5} {value:>11} {ci:>17} {rng:>9}  {r.verdict}"
+        )
+    return "\n".join(lines)

@@ -97,7 +97,7 @@ def run(args) -> int:
         ref = summary[summary["experiment"] == "reference"]
         for _, row in ref.iterrows():
             print(f"{row['method']} (width {setting.width}): {metric} = {row['mean']:.4g}")
-        from .._common import format_verdicts
+        from greedyprune.theory import format_verdicts
 
         print("\nverdicts:")
         print(format_verdicts(verdicts))

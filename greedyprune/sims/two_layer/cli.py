@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .._common import format_verdicts
+from greedyprune.theory import format_verdicts
+
 from .presets import PRESETS, verify_two_layer, with_overrides
 from .setting import Setting
 
