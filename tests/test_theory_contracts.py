@@ -12,6 +12,7 @@ from greedyprune.theory import (
     Claim,
     check,
     fit_rate,
+    format_verdicts,
     level_claims,
     slope_difference_interval,
     two_layer_claims,
@@ -303,3 +304,71 @@ def test_a_bound_reports_its_worst_ratio_inside_the_closed_fit_range():
     row = check(pd.DataFrame(rows), [claim], n_range=(10, 40), n_boot=50).iloc[0]
     assert row["verdict"] == "holds"
     assert row["reason"] == "max e_n/bound = 0.9 over all 4 rows (0.9 in the fit range)"
+
+
+def test_the_verdict_table_prints_level_ratios_and_slopes():
+    """The printed table shows a level claim's ratio and interval (from the verdict), a slope
+    claim's slope and interval, each with its n range."""
+    verdicts = pd.DataFrame(
+        [
+            dict(
+                claim="greedy_below_gd_n90_300",
+                setting="interior",
+                form="less_than",
+                predicted_slope=np.nan,
+                measured_slope=np.nan,
+                ci_low=np.nan,
+                ci_high=np.nan,
+                n_min=90,
+                n_max=270,
+                ratio=0.8123,
+                ratio_low=0.6,
+                ratio_high=1.1,
+                verdict="inconclusive",
+                reason="the table does not read this text",
+            ),
+            dict(
+                claim="greedy_fast_rate",
+                setting="interior",
+                form="power",
+                predicted_slope=-2.0,
+                measured_slope=-1.7,
+                ci_low=-1.77,
+                ci_high=-1.62,
+                n_min=90,
+                n_max=1000,
+                verdict="holds",
+                reason="interval <= -1.60",
+            ),
+        ]
+    )
+    level, rate = format_verdicts(verdicts).splitlines()[1:]
+    assert level.split() == [
+        "greedy_below_gd_n90_300",
+        "interior",
+        "<1",
+        "0.812",
+        "[0.6,",
+        "1.1]",
+        "90-270",
+        "inconclusive",
+    ]
+    assert rate.split() == [
+        "greedy_fast_rate",
+        "interior",
+        "-2.0",
+        "-1.7",
+        "[-1.77,",
+        "-1.62]",
+        "90-1000",
+        "holds",
+    ]
+
+
+def test_the_verdict_table_says_so_when_empty_and_leaves_missing_values_blank():
+    assert format_verdicts(pd.DataFrame(columns=COLUMNS)) == "(no verdicts)"
+    row = dict.fromkeys(COLUMNS, np.nan)
+    row.update(claim="c", setting="s", form="less_than", verdict="no data", reason="no rows")
+    header, line = format_verdicts(pd.DataFrame([row])).splitlines()
+    assert header.split()[:4] == ["claim", "setting", "pred", "slope|ratio"]
+    assert line.split() == ["c", "s", "no", "data"]

@@ -398,67 +398,6 @@ def test_level_claims_see_greedy_interpolate_one_point_where_untrained_gd_cannot
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
 
 
-def test_the_verdict_table_prints_level_ratios_and_slopes():
-    """The printed table shows a level claim's ratio and interval (from the verdict), a slope
-    claim's slope and interval, each with its n range."""
-    from greedyprune.theory import format_verdicts
-
-    verdicts = pd.DataFrame(
-        [
-            dict(
-                claim="greedy_below_gd_n90_300",
-                setting="interior",
-                form="less_than",
-                predicted_slope=np.nan,
-                measured_slope=np.nan,
-                ci_low=np.nan,
-                ci_high=np.nan,
-                n_min=90,
-                n_max=270,
-                ratio=0.8123,
-                ratio_low=0.6,
-                ratio_high=1.1,
-                verdict="inconclusive",
-                reason="the table does not read this text",
-            ),
-            dict(
-                claim="greedy_fast_rate",
-                setting="interior",
-                form="power",
-                predicted_slope=-2.0,
-                measured_slope=-1.7,
-                ci_low=-1.77,
-                ci_high=-1.62,
-                n_min=90,
-                n_max=1000,
-                verdict="holds",
-                reason="interval <= -1.60",
-            ),
-        ]
-    )
-    level, rate = format_verdicts(verdicts).splitlines()[1:]
-    assert level.split() == [
-        "greedy_below_gd_n90_300",
-        "interior",
-        "<1",
-        "0.812",
-        "[0.6,",
-        "1.1]",
-        "90-270",
-        "inconclusive",
-    ]
-    assert rate.split() == [
-        "greedy_fast_rate",
-        "interior",
-        "-2.0",
-        "-1.7",
-        "[-1.77,",
-        "-1.62]",
-        "90-1000",
-        "holds",
-    ]
-
-
 def test_a_preset_whose_grid_lacks_a_gd_width_is_refused():
     """A level claim pairs greedy and GD at equal n: a grid without some GD width would leave that
     width out of the claim silently, so the preset is refused and says which widths."""
