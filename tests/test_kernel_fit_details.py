@@ -100,6 +100,24 @@ def test_stacked_objective_chunks_to_the_cpu_budget():
     assert obj.chunk_size == CPU_MAX_BYTES // (x.numel() * 4 * 4)
 
 
+def test_stacked_objective_one_candidate_per_pass_and_integer_inputs():
+    """chunk_size=1 (one candidate per forward pass) is allowed and scores as one pass does; with
+    integer inputs (e.g. token ids) the gates take the default float dtype, not the inputs'."""
+    x = torch.arange(12).reshape(4, 3)  # int64
+
+    def forward(h, gates):  # h [K*B, 3] (copy j in rows j*B..), gates [K, 3]: a gated row sum
+        per_row = gates.repeat_interleave(h.shape[0] // gates.shape[0], dim=0)
+        return (h.to(gates.dtype) * per_row).sum(-1)
+
+    def loss(o, t):
+        return o.pow(2)
+
+    one = StackedObjective(x, forward, loss, 3, chunk_size=1)
+    assert one.chunk_size == 1 and one.dtype == torch.get_default_dtype()
+    whole = StackedObjective(x, forward, loss, 3, chunk_size=3)
+    torch.testing.assert_close(one.losses(None), whole.losses(None), rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ rate fit
 
 
@@ -231,8 +249,9 @@ def test_per_sample_squared_loss_is_half_the_squared_distance():
 def test_fit_settings_at_their_edges():
     n, loss = [1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125]
     assert fit_rate(n, loss, n_boot=1).slope == pytest.approx(-1.0)  # one re-sample is allowed
-    with pytest.raises(ValueError, match="level"):
-        fit_rate(n, loss, n_boot=10, level=0.0)
+    for level in (0.0, 1.0):  # an interval of level 0 or 1 is no interval
+        with pytest.raises(ValueError, match="level"):
+            fit_rate(n, loss, n_boot=10, level=level)
 
 
 def test_slope_difference_interval_has_the_requested_level():

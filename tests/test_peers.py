@@ -394,6 +394,15 @@ def test_losses_at_sizes_runs_each_size():
         assert sel.order.tolist() == alone.order.tolist()
         assert loss == alone.losses[-1].item()
     assert obj.size == 9 and obj.current_loss() == pytest.approx(losses[-1].item())
+    # the keyword arguments reach every call of select
+    seen = []
+
+    def recording(objective, n, **kwargs):
+        seen.append((n, kwargs))
+        return ispasp(objective, n, **kwargs)
+
+    losses_at_sizes(recording, SquaredLoss(phi, t), [2, 3], iterations=1, expand=3)
+    assert seen == [(2, dict(iterations=1, expand=3)), (3, dict(iterations=1, expand=3))]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".npz"])

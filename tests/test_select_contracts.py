@@ -153,6 +153,9 @@ def test_simplex_solver_names_a_bad_init_and_takes_a_zero_tolerance():
     w = solve_simplex_ls(phi, t, tol=0)
     assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=w.dtype))
     assert float(((w @ phi - t) ** 2).sum()) < 1e-8
+    # a target of the wrong shape: the message says the shape it needs, the features' without k
+    with pytest.raises(ValueError, match=r"target must have shape \(6,\) \(features' shape"):
+        solve_simplex_ls(phi, torch.zeros(5, dtype=torch.float64))
 
 
 # -- a live network's objective ------------------------------------------------------------------

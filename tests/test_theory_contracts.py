@@ -296,8 +296,8 @@ def test_a_decreasing_claim_fails_on_a_rising_floor():
 
 def test_a_bound_reports_its_worst_ratio_inside_the_closed_fit_range():
     # the worst row sits exactly at the range's upper end, which belongs to the range
-    rows = [
-        dict(experiment="b", method="g", n=n, seed=0, e_n=e, bound=1.0)
+    rows = [  # a bound of 2, so the reported figure is e_n / bound, not e_n * bound
+        dict(experiment="b", method="g", n=n, seed=0, e_n=2 * e, bound=2.0)
         for n, e in ((10, 0.2), (20, 0.3), (40, 0.9), (80, 0.1))
     ]
     claim = Claim("b", "e_n <= bound", "b", "g", metric="e_n", form="bound", bound_column="bound")
@@ -372,3 +372,26 @@ def test_the_verdict_table_says_so_when_empty_and_leaves_missing_values_blank():
     header, line = format_verdicts(pd.DataFrame([row])).splitlines()
     assert header.split()[:4] == ["claim", "setting", "pred", "slope|ratio"]
     assert line.split() == ["c", "s", "no", "data"]
+
+
+def test_a_slope_comparison_uses_the_bootstrap_size_it_is_given():
+    """The difference interval of a ``faster_than`` claim is the one ``slope_difference_interval``
+    gives with check's ``n_boot`` (7 here: far from the default, so the intervals differ)."""
+    a = curve("greedy", -2.0, seeds=range(5), noise=0.3)  # names of unequal length: the
+    b = curve("gd", -1.0, seeds=range(5), noise=0.3)  # two curves get different noise
+    claim = Claim("f", "greedy is faster", "rate", "greedy", form="faster_than", versus="gd")
+    reason = check(pd.concat([a, b]), [claim], n_boot=7).iloc[0]["reason"]
+    triple = [(df["n"], df["loss_train"], df["seed"]) for df in (a, b)]
+    lo, hi = slope_difference_interval(*triple, n_boot=7)
+    assert reason.endswith(f"difference interval [{lo:.2f}, {hi:.2f}]")
+    lo_default, hi_default = slope_difference_interval(*triple)
+    assert f"[{lo:.2f}, {hi:.2f}]" != f"[{lo_default:.2f}, {hi_default:.2f}]"
+
+
+def test_an_older_verdict_table_without_ratio_columns_still_prints():
+    """Verdict tables written before the ratio columns existed (a finished run's verdicts.csv)
+    print with blanks where a ratio would go."""
+    row = dict.fromkeys([c for c in COLUMNS if not c.startswith("ratio")], np.nan)
+    row.update(claim="old", setting="s", form="less_than", verdict="holds", reason="...")
+    line = format_verdicts(pd.DataFrame([row])).splitlines()[1]
+    assert line.split() == ["old", "s", "holds"]
