@@ -201,7 +201,11 @@ def test_the_group_made_from_the_environment_is_closed_at_exit(tmp_path):
         )
         for r in range(2)
     ]
-    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:  # a hung rank fails the test and leaves no process behind
+        for p in procs:
+            p.kill()
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
         assert "got hello" in out
