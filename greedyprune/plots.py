@@ -105,6 +105,7 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "random": MethodStyle(_GREY, "random selection", "x"),
     "uniform": MethodStyle(_VERMILLION, "uniform width, trained from scratch", "D", "--"),
     "ispasp": MethodStyle("#ca9161", "i-SpaSP (consumers' outputs)", "h"),
+    "ispasp-seq": MethodStyle("#ca9161", "i-SpaSP, group after group", "H", "--"),
     # fine-tune against re-train (compare's COMPARE_ONLY methods)
     "metapruner": MethodStyle(_GREEN, "Torch-Pruning MetaPruner (global)", "P"),
     "scratch-E": MethodStyle(_ORANGE, "greedy's widths from scratch, E epochs", "s", "--"),

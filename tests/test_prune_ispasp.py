@@ -204,3 +204,107 @@ def test_full_width_keeps_everything_and_batch_is_required():
     }
     with pytest.raises(ValueError, match="batch"):
         baseline_channels("ispasp", model, ex, groups, {"3": 4})
+
+
+# -- group after group (ispasp-seq) ---------------------------------------------------------------
+def _chain2() -> nn.Sequential:
+    """Two prunable groups in a row: conv "3" (read by "6") and conv "6" (read by "9")."""
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1),
+        nn.BatchNorm2d(12),
+        nn.ReLU(),
+        nn.Conv2d(12, 10, 3, padding=1),
+        nn.BatchNorm2d(10),
+        nn.ReLU(),
+        nn.Conv2d(10, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
+    with torch.no_grad():
+        for bn in (net[1], net[4], net[7], net[10]):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(0.2, 1.0)
+    return net.eval()
+
+
+def _support_iteration(F: torch.Tensor, target: torch.Tensor, n: int, iterations: int = 20):
+    """As ``_reference_ispasp``, toward a given target."""
+    mag = F.abs().sum(1)
+    support: list[int] | None = None
+    for _ in range(iterations):
+        residual = target if support is None else target - F[support].sum(0)
+        proxy = (F @ residual).tolist()
+        omega = sorted(range(len(proxy)), key=lambda i: (-proxy[i], i))[: 2 * n]
+        merged = sorted(set(omega) | set(support or []))
+        new = sorted(sorted(merged, key=lambda i: (-float(mag[i]), i))[:n])
+        if new == support:
+            break
+        support = new
+    assert support is not None
+    return support
+
+
+# (6, 4, 0) and (2, 2, 5): the second group's choice differs with the pruned network's own output
+# as the target instead of the dense one's (and, for the first, from the one-shot choice)
+@pytest.mark.parametrize("n3, n6, seed", [(3, 2, 0), (6, 4, 0), (2, 2, 5), (11, 1, 1)])
+def test_group_after_group_matches_a_literal_partly_pruned_network(n3, n6, seed):
+    """ispasp-seq: the first group as one shot; the second group's features measured literally on
+    a copy of the network whose first group is cut (the removed channels' batch norm set to
+    output 0, so they reach the consumer as zeros), its target the dense network's."""
+    import copy
+
+    model = _chain2()
+    ex = torch.zeros(1, 3, 4, 4)
+    x = _batch(5, 4, seed=seed)
+    groups = find_prunable_groups(model, ex)
+    assert [g.name for g in groups] == ["3", "6"]
+    widths = {"3": n3, "6": n6}
+    kept = baseline_channels("ispasp-seq", model, ex, groups, widths, batch=x)
+    first = _reference_ispasp(_literal_contributions(model, groups[0], x[0], {"6": model[7]}), n3)
+    assert kept["3"] == first
+    assert baseline_channels("ispasp", model, ex, groups, widths, batch=x)["3"] == first
+    cut = copy.deepcopy(model)
+    gone = [c for c in range(12) if c not in first]
+    with torch.no_grad():
+        cut[4].weight[gone] = 0.0
+        cut[4].bias[gone] = 0.0
+    dense = _literal_contributions(model, groups[1], x[0], {"9": model[10]})
+    pruned = _literal_contributions(cut, groups[1], x[0], {"9": cut[10]})
+    assert kept["6"] == _support_iteration(pruned, dense.sum(0), n6)
+
+
+def test_group_after_group_differs_from_one_shot_and_leaves_the_model_alone():
+    """Somewhere on ResNet-18 the partly pruned network changes a later group's choice (else the
+    sequential variant would be the one-shot one under another name); weights and mode kept."""
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    ex = torch.zeros(1, 3, 16, 16)
+    groups = find_prunable_groups(model, ex)
+    widths = {g.name: max(1, g.n_channels // 4) for g in groups}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    x = _batch(4, 16)
+    seq = baseline_channels("ispasp-seq", model, ex, groups, widths, batch=x)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    one = baseline_channels("ispasp", model, ex, groups, widths, batch=x)
+    assert seq[groups[0].name] == one[groups[0].name]
+    assert any(seq[g.name] != one[g.name] for g in groups)
+    for g in groups:
+        assert seq[g.name] == sorted(set(seq[g.name])) and len(seq[g.name]) == widths[g.name]
+
+
+def test_group_after_group_is_a_compare_method_and_needs_a_batch():
+    assert "ispasp-seq" in BASELINES and "ispasp-seq" in METHODS
+    model = _chain2()
+    ex = torch.zeros(1, 3, 8, 8)
+    groups = find_prunable_groups(model, ex)
+    with pytest.raises(ValueError, match="method='ispasp-seq' needs batch"):
+        baseline_channels("ispasp-seq", model, ex, groups, {"3": 4, "6": 4})

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_list,
         default=["greedy", "l1", "taylor", "bn", "random", "uniform"],
         help="comma list of greedy,l1,taylor,bn,random,uniform, ispasp (i-SpaSP on each group's "
-        "consumers) and the fine-tune against "
+        "consumers, every group on the dense network), ispasp-seq (the same, group after group "
+        "on the partly pruned network) and the fine-tune against "
         "re-train methods metapruner (Torch-Pruning's global pruner), scratch-E, scratch-B "
         "(greedy's widths trained from scratch for E epochs / for the whole compute budget; "
         "scratch-B needs greedy) (default: greedy,l1,taylor,bn,random,uniform)",
