@@ -116,6 +116,7 @@ def test_ispasp_matches_the_reference(seed, N, m, c, iterations):
         assert sel.info["iterations"] == len(ref_hist)
         np.testing.assert_allclose(sel.info["iteration_losses"], ref_hist, rtol=1e-10, atol=1e-14)
         assert sel.evaluations == N * (len(ref_hist) + ref_conv) + n
+        assert sel.info["expand"] == 2  # the documented info keys, the default expansion
 
 
 @pytest.mark.parametrize("expand", [1, 3])

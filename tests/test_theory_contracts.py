@@ -395,3 +395,42 @@ def test_an_older_verdict_table_without_ratio_columns_still_prints():
     row.update(claim="old", setting="s", form="less_than", verdict="holds", reason="...")
     line = format_verdicts(pd.DataFrame([row])).splitlines()[1]
     assert line.split() == ["old", "s", "holds"]
+
+
+def test_a_rate_fit_refuses_two_rows_for_one_seed_and_n():
+    """A second row with the same (seed, n) would silently replace the first in the fit's table;
+    both fits refuse it and say how to fix it."""
+    n, loss = [1, 1, 2, 2], [1.0, 3.0, 0.5, 1.5]
+    with pytest.raises(ValueError, match=r"n=1 and seed=0; .* pass seed="):
+        fit_rate(n, loss)
+    assert fit_rate(n, loss, seed=[0, 1, 0, 1], n_boot=10).slope == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match=r"n=2 and seed='b'"):
+        fit_rate([1, 2, 2], [1.0, 0.5, 0.4], seed=["a", "b", "b"])
+    good = ([1, 2, 4], [1.0, 0.5, 0.25], [0, 0, 0])
+    with pytest.raises(ValueError, match="more than one row has n=4"):
+        slope_difference_interval(good, ([1, 2, 4, 4], [1.0, 0.3, 0.1, 0.2], [0, 0, 0, 0]))
+
+
+def test_the_slope_difference_leaves_out_losses_that_cannot_be_logged():
+    """A zero, negative or NaN loss is left out of the slope difference as it is of a rate fit:
+    the interval is the one without those rows. They sit where the other seeds have values, so a
+    kept one would poison the mean of its column (log 0 = -inf)."""
+    a = curve("greedy", -2.0, seeds=range(4), noise=0.2)
+    b = curve("gd", -1.0, seeds=range(4), noise=0.2)
+    holes = ((a["seed"] == 0) & (a["n"] == 40)) | ((a["seed"] == 1) & (a["n"] == 20))
+    base = a[~holes]
+    want = slope_difference_interval(
+        (base["n"], base["loss_train"], base["seed"]),
+        (b["n"], b["loss_train"], b["seed"]),
+        n_range=(10, 80),
+        n_boot=50,
+    )
+    bad = pd.DataFrame(dict(n=[40, 20, 80], loss_train=[0.0, -1.0, np.nan], seed=[0, 1, 9]))
+    worse = pd.concat([base, bad.assign(experiment="rate", method="greedy")])
+    got = slope_difference_interval(
+        (worse["n"], worse["loss_train"], worse["seed"]),
+        (b["n"], b["loss_train"], b["seed"]),
+        n_range=(10, 80),
+        n_boot=50,
+    )
+    assert np.isfinite(want).all() and got == want

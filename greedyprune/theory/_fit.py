@@ -14,6 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["RateFit", "fit_rate", "slope_difference_interval"]
 
@@ -124,6 +125,7 @@ def fit_rate(
             f"need at least two distinct n to fit a rate, got {grid.size} in n_range={n_range!r}; "
             "widen n_range or measure more sizes"
         )
+    _check_unique(n, seed)
     seeds = np.unique(seed)
     # table [n_seeds, n_points] of log losses; NaN where a seed lacks an n
     col = np.searchsorted(grid, n)
@@ -179,6 +181,17 @@ def fit_rate(
     )
 
 
+def _check_unique(n: np.ndarray, seed: np.ndarray) -> None:
+    """One row per (seed, n): a second row would silently replace the first in the fit's table."""
+    dup = pd.DataFrame({"seed": seed, "n": n}).duplicated()
+    if dup.any():
+        k = int(np.argmax(dup.to_numpy()))
+        raise ValueError(
+            f"more than one row has n={n[k]:g} and seed={seed[k].item()!r}; a rate fit takes one row "
+            "per (seed, n): pass seed= to tell replicates apart, or average them first"
+        )
+
+
 def _log_table(n, loss, seed, n_range, form):
     n = np.asarray(n, dtype=float).reshape(-1)
     loss = np.asarray(loss, dtype=float).reshape(-1)
@@ -187,6 +200,7 @@ def _log_table(n, loss, seed, n_range, form):
     if n_range is not None:
         keep &= (n >= n_range[0]) & (n <= n_range[1])
     n, loss, seed = n[keep], loss[keep], seed[keep]
+    _check_unique(n, seed)
     grid, seeds = np.unique(n), np.unique(seed)
     table = np.full((seeds.size, grid.size), np.nan)
     table[np.searchsorted(seeds, seed), np.searchsorted(grid, n)] = np.log(loss)
