@@ -246,7 +246,7 @@ def _ispasp_channels(
     bns = _bn_after(model)
     B = x.shape[0]
 
-    def consumer_inputs(names, removed: dict[str, Tensor]) -> dict[str, Tensor]:
+    def consumer_inputs(names, removed: dict[str, tuple[int, Tensor]]) -> dict[str, Tensor]:
         """The inputs of the consumers ``names`` on ``x``, with the channels ``removed[c]`` zeroed
         at every consumer c that reads a group cut so far (a pruned network's inputs)."""
         seen: dict[str, Tensor] = {}

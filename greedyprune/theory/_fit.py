@@ -186,8 +186,9 @@ def _check_unique(n: np.ndarray, seed: np.ndarray) -> None:
     dup = pd.DataFrame({"seed": seed, "n": n}).duplicated()
     if dup.any():
         k = int(np.argmax(dup.to_numpy()))
+        label = seed[k].item() if isinstance(seed[k], np.generic) else seed[k]
         raise ValueError(
-            f"more than one row has n={n[k]:g} and seed={seed[k].item()!r}; a rate fit takes one row "
+            f"more than one row has n={n[k]:g} and seed={label!r}; a rate fit takes one row "
             "per (seed, n): pass seed= to tell replicates apart, or average them first"
         )
 
