@@ -7,6 +7,8 @@ iteration written out here on those contributions (residual, proxy, merge, thres
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torchvision
@@ -20,31 +22,32 @@ def _batch(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
     return torch.randn(n, 3, size, size, generator=gen), torch.zeros(n, dtype=torch.long)
 
 
+def _convs(*channels: int, seed: int) -> nn.Sequential:
+    """conv -> bn -> relu for each pair of ``channels`` (3x3, padding 1), then pool -> linear to
+    10 classes; eval mode with randomised batch norms. Sequential names: conv k at index 3 k."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for c_in, c_out in itertools.pairwise(channels):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels[-1], 10)]
+    return _randomise_batch_norms(nn.Sequential(*layers))
+
+
 def _chain(hidden: int = 16) -> nn.Sequential:
     """stem conv -> bn -> relu -> conv "3" (the tested group) -> bn -> relu -> conv "6" -> bn
     -> relu -> pool -> linear."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, hidden, 3, padding=1),
-        nn.BatchNorm2d(hidden),
-        nn.ReLU(),
-        nn.Conv2d(hidden, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(6, 10),
-    )
-    # non-trivial eval-mode batch norms, and mostly positive hidden activations
+    return _convs(3, 8, hidden, 6, seed=0)
+
+
+def _randomise_batch_norms(net: nn.Module) -> nn.Module:
+    """Non-trivial eval-mode batch norms, and mostly positive hidden activations."""
     with torch.no_grad():
-        for bn in (net[1], net[4], net[7]):
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 2.0)
-            bn.bias.uniform_(0.2, 1.0)
+        for bn in net.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 2.0)
+                bn.bias.uniform_(0.2, 1.0)
     return net.eval()
 
 
@@ -81,9 +84,13 @@ def _literal_contributions(model, group, x, bn_of: dict[str, nn.Module]) -> torc
 
 
 def _reference_ispasp(F: torch.Tensor, n: int, iterations: int = 20) -> list[int]:
-    """The support iteration on contributions F [C, D]: the pruned output is the plain sum of
-    the kept rows; ties to the lower index."""
-    target = F.sum(0)
+    """The support iteration on contributions F [C, D] toward their sum (the dense output)."""
+    return _support_iteration(F, F.sum(0), n, iterations)
+
+
+def _support_iteration(F: torch.Tensor, target: torch.Tensor, n: int, iterations: int = 20):
+    """The support iteration on contributions F [C, D] toward ``target``: the pruned output is the
+    plain sum of the kept rows; ties to the lower index."""
     mag = F.abs().sum(1)
     support: list[int] | None = None
     for _ in range(iterations):
@@ -209,48 +216,7 @@ def test_full_width_keeps_everything_and_batch_is_required():
 # -- group after group (ispasp-seq) ---------------------------------------------------------------
 def _chain2() -> nn.Sequential:
     """Two prunable groups in a row: conv "3" (read by "6") and conv "6" (read by "9")."""
-    torch.manual_seed(2)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 12, 3, padding=1),
-        nn.BatchNorm2d(12),
-        nn.ReLU(),
-        nn.Conv2d(12, 10, 3, padding=1),
-        nn.BatchNorm2d(10),
-        nn.ReLU(),
-        nn.Conv2d(10, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(6, 10),
-    )
-    with torch.no_grad():
-        for bn in (net[1], net[4], net[7], net[10]):
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 2.0)
-            bn.bias.uniform_(0.2, 1.0)
-    return net.eval()
-
-
-def _support_iteration(F: torch.Tensor, target: torch.Tensor, n: int, iterations: int = 20):
-    """As ``_reference_ispasp``, toward a given target."""
-    mag = F.abs().sum(1)
-    support: list[int] | None = None
-    for _ in range(iterations):
-        residual = target if support is None else target - F[support].sum(0)
-        proxy = (F @ residual).tolist()
-        omega = sorted(range(len(proxy)), key=lambda i: (-proxy[i], i))[: 2 * n]
-        merged = sorted(set(omega) | set(support or []))
-        new = sorted(sorted(merged, key=lambda i: (-float(mag[i]), i))[:n])
-        if new == support:
-            break
-        support = new
-    assert support is not None
-    return support
+    return _convs(3, 8, 12, 10, 6, seed=2)
 
 
 # (6, 4, 0) and (2, 2, 5): the second group's choice differs with the pruned network's own output
