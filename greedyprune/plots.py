@@ -97,7 +97,7 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     # layer-wise selection (greedyprune.sims.deep.layerwise_select method=...)
     "local": MethodStyle(_BLUE, "greedy, local imitation", "o"),
     "global": MethodStyle(_SKY, "greedy, global loss", "s"),
-    # channel pruning (greedyprune.prune: "greedy" and the BASELINES) and the bound diagnostics
+    # channel pruning (greedyprune.prune.SELECTION_METHODS) and the bound diagnostics
     "greedy": MethodStyle(_BLUE, "greedy forward selection", "o"),
     "l1": MethodStyle(_PINK, "L1 magnitude", "s"),
     "taylor": MethodStyle(_OLIVE, "Taylor", "^"),
@@ -106,7 +106,7 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "uniform": MethodStyle(_VERMILLION, "uniform width, trained from scratch", "D", "--"),
     "ispasp": MethodStyle("#ca9161", "i-SpaSP (consumers' outputs)", "h"),
     "ispasp-seq": MethodStyle("#ca9161", "i-SpaSP, group after group", "H", "--"),
-    # fine-tune against re-train (compare's COMPARE_ONLY methods)
+    # fine-tune against re-train (compare's width rules, greedyprune.prune.WIDTH_RULES)
     "metapruner": MethodStyle(_GREEN, "Torch-Pruning MetaPruner (global)", "P"),
     "scratch-E": MethodStyle(_ORANGE, "greedy's widths from scratch, E epochs", "s", "--"),
     "scratch-B": MethodStyle(_WINE, "greedy's widths from scratch, budget B", "D", "--"),

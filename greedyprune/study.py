@@ -24,7 +24,7 @@ rank 0's list of finished units; and every rank returns rank 0's tables. A bad `
 of other settings stops every rank with rank 0's message (:func:`greedyprune.runs.from_main`).
 
 A front end is then a short definition of units over this; see ``greedyprune.sims.two_layer``,
-``greedyprune.sims.deep`` and ``greedyprune.prune.pipeline.compare``.
+``greedyprune.sims.deep`` and ``greedyprune.prune.compare``.
 """
 
 from __future__ import annotations

@@ -296,7 +296,8 @@ def test_flag_message_rewrites_python_names_only():
 
 
 def test_prune_out_has_a_default_like_compare(monkeypatch, tmp_path, capsys):
-    from greedyprune.prune import pipeline
+    from greedyprune.prune import _prune_job
+    from greedyprune.prune import _recipes as gp_recipes
 
     calls = []
     summary = {
@@ -312,9 +313,10 @@ def test_prune_out_has_a_default_like_compare(monkeypatch, tmp_path, capsys):
         "eval_classes": 10,
         "select_s": 1.0,
     }
-    monkeypatch.setattr(pipeline, "prune", lambda *a, **kw: calls.append((a, kw)) or summary)
+    monkeypatch.setattr(_prune_job, "prune", lambda *a, **kw: calls.append((a, kw)) or summary)
     monkeypatch.chdir(tmp_path)
     assert main(["prune", "--arch", "resnet18", "--data", "digits", "--seeds", "7"]) == 0
-    (_, _, out), kw = calls[0]
-    assert out == "runs/prune-digits-resnet18" and kw["seed"] == 7 and kw["device"] == "cpu"
+    (_, _, out, recipe), kw = calls[0]
+    assert out == "runs/prune-digits-resnet18" and kw["seed"] == 7 and kw["runtime"].device == "cpu"
+    assert recipe == gp_recipes.RECIPES["default"]
     assert "runs/prune-digits-resnet18/model.safetensors" in capsys.readouterr().out

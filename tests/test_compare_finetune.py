@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+import greedyprune.prune as gp
 from greedyprune.cli import main
-from greedyprune.prune import pipeline
+from greedyprune.prune import _finetune
+from greedyprune.prune._width_rules import META_STEPS, SCRATCH_LR
 
 FAKE_IMAGES = 1234  # what the stand-in greedy selection reports as images through the classifier
 SETTINGS = {
@@ -30,14 +32,12 @@ def run(tmp_path_factory):
     channels (a real selection takes minutes) that report ``FAKE_IMAGES`` forward passes."""
     out = tmp_path_factory.mktemp("cmp") / "run"
     mp = pytest.MonkeyPatch()
-    real_one, real_ft = pipeline._one_method, pipeline.finetune
+    real_ft = _finetune.finetune
+    l1 = gp.SELECTION_METHODS["l1"]
 
-    def one_method(method, *args, seen=None, **kwargs):
-        if method == "greedy":
-            model, s = real_one("l1", *args, seen=seen, **kwargs)
-            seen[0] += FAKE_IMAGES
-            return model, s
-        return real_one(method, *args, seen=seen, **kwargs)
+    def stand_in(request):
+        request.on_images(FAKE_IMAGES)
+        return l1.select(request)
 
     calls = []  # (conv1 weight when fine-tuning starts, epochs) per unit
 
@@ -50,15 +50,15 @@ def run(tmp_path_factory):
         return real_ft(model, *args, **kwargs)
 
     first_done = {"resumed": False}
-    mp.setattr(pipeline, "_one_method", one_method)
-    mp.setattr(pipeline, "finetune", finetune)
+    mp.setitem(gp.SELECTION_METHODS, "greedy", gp.MethodSpec("greedy", "stand-in", stand_in))
+    mp.setattr(_finetune, "finetune", finetune)
     try:
         with pytest.raises(KeyboardInterrupt):
-            pipeline.compare("resnet18", "synthetic", out, **SETTINGS)
+            gp.compare("resnet18", "synthetic", out, **SETTINGS)
         first = (out / "results.csv").read_text().splitlines()
         n_first = len(calls)
         first_done["resumed"] = True
-        df = pipeline.compare("resnet18", "synthetic", out, **SETTINGS)
+        df = gp.compare("resnet18", "synthetic", out, **SETTINGS)
     finally:
         mp.undo()
     return {
@@ -79,8 +79,8 @@ def test_resume_does_not_redo_finished_units(run):
     assert lines[:2] == run["first"]
     assert sorted(run["df"].index) == sorted(SETTINGS["methods"])
     config = json.loads((run["out"] / "config.json").read_text())
-    assert config["curves"] is True and config["scratch_lr"] == pipeline.SCRATCH_LR
-    assert config["metapruner_steps"] == pipeline.META_STEPS
+    assert config["curves"] is True and config["scratch_lr"] == SCRATCH_LR
+    assert config["metapruner_steps"] == META_STEPS
 
 
 def test_scratch_e_trains_fresh_weights(run):

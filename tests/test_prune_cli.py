@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
 from greedyprune.cli import main
-from greedyprune.prune import pipeline
+from greedyprune.prune import _finetune, _io, _layerwise
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 
@@ -76,7 +76,7 @@ def _files(folder):
 
 
 class _Calls:
-    """Wraps ``module.name`` (where the pipeline looks it up) and counts its calls; ``before`` runs
+    """Wraps ``module.name`` (where the jobs look it up) and counts its calls; ``before`` runs
     first with the call count and may raise (an interruption)."""
 
     def __init__(self, monkeypatch, module, name, before=None):
@@ -103,8 +103,8 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # First run: interrupted in the fine-tuning that follows the selection (the selection, like
     # the base model's training, is done by then).
     with monkeypatch.context() as m:
-        select = _Calls(m, pipeline, "greedy_prune")
-        _Calls(m, pipeline, "finetune", before=lambda n: select.n and _interrupt(n))
+        select = _Calls(m, _layerwise, "greedy_prune")
+        _Calls(m, _finetune, "finetune", before=lambda n: select.n and _interrupt(n))
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     assert select.n == 1
@@ -113,7 +113,7 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # Second run with the same settings: the selected model is loaded, not selected again, and
     # every file the first run left (base model, selection, layer table) is reused byte for byte.
     with monkeypatch.context() as m:
-        select = _Calls(m, pipeline, "greedy_prune")
+        select = _Calls(m, _layerwise, "greedy_prune")
         assert main(argv) == 0
     assert select.n == 0
     after = _files(out)
@@ -131,8 +131,8 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     assert (layers["kept"] <= layers["channels"]).all()
     # A finished run started again redoes nothing: no selection, no training, every file unchanged.
     with monkeypatch.context() as m:
-        select = _Calls(m, pipeline, "greedy_prune")
-        tune = _Calls(m, pipeline, "finetune")
+        select = _Calls(m, _layerwise, "greedy_prune")
+        tune = _Calls(m, _finetune, "finetune")
         assert main(argv) == 0
     assert select.n == 0 and tune.n == 0
     assert _files(out) == after
@@ -203,7 +203,7 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
                 raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        _Calls(m, pipeline, "finetune", before=third_unit_interrupted)
+        _Calls(m, _finetune, "finetune", before=third_unit_interrupted)
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     finished = _rows(out / "results.csv")
@@ -211,7 +211,7 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     base_bytes = base.read_bytes()
     # Second run: only the eight unfinished units run; the finished rows are kept byte for byte.
     with monkeypatch.context() as m:
-        calls = _Calls(m, pipeline, "finetune")
+        calls = _Calls(m, _finetune, "finetune")
         assert main(argv) == 0
     assert calls.n == 8
     assert "uniform" in capsys.readouterr().out
@@ -236,8 +236,8 @@ def test_compare_equal_macs_and_resume(capsys, monkeypatch, tmp_path):
     # A finished run started again loads and trains nothing and leaves the results as they were.
     results = (out / "results.csv").read_bytes()
     with monkeypatch.context() as m:
-        calls = _Calls(m, pipeline, "finetune")
-        loads = _Calls(m, pipeline, "load_file")
+        calls = _Calls(m, _finetune, "finetune")
+        loads = _Calls(m, _io, "load_state")
         assert main(argv) == 0
     assert calls.n == 0 and loads.n == 0
     assert (out / "results.csv").read_bytes() == results

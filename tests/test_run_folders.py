@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from greedyprune.cli import build_parser, main
-from greedyprune.prune import pipeline
+from greedyprune.prune import _finetune
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 COMMANDS = {
@@ -65,7 +65,7 @@ def _interrupted_prune(monkeypatch, out):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "finetune", stop)
+        m.setattr(_finetune, "finetune", stop)
         assert main(argv) == 130
     assert (out / "config.json").is_file() and not (out / "base.safetensors").exists()
     return argv

@@ -3,13 +3,16 @@
 Gates on the prunable channel groups found from the model (:func:`find_prunable_groups`), layer-wise
 greedy selection through the kernel's ``StackedObjective`` (:func:`greedy_prune`), surgery with
 Torch-Pruning (:func:`fold_and_prune`), one MACs counter (:func:`count_macs`), fine-tuning, safe
-save/load, and the two jobs behind the CLI: :func:`prune` and :func:`compare`. Smaller pieces
+save/load, one registry of selection methods (:data:`SELECTION_METHODS`, :func:`register_method`)
+and one of width rules (:data:`WIDTH_RULES`), and the two jobs behind the CLI: :func:`prune` and
+:func:`compare`. Smaller pieces
 they use are public too: :func:`labels_of` and :func:`class_count` (a dataset's labels, read
 without decoding images, and their class count) and :func:`param_groups` (the optimizer groups of
 fine-tuning: no weight decay on batch norm and biases).
 """
 
 from ._baselines import BASELINES, baseline_channels
+from ._compare_job import METHODS, compare, summarize
 from ._data import (
     DataSpec,
     check_images,
@@ -31,28 +34,33 @@ from ._finetune import (
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
 from ._io import load_pruned, save_pruned
+from ._latency import latency_phase
 from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, list_archs, load_checkpoint
 from ._proxyless import proxylessnas_mobile
+from ._prune_job import Runtime, prune
 from ._recipes import RECIPES, UNSET, FinetuneSettings, Recipe, resolve_recipe
-from ._surgery import fold_and_prune, prune_channels
-from .pipeline import (
-    COMPARE_ONLY,
-    METHODS,
-    compare,
-    latency_phase,
-    prune,
-    scratch_budget,
-    summarize,
+from ._registry import (
+    SELECTION_METHODS,
+    Choice,
+    MethodSpec,
+    SelectionRequest,
+    apply_choice,
+    register_method,
+    select_channels,
 )
+from ._surgery import fold_and_prune, prune_channels
+from ._width_rules import WIDTH_RULES, RuleContext, WidthRule, scratch_budget
 
 __all__ = [
     "BASELINES",
-    "COMPARE_ONLY",
     "METHODS",
     "RECIPES",
+    "SELECTION_METHODS",
     "UNSET",
+    "WIDTH_RULES",
+    "Choice",
     "DataSpec",
     "FinetuneSettings",
     "Gate",
@@ -60,8 +68,14 @@ __all__ = [
     "GreedyPruneResult",
     "LayerRecord",
     "MacsModel",
+    "MethodSpec",
     "PrunableGroup",
     "Recipe",
+    "RuleContext",
+    "Runtime",
+    "SelectionRequest",
+    "WidthRule",
+    "apply_choice",
     "baseline_channels",
     "batch_stream",
     "build_model",
@@ -91,9 +105,11 @@ __all__ = [
     "proxylessnas_mobile",
     "prune",
     "prune_channels",
+    "register_method",
     "resolve_recipe",
     "save_pruned",
     "scratch_budget",
+    "select_channels",
     "stream_batches",
     "summarize",
     "write_image_folder",

@@ -1,7 +1,9 @@
-"""Baseline channel choices at given widths: Torch-Pruning's importances, i-SpaSP, random, uniform.
+"""The channel criteria: Torch-Pruning's importances, i-SpaSP and random, each a registered method.
 
-Each baseline keeps, in every prunable group, the ``widths[name]`` channels it ranks highest; the
-widths come from the same MACs plan as greedy's, so every method is compared at equal MACs.
+Each criterion keeps, in every prunable group, the ``widths[name]`` channels it ranks highest; the
+widths come from the same MACs plan as greedy's, so every method is compared at equal MACs. Each is
+one function registered in :data:`~greedyprune.prune._registry.SELECTION_METHODS`;
+:func:`baseline_channels` runs one of them on a model directly.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from ..select import SquaredLoss, ispasp
+from . import _layerwise  # noqa: F401  (registers greedy first: the registry's order is compare's)
 from ._gates import PrunableGroup
+from ._registry import SELECTION_METHODS, Choice, SelectionRequest, register_method, select_channels
 
 __all__ = ["BASELINES", "baseline_channels"]
 
@@ -22,22 +26,76 @@ __all__ = ["BASELINES", "baseline_channels"]
 ISPASP_POSITIONS = 16
 ISPASP_MAX_ELEMENTS = 2**25
 
-# name -> what it ranks by (Torch-Pruning importance classes, read in torch_pruning 1.6.1).
-BASELINES = {
-    "l1": "group L1 norm of the weights (tp.importance.MagnitudeImportance, p=1)",
-    "taylor": "first-order Taylor |w * dL/dw| on one batch (tp.importance.TaylorImportance)",
-    "bn": "batch-norm scale |gamma| (tp.importance.BNScaleImportance, network slimming); "
-    "groups without batch norm (squeeze-excitation convolutions) are ranked by L1",
-    "ispasp": "i-SpaSP (Wolfe & Kyrillidis 2022) per group on one batch: the kernel's CoSaMP-style "
+# Torch-Pruning importance classes, read in torch_pruning 1.6.1.
+_IMPORTANCES = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1, normalizer=None),
+    "taylor": lambda: tp.importance.TaylorImportance(normalizer=None),
+    "bn": lambda: tp.importance.BNScaleImportance(normalizer=None),
+}
+
+
+@register_method("l1", "group L1 norm of the weights (tp.importance.MagnitudeImportance, p=1)")
+def _l1(req: SelectionRequest) -> Choice:
+    return Choice(_importance_channels("l1", req.model, req.example, req.groups, req.widths))
+
+
+@register_method(
+    "taylor", "first-order Taylor |w * dL/dw| on one batch (tp.importance.TaylorImportance)"
+)
+def _taylor(req: SelectionRequest) -> Choice:
+    batch = req.one_batch("taylor")
+    return Choice(
+        _importance_channels("taylor", req.model, req.example, req.groups, req.widths, batch)
+    )
+
+
+@register_method(
+    "bn",
+    "batch-norm scale |gamma| (tp.importance.BNScaleImportance, network slimming); groups "
+    "without batch norm (squeeze-excitation convolutions) are ranked by L1",
+)
+def _bn(req: SelectionRequest) -> Choice:
+    return Choice(_importance_channels("bn", req.model, req.example, req.groups, req.widths))
+
+
+@register_method(
+    "ispasp",
+    "i-SpaSP (Wolfe & Kyrillidis 2022) per group on one batch: the kernel's CoSaMP-style "
     "support iteration (greedyprune.select.ispasp) on each channel's exact contribution to the "
     "consumers' pre-activations (after their batch norm), target their dense sum; every group "
     "on the dense network, at most 16 evenly spaced output positions per consumer and image",
-    "ispasp-seq": "i-SpaSP group after group on the partly pruned network: as ispasp, but each "
-    "group's consumers read the channels the earlier groups kept (the removed ones zeroed), and "
-    "the target stays the dense network's pre-activations",
-    "random": "uniformly random channels (seeded)",
-    "uniform": "the first channels, weights re-initialised: a thinner network trained from scratch",
-}
+)
+def _ispasp(req: SelectionRequest) -> Choice:
+    x = req.one_batch("ispasp")[0]
+    return Choice(_ispasp_channels(req.model, req.groups, req.widths, x))
+
+
+@register_method(
+    "ispasp-seq",
+    "i-SpaSP group after group on the partly pruned network: as ispasp, but each group's "
+    "consumers read the channels the earlier groups kept (the removed ones zeroed), and the "
+    "target stays the dense network's pre-activations",
+)
+def _ispasp_seq(req: SelectionRequest) -> Choice:
+    x = req.one_batch("ispasp-seq")[0]
+    return Choice(_ispasp_channels(req.model, req.groups, req.widths, x, sequential=True))
+
+
+@register_method("random", "uniformly random channels (seeded)")
+def _random(req: SelectionRequest) -> Choice:
+    return Choice(
+        {
+            g.name: sorted(
+                int(i)
+                for i in torch.randperm(g.n_channels, generator=req.generator)[: req.widths[g.name]]
+            )
+            for g in req.groups
+        }
+    )
+
+
+# name -> what it ranks by: every registered method but greedy (registered in _layerwise)
+BASELINES = {name: spec.description for name, spec in SELECTION_METHODS.items() if name != "greedy"}
 
 
 def baseline_channels(
@@ -50,40 +108,37 @@ def baseline_channels(
     batch: tuple[Tensor, Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, list[int]]:
-    """Channels to keep per group (sorted) for a baseline ``method`` (see :data:`BASELINES`).
+    """Channels to keep per group (sorted) for a criterion ``method`` (see :data:`BASELINES`).
 
     example_input: [1, C, H, W]; batch: ``(x [B, C, H, W], y [B])`` for ``taylor`` (the gradients
     of the cross-entropy on it) and ``ispasp`` (its images; the labels are not used); generator:
-    for ``random``. Does not change the model's weights (``taylor`` leaves gradients in
-    ``.grad``, which are cleared). ``ispasp`` is described in :func:`_ispasp_channels`.
+    for ``random`` (default: seeded with 0). Does not change the model's weights (``taylor``
+    leaves gradients in ``.grad``, which are cleared). ``ispasp`` is described in
+    :func:`_ispasp_channels`.
     """
     if method not in BASELINES:
         raise ValueError(f"method={method!r} is not a baseline; use one of {', '.join(BASELINES)}")
-    for g in groups:
-        w = widths.get(g.name, g.n_channels)
-        if not 1 <= w <= g.n_channels:
-            raise ValueError(f"widths[{g.name!r}]={w} must be in 1..{g.n_channels}")
-    if method == "uniform":
-        return {g.name: list(range(widths.get(g.name, g.n_channels))) for g in groups}
-    if method == "random":
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        return {
-            g.name: sorted(
-                int(i) for i in torch.randperm(g.n_channels, generator=gen)[: widths[g.name]]
-            )
-            for g in groups
-        }
-    if method in ("ispasp", "ispasp-seq"):
-        if batch is None:
-            raise ValueError(
-                f"method={method!r} needs batch=(x, y) to measure the consumers' outputs on"
-            )
-        return _ispasp_channels(model, groups, widths, batch[0], sequential=method == "ispasp-seq")
-    imp = {
-        "l1": lambda: tp.importance.MagnitudeImportance(p=1, normalizer=None),
-        "taylor": lambda: tp.importance.TaylorImportance(normalizer=None),
-        "bn": lambda: tp.importance.BNScaleImportance(normalizer=None),
-    }[method]()
+    request = SelectionRequest(
+        model=model,
+        example=example_input,
+        groups=groups,
+        widths={g.name: widths.get(g.name, g.n_channels) for g in groups},
+        generator=generator if generator is not None else torch.Generator().manual_seed(0),
+        batch=batch,
+    )
+    return select_channels(method, request).kept
+
+
+def _importance_channels(
+    method: str,
+    model: nn.Module,
+    example_input: Tensor,
+    groups: list[PrunableGroup],
+    widths: dict[str, int],
+    batch: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, list[int]]:
+    """The ``widths[g]`` channels of each group with the highest Torch-Pruning importance."""
+    imp = _IMPORTANCES[method]()
     l1 = tp.importance.MagnitudeImportance(p=1, normalizer=None)
     mods = dict(model.named_modules())
     was_training = model.training
@@ -92,8 +147,6 @@ def baseline_channels(
         with torch.enable_grad():
             dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
             if method == "taylor":
-                if batch is None:
-                    raise ValueError("method='taylor' needs batch=(x, y) to take gradients on")
                 model.zero_grad(set_to_none=True)
                 F.cross_entropy(model(batch[0]), batch[1]).backward()
         kept = {}

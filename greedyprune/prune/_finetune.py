@@ -10,6 +10,7 @@ tensors and plain numbers only and load with ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import time
@@ -24,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from greedyprune.runs import load_checkpoint_file
+from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._distributed import all_sum, barrier, is_distributed, is_main, local_slice, world_size
 
@@ -202,15 +203,15 @@ def batch_stream(
 
 
 def _save_checkpoint(path: Path, model, optimizer, epoch: int, gen: torch.Generator) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "generator": gen.get_state(),
     }
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def finetune(

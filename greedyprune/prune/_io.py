@@ -8,16 +8,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from greedyprune.runs import atomic_write_text
+from greedyprune.runs import atomic_write_bytes, atomic_write_text
 
 from ._models import build_model, list_archs
 from ._surgery import prune_channels
 
-__all__ = ["load_pruned", "save_pruned"]
+__all__ = ["load_pruned", "load_state", "save_pruned", "save_state"]
 
 FORMAT = "greedyprune-pruned/1"
 
@@ -25,6 +26,22 @@ FORMAT = "greedyprune-pruned/1"
 def _in_channels(model: nn.Module) -> int:
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return int(first.in_channels) if first is not None else 3
+
+
+def save_state(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor]) -> Path:
+    """Write a module's state dict (or a state dict) to ``path`` as safetensors, atomically
+    (:func:`greedyprune.runs.atomic_write_bytes`): a reader sees the old file or the new one. The
+    one safetensors writer of the package."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    # Cloned so that tensors sharing memory (tied weights) are written as separate tensors.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    atomic_write_bytes(path, safetensors.torch.save(state))
+    return Path(path)
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors state dict (never a pickle)."""
+    return load_file(str(path))
 
 
 def save_pruned(
@@ -52,11 +69,7 @@ def save_pruned(
         raise ValueError(f"arch must be a non-empty string, got {arch!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # Cloned so that tensors sharing memory (tied weights) are written as separate tensors.
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, folder / "model.safetensors")
+    save_state(folder / "model.safetensors", model)
     record = {
         "format": FORMAT,
         "arch": arch,

@@ -25,6 +25,7 @@ from greedyprune.select import StackedObjective, per_sample_loss
 from ._distributed import all_sum, gather_mean, is_distributed
 from ._gates import GatedModel
 from ._macs import MacsModel, parse_macs, profile_layers
+from ._registry import Choice, SelectionRequest, register_method
 
 __all__ = ["GreedyPruneResult", "LayerRecord", "greedy_prune"]
 
@@ -504,3 +505,40 @@ def greedy_prune(
         progress=progress,
     )
     return gm, result
+
+
+@register_method(
+    "greedy",
+    "greedy forward selection (Ye et al. 2020), layer after layer: each step adds the channel "
+    "that lowers the loss of the whole network on a fresh batch most (greedy_prune, the "
+    "target re-planned after each group)",
+)
+def _greedy(req: SelectionRequest) -> Choice:
+    """compare's greedy: ``greedy_prune`` to ``req.target_macs`` with ``req.options``'
+    ``candidates`` and ``loss``, one fresh batch of ``req.batch_size`` images per step; the gates
+    become the choice's scales (folded into the consumers, as :func:`fold_and_prune` does)."""
+    from ._finetune import batch_stream
+    from ._surgery import detach_gates
+
+    model = req.model
+    hooks = []
+    if req.on_images is not None:
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        hooks.append(
+            head.register_forward_hook(lambda _m, a, _o: req.on_images(int(a[0].shape[0])))
+        )
+    try:
+        gm, _ = greedy_prune(
+            model,
+            batch_stream(req.data, req.batch_size, generator=req.generator, device=req.device),
+            req.example,
+            target_macs=req.target_macs,
+            candidates=req.options.get("candidates", 50),
+            loss=req.options.get("loss", "ce"),
+            generator=req.seed,
+            groups=req.groups,
+        )
+    finally:
+        for h in hooks:
+            h.remove()
+    return Choice(*detach_gates(gm))

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ._gates import GatedModel
 
-__all__ = ["fold_and_prune", "prune_channels"]
+__all__ = ["fold_and_prune", "fold_into_consumers", "prune_channels"]
 
 
 def prune_channels(
@@ -58,17 +58,32 @@ def fold_and_prune(gated: GatedModel) -> tuple[nn.Module, dict[str, list[int]]]:
     removed, and channels whose gate is zero are cut (:func:`prune_channels`). Groups without a gate
     stay whole. Returns (the model, modified in place; kept channels per group).
     """
-    model = gated.model
-    mods = dict(model.named_modules())
-    kept = {}
+    kept, scales = detach_gates(gated)
+    fold_into_consumers(gated.model, gated.groups, scales)
+    prune_channels(gated.model, gated.example_input, kept)
+    return gated.model, kept
+
+
+def detach_gates(gated: GatedModel) -> tuple[dict[str, list[int]], dict[str, Tensor]]:
+    """Remove the gate hooks; return (the channels with a non-zero gate, the gate values [C]) per
+    gated group (groups without a gate, kept whole, are not named)."""
     gated.detach()
-    for g in gated.groups:
-        value = gated.gates[g.name].value
-        if value is None:
-            continue
-        for c in g.consumers:
+    scales = {
+        g.name: gated.gates[g.name].value
+        for g in gated.groups
+        if gated.gates[g.name].value is not None
+    }
+    kept = {name: [int(i) for i in torch.nonzero(v != 0).flatten()] for name, v in scales.items()}
+    return kept, scales
+
+
+@torch.no_grad()
+def fold_into_consumers(model: nn.Module, groups, scales: dict[str, Tensor]) -> None:
+    """Multiply each group's input columns in its consumers by a per-channel factor:
+    ``W[:, c] *= scales[group][c]`` for every consumer of every group named in ``scales``."""
+    mods = dict(model.named_modules())
+    by_name = {g.name: g for g in groups}
+    for name, scale in scales.items():
+        for c in by_name[name].consumers:
             w = mods[c].weight
-            w.mul_(value.to(w).reshape(1, -1, *([1] * (w.dim() - 2))))
-        kept[g.name] = [int(i) for i in torch.nonzero(value != 0).flatten()]
-    prune_channels(model, gated.example_input, kept)
-    return model, kept
+            w.mul_(scale.to(w).reshape(1, -1, *([1] * (w.dim() - 2))))

@@ -1,3 +1,3 @@
 """The ``greedyprune prune`` and ``greedyprune compare`` commands: :mod:`.prune` and
 :mod:`.compare`, each with ``add_arguments(parser)``, ``run(args)`` and ``FLAG_NAMES`` (the loader
-is :mod:`greedyprune.cli`). The jobs they run are in :mod:`greedyprune.prune.pipeline`."""
+is :mod:`greedyprune.cli`). The jobs they run are :func:`greedyprune.prune.prune` and :func:`greedyprune.prune.compare`."""

@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..pipeline import compare, summarize
+    from .._compare_job import compare, summarize
 
     kind = args.data.split(":")[0]
     out = args.out or f"runs/compare-{kind}-{args.arch}"

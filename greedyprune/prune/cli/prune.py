@@ -229,7 +229,8 @@ def summary_table(summary: dict, layers=None) -> str:
 def run(args) -> int:
     import pandas as pd
 
-    from ..pipeline import prune
+    from .._prune_job import Runtime, prune
+    from .._recipes import resolve_recipe
 
     knobs = {k: getattr(args, k) for k in _KNOBS if hasattr(args, k)}
     out = args.out or f"runs/prune-{args.data.split(':')[0]}-{args.arch}"
@@ -237,7 +238,7 @@ def run(args) -> int:
         args.arch,
         args.data,
         out,
-        recipe=args.recipe,
+        resolve_recipe(args.recipe, **knobs),
         target_macs=args.target_macs,
         weights=args.weights,
         image_size=args.image_size,
@@ -246,14 +247,15 @@ def run(args) -> int:
         mode=args.mode,
         train_epochs=args.train_epochs,
         seed=args.seeds,
-        device=args.device,
-        workers=args.workers,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        eval_cache_mb=args.eval_cache_mb,
-        keep_checkpoints=args.keep_checkpoints,
-        progress=args.progress,
-        **knobs,
+        runtime=Runtime(
+            device=args.device,
+            workers=args.workers,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            eval_cache_mb=args.eval_cache_mb,
+            keep_checkpoints=args.keep_checkpoints,
+            progress=args.progress,
+        ),
     )
     from pathlib import Path
 

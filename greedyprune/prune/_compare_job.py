@@ -1,0 +1,317 @@
+"""The ``compare`` job: every method at equal MACs and fine-tuning budget, one unit per (method,
+target, seed), run by :func:`greedyprune.study.run_study` (resumable)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import torch
+
+from greedyprune.runs import unique
+from greedyprune.study import Study, run_study
+
+from . import (
+    _baselines,  # noqa: F401  (registers the criteria)
+    _finetune,
+    _io,
+)
+from ._distributed import init_from_env, is_main, local_slice
+from ._finetune import evaluate, latency_ms
+from ._gates import find_prunable_groups
+from ._latency import latency_phase
+from ._macs import MacsModel, count_macs, count_params, profile_layers
+from ._prepare import Prepared, auto_progress, check_settings, prepare, train_base
+from ._registry import SELECTION_METHODS, SelectionRequest, apply_choice, select_channels
+from ._width_rules import META_STEPS, SCRATCH_LR, WIDTH_RULES, RuleContext
+
+__all__ = ["METHODS", "compare", "summarize"]
+
+# compare's methods when this module was imported: the selection methods (channel choices), then
+# the width rules (compare itself reads the registries when called)
+METHODS = (*SELECTION_METHODS, *WIDTH_RULES)
+
+
+def compare(
+    arch: str,
+    data: str,
+    out: str | os.PathLike,
+    *,
+    targets=(0.5,),
+    methods=METHODS,
+    seeds=(0,),
+    weights: str | None = None,
+    image_size: int | None = None,
+    train_epochs: float = 20,
+    finetune_epochs: float = 3,
+    finetune_lr: float = 0.01,
+    candidates: int | None = 8,
+    greedy_batch: int = 8,
+    loss: str = "ce",
+    device: str = "cpu",
+    workers: int = 0,
+    amp: str | None = None,
+    curves: bool = False,
+    latency_runs: int = 0,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Greedy against the other methods (:data:`METHODS`) at equal MACs and fine-tuning budget.
+
+    Every method keeps the same number of channels per group (one keep ratio planned for each
+    target), then fine-tunes ``finetune_epochs`` at ``finetune_lr``. ``uniform``, re-initialised,
+    trains from scratch at the base model's learning rate 0.05 for the whole budget the others
+    had: ``train_epochs`` (when the base model is trained here) + ``finetune_epochs``. One row per
+    (method, target, seed) in ``out/results.csv`` (unit ``METHOD-TARGET-sSEED``), the means over
+    seeds in ``out/summary.csv`` (:func:`summarize`); finished units are skipped on a rerun, and a
+    finished run loads and trains nothing. The job is a :class:`~greedyprune.study.Study` run by
+    :func:`greedyprune.study.run_study`; under ``torchrun`` every rank runs each unit (distributed
+    fine-tuning and selection) and rank 0 writes.
+    targets: MACs targets (fractions or absolute, see ``parse_macs``).
+
+    Fine-tune against re-train (the width rules, :data:`WIDTH_RULES`): ``metapruner`` is Torch-Pruning's own
+    global pruner at the same MACs target (its own widths), fine-tuned like the others;
+    ``scratch-E`` and ``scratch-B`` are greedy's architecture (the planned widths) with fresh
+    weights, trained at lr 0.05 for ``finetune_epochs`` (E) and for the budget B. B counts compute
+    as epochs x MACs per image, one training epoch (forward + backward) costing 3 forward passes
+    of every training image: B = (train_epochs * M_full + S / (3 N) * M_full + E * M) / M epochs,
+    with M the pruned MACs, M_full the full model's, N the training images and S the images
+    greedy's selection sent through the classifier (each counted at the full model's MACs, an
+    upper bound); train_epochs counts 0 with ``weights``. scratch-B needs greedy in ``methods``
+    (it runs after it and reads its S). Their units add the columns ``epochs`` (trained after
+    pruning) and ``select_images`` (S, greedy's rows; 0 for the others).
+    curves: record test accuracy after every epoch of fine-tuning / training (column
+        ``acc_curve``, a JSON list of ceil(epochs) numbers whose last is ``acc_finetuned``).
+    latency_runs: when > 0, every unit's final model is kept in ``out/models/UNIT.safetensors``
+        and, once all units are done, timed in one paired phase: every model (and the full one)
+        in turn, one batch of 32 per turn, ``latency_runs`` turns after a warm-up; the samples in
+        ``out/latency_samples.csv``, the median and quartiles per unit in ``out/latency.csv``.
+        The ``latency_ms`` column is measured mid-run, under whatever load there is then.
+    New options add config keys (``curves``, ``metapruner_steps``, ``scratch_lr``) only when
+    used, so folders made without them resume unchanged.
+    Returns the results table (every unit of the folder, this call's and earlier ones').
+    """
+    methods = unique([methods] if isinstance(methods, str) else methods)
+    known = (*SELECTION_METHODS, *WIDTH_RULES)  # read now: a method registered later counts
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        raise ValueError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
+    for m in methods:
+        for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
+            if need not in methods:
+                raise ValueError(
+                    f"methods={m} needs {need} too: its budget counts {need}'s selection"
+                )
+    targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
+    seeds = unique(int(s) for s in ([seeds] if isinstance(seeds, int) else seeds))
+    targets = unique(targets)
+    needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
+    methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
+    if not isinstance(curves, bool):
+        raise ValueError(f"curves={curves!r} must be True or False")
+    check_settings(
+        candidates=candidates,
+        loss=loss,
+        device=device,
+        amp=amp,
+        positive_ints=[("greedy_batch", greedy_batch)],
+        non_negative_ints=[("workers", workers), ("latency_runs", latency_runs)],
+        positive=[("finetune_epochs", finetune_epochs)]
+        + ([("train_epochs", train_epochs)] if weights is None else []),
+    )
+    device = init_from_env(device)
+    local_slice(greedy_batch)
+    progress = auto_progress(progress)
+    # every check that reads the data, the model or the targets: before the folder exists
+    prep = prepare(
+        arch, data, image_size, weights, device, targets, workers=workers, progress=progress
+    )
+    config = {
+        "job": "compare",
+        "arch": arch,
+        "data": data,
+        "weights": weights,
+        "image_size": image_size,
+        "train_epochs": train_epochs,
+        "finetune_epochs": finetune_epochs,
+        "finetune_lr": finetune_lr,
+        "uniform_epochs": (train_epochs if weights is None else 0) + finetune_epochs,
+        "candidates": candidates,
+        "greedy_batch": greedy_batch,
+        "loss": loss,
+    }
+    # keys only when the new options are used, so the folders made before them still match
+    if curves:
+        config["curves"] = True
+    if "metapruner" in methods:
+        config["metapruner_steps"] = META_STEPS
+    if any(m.startswith("scratch-") for m in methods):
+        config["scratch_lr"] = SCRATCH_LR
+    loader = {"num_workers": workers, "amp": amp}
+    study = _compare_study(
+        prep, out, config, targets, methods, seeds, loader, progress, keep_models=latency_runs > 0
+    )
+    results = run_study(study, out, device=device, progress=progress).results
+    if is_main():  # every unit is done: the base model's training checkpoint is not needed again
+        (Path(out) / "base-train.pt").unlink(missing_ok=True)
+    if latency_runs > 0:
+        latency_phase(out, prep, latency_runs, device)
+    return results
+
+
+def _compare_study(
+    prep: Prepared,
+    out,
+    config: dict,
+    targets,
+    methods,
+    seeds,
+    loader: dict,
+    progress: bool,
+    keep_models: bool = False,
+) -> Study:
+    """The :class:`~greedyprune.study.Study` of :func:`compare` (its checked arguments, the
+    prepared data and model, the ``config.json`` naming the run): one unit per (method, target,
+    seed) in seed-major order, so an interrupted run has every method at every target for its
+    first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
+    ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
+    test, example = prep.test, prep.example
+    extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr"))
+    seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, for scratch-B
+
+    def greedy_images(t, seed: int) -> int:
+        if (str(t), seed) in seen_by_greedy:
+            return seen_by_greedy[(str(t), seed)]
+        done = pd.read_csv(Path(out) / "results.csv")  # greedy finished in an earlier call
+        row = done[done["unit"] == f"greedy-{t}-s{seed}"]
+        return int(row["select_images"].iloc[0])
+
+    @functools.cache
+    def base(device: str) -> SimpleNamespace:
+        """The base model's groups, MACs model, accuracy and latency (the run folder is open)."""
+        if config["weights"] is None:
+            train_base(prep, Path(out), config["train_epochs"], 0, progress, **loader)
+        model = prep.model
+        groups = find_prunable_groups(model, example)
+        lat_example = torch.zeros(32, 3, prep.size, prep.size, device=device)
+        return SimpleNamespace(
+            model=model,
+            groups=groups,
+            macs=MacsModel(profile_layers(model, example), groups),
+            acc_full=evaluate(model, test),
+            lat_example=lat_example,
+            lat_full=latency_ms(model, lat_example),
+        )
+
+    def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        b = base(device)
+        widths = b.macs.plan(target)
+        seen = [0]
+        t0 = time.perf_counter()
+        if method in WIDTH_RULES:
+            rule = WIDTH_RULES[method]
+            ctx = RuleContext(
+                b.model, example, widths, target, seed, config, len(prep.train),
+                greedy_images=lambda: greedy_images(t, seed),
+            )  # fmt: skip
+            model = rule.build(ctx)
+        else:
+            model = copy.deepcopy(b.model)
+            request = SelectionRequest(
+                model=model,
+                example=example,
+                groups=b.groups,
+                widths=widths,
+                generator=torch.Generator().manual_seed(seed),
+                target_macs=target,
+                data=prep.train,
+                batch_size=config["greedy_batch"],
+                seed=seed,
+                device=device,
+                options={"candidates": config["candidates"], "loss": config["loss"]},
+                on_images=lambda k: seen.__setitem__(0, seen[0] + k),
+            )
+            if method != "greedy":
+                # drawn first for every criterion, as before the registry, so that a seed's
+                # random channels are those of folders made then
+                request.one_batch(method)
+            apply_choice(model, example, b.groups, select_channels(method, request))
+        select_s = time.perf_counter() - t0
+        if method == "greedy":
+            seen_by_greedy[(str(t), seed)] = seen[0]
+        acc_pruned = evaluate(model, test, **loader)
+        macs = count_macs(model, example)
+        full_macs = b.macs.full_macs
+        if method in WIDTH_RULES:
+            epochs, lr = WIDTH_RULES[method].budget(ctx, macs, full_macs)
+        else:
+            epochs, lr = config["finetune_epochs"], config["finetune_lr"]
+        curve: list[float] = []
+        t0 = time.perf_counter()
+        _finetune.finetune(
+            model,
+            prep.train,
+            epochs=epochs,
+            lr=lr,
+            generator=seed,
+            progress=progress,
+            on_epoch=(lambda _e: curve.append(evaluate(model, test)))
+            if config.get("curves")
+            else None,
+            **loader,
+        )
+        ft_s = time.perf_counter() - t0
+        if keep_models and is_main():
+            _io.save_state(Path(out) / "models" / f"{method}-{t}-s{seed}.safetensors", model)
+        row = {
+            "arch": config["arch"],
+            "method": method,
+            "target": str(t),
+            "seed": seed,
+            "macs_target": target,
+            "macs": macs,
+            "macs_full": full_macs,
+            "macs_fraction": macs / full_macs,
+            "params": count_params(model),
+            "acc_full": b.acc_full,
+            "acc_pruned": acc_pruned,
+            "acc_finetuned": evaluate(model, test),
+            "latency_ms": latency_ms(model, b.lat_example),
+            "latency_full_ms": b.lat_full,
+            "select_s": select_s,
+            "finetune_s": ft_s,
+        }
+        if extended:
+            row["epochs"] = epochs
+            row["select_images"] = seen[0]
+        if config.get("curves"):
+            row["acc_curve"] = json.dumps(curve)
+        return [row]
+
+    def units(device: str):
+        return [
+            (f"{m}-{t}-s{s}", functools.partial(unit, device, m, t, a, s))
+            for s in seeds
+            for t, a in zip(targets, prep.targets)
+            for m in methods
+        ]
+
+    name = f"compare {config['arch']}"
+    return Study(name=name, config=config, units=units, summary=summarize)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (arch, target, method)."""
+    if df.empty:
+        return df
+    cols = ["macs_fraction", "params", "acc_pruned", "acc_finetuned", "latency_ms", "select_s"]
+    g = df.groupby(["arch", "target", "method"], sort=False)
+    out = g[cols].mean().add_suffix("_mean")
+    out = out.join(g[["acc_pruned", "acc_finetuned"]].std(ddof=1).add_suffix("_std"))
+    out["seeds"] = g.size()
+    return out.reset_index()

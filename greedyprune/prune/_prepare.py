@@ -1,0 +1,187 @@
+"""Prepare a job: load and check the data, build the model, resolve the MACs targets, train or load
+the base model, and the checks shared by ``prune`` and ``compare``. Everything here that can fail
+on bad input runs before a run folder is written."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from . import _finetune, _io
+from ._data import check_images, load_data, parse_data
+from ._distributed import barrier, is_main
+from ._finetune import AMP_DTYPES
+from ._gates import find_prunable_groups
+from ._layerwise import check_selection_settings
+from ._macs import MacsModel, parse_macs, profile_layers
+from ._models import build_model
+from ._recipes import FinetuneSettings
+
+_DEFAULT_SIZE = {"folder": 224, "digits": 32, "synthetic": 64}
+
+
+@dataclass
+class Prepared:
+    """What a run needs, built and checked before its folder is written."""
+
+    kind: str
+    size: int
+    train: Dataset
+    test: Dataset
+    n_classes: int
+    model: nn.Module
+    example: Tensor
+    targets: list[int]
+
+
+def prepare(
+    arch,
+    data,
+    image_size,
+    weights,
+    device,
+    targets,
+    *,
+    crop_scale=(0.08, 1.0),
+    workers=0,
+    progress=False,
+) -> Prepared:
+    """Load the data (every image header of a folder checked), build the model with the data's
+    class count, load the weights, and turn the MACs targets into reachable absolute counts: every
+    check that can fail, before any folder is created or model trained."""
+    spec = parse_data(data)
+    size = _DEFAULT_SIZE[spec.kind] if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"image_size must be an int >= 8, got {size!r}")
+    if weights is None and spec.kind == "folder":
+        raise ValueError(
+            "data=folder:... needs weights=PATH (a trained checkpoint); only digits and "
+            "synthetic models are trained here from scratch"
+        )
+    train, test, n_classes = load_data(spec, size, num_classes=10, crop_scale=crop_scale)
+    for dataset in (train, test):
+        check_images(dataset, workers=max(4, workers), progress=progress)
+    model = build_model(arch, n_classes, weights)
+    example = torch.zeros(1, 3, size, size)
+    groups = find_prunable_groups(model, example)
+    macs_model = MacsModel(profile_layers(model, example), groups)
+    smallest = macs_model.macs({g.name: 1 for g in groups})
+    absolute = []
+    for t in targets:
+        if t is None:
+            continue
+        target = parse_macs(t, macs_model.full_macs)
+        if target < smallest:
+            raise ValueError(
+                f"target_macs={t!r} ({target / 1e6:.3f}M) is below the smallest reachable "
+                f"{smallest / 1e6:.3f}M MACs of {arch} at {size} px (one channel per prunable "
+                "group); pass a larger target"
+            )
+        absolute.append(target)
+    model = model.to(device).eval()
+    return Prepared(spec.kind, size, train, test, n_classes, model, example.to(device), absolute)
+
+
+def check_settings(
+    *,
+    candidates=None,
+    candidate_order="random",
+    loss="ce",
+    tol=None,
+    mode="batched",
+    device="cpu",
+    amp=None,
+    positive_ints=(),
+    non_negative_ints=(),
+    positive=(),
+    non_negative=(),
+):
+    """The cheap checks of ``prune``/``compare``: all before a folder is made or a model trained."""
+    check_selection_settings(
+        candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
+    )
+    for name, value in positive_ints:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    for name, value in non_negative_ints:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r} must be an int >= 0")
+    for name, value in positive:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}={value!r} must be a number > 0")
+    for name, value in non_negative:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name}={value!r} must be a number >= 0")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; pass cpu, cuda or cuda:1"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; pass cpu")
+    if amp is not None:
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+        if kind != "cuda":
+            raise ValueError(
+                f"amp={amp!r} needs a CUDA device (device={device!r}); drop amp on the CPU"
+            )
+
+
+def train_base(prep: Prepared, folder: Path, train_epochs, seed, progress, **loader) -> None:
+    """Train the base model when no checkpoint was given (digits, synthetic); cached in the run
+    ``folder`` as ``base.safetensors`` (loaded when there), checkpointed in ``base-train.pt``."""
+    base = folder / "base.safetensors"
+    if base.is_file():
+        try:
+            prep.model.load_state_dict(_io.load_state(base))
+        except Exception:
+            raise ValueError(
+                f"{str(base)!r} is damaged; delete it and run again to retrain the base model"
+            ) from None
+    else:
+        _finetune.finetune(
+            prep.model,
+            prep.train,
+            epochs=train_epochs,
+            lr=0.05,
+            generator=seed,
+            checkpoint=folder / "base-train.pt",
+            progress=progress,
+            **loader,
+        )
+        if is_main():
+            _io.save_state(base, prep.model)
+        barrier()
+    prep.model.eval()
+
+
+def sgd(phase: FinetuneSettings) -> dict:
+    """``finetune`` keywords of one recipe phase."""
+    return {
+        "epochs": phase.epochs,
+        "lr": phase.lr,
+        "batch_size": phase.batch_size,
+        "momentum": phase.momentum,
+        "nesterov": phase.nesterov,
+        "weight_decay": phase.weight_decay,
+        "decay_all": phase.decay_all,
+        "label_smoothing": phase.label_smoothing,
+        "schedule": phase.schedule,
+    }
+
+
+def _auto_progress(progress) -> bool:
+    """Bars when asked (None: when stderr is a terminal), on rank 0 only."""
+    return is_main() and (sys.stderr.isatty() if progress is None else bool(progress))
+
+
+def auto_progress(progress) -> bool:
+    """Bars when asked (None: when stderr is a terminal), on rank 0 only."""
+    return is_main() and (sys.stderr.isatty() if progress is None else bool(progress))

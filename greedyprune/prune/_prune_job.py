@@ -1,0 +1,306 @@
+"""The ``prune`` job: one model pruned by layer-wise greedy selection, fine-tuned and saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from greedyprune.runs import RunDir, open_run
+
+from . import _finetune, _layerwise
+from ._data import class_count, eval_indices, labels_of
+from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
+from ._finetune import batch_stream, evaluate, stream_batches
+from ._io import load_pruned, save_pruned
+from ._macs import count_macs, count_params
+from ._prepare import Prepared, auto_progress, check_settings, prepare, sgd, train_base
+from ._recipes import RECIPES, Recipe
+from ._surgery import fold_and_prune
+
+__all__ = ["Runtime", "prune"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a job runs, not what it computes (never in ``config.json``; a rerun may change it).
+
+    workers: DataLoader workers; amp: "bf16"/"fp16" autocast on CUDA; channels_last: NHWC memory.
+    eval_cache_mb: memory (MiB) for keeping the evaluation set's activations at the group being
+        selected, so that ``tol``'s evaluations run only the rest of the network (0: off; see
+        ``greedy_prune``'s ``eval_cache_bytes``).
+    keep_checkpoints: keep the training checkpoints (``base-train.pt``, ``finetune.pt``: model
+        and optimizer state after every epoch, for resuming) once the run has finished; by
+        default they are removed then.
+    progress: bars on the layers, steps and epochs; None: on when stderr is a terminal.
+    """
+
+    device: str = "cpu"
+    workers: int = 0
+    amp: str | None = None
+    channels_last: bool = False
+    eval_cache_mb: int = 1024
+    keep_checkpoints: bool = False
+    progress: bool | None = None
+
+
+def prune(
+    arch: str,
+    data: str,
+    out: str | os.PathLike,
+    recipe: Recipe | str = "default",
+    *,
+    target_macs: str | float | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    replacement: bool = False,
+    loss: str = "ce",
+    mode: str = "batched",
+    train_epochs: float = 20,
+    seed: int = 0,
+    runtime: Runtime | None = None,
+) -> dict:
+    """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
+
+    recipe: a resolved :class:`Recipe` (``resolve_recipe("authors", candidates=8)``) or the name
+        of one of :data:`RECIPES` taken as it is: every knob of the selection and fine-tuning.
+    target_macs: "220M", "1.5G", 0.5 or "50%" (see ``parse_macs``); the recipe's ``tol``: the
+        authors' per-layer top-1 tolerance, measured on every ``eval_every``-th training image (or
+        ``n_eval`` images spread over the whole set). At least one of them.
+    weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
+        ``train_epochs`` and cached in ``out``.
+    replacement, loss, mode: greedy's (see ``greedy_prune``); seed: every random draw of the run.
+    runtime: how the run executes (:class:`Runtime`; default: one CPU process).
+    Every value but ``runtime`` is recorded in ``out/config.json``. A finished run is not redone:
+    its summary is returned. Returns the summary (also in ``out/summary.json``). The pruned model
+    is ``out/model.safetensors`` + ``out/pruned.json`` (see ``load_pruned``).
+    """
+    rt = runtime if runtime is not None else Runtime()
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(
+                f"recipe={recipe!r} is not a recipe; choose one of {', '.join(RECIPES)}"
+            )
+        recipe = RECIPES[recipe]
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name")
+    r = recipe
+    check_settings(
+        candidates=r.candidates,
+        candidate_order=r.candidate_order,
+        loss=loss,
+        tol=r.tol,
+        mode=mode,
+        device=rt.device,
+        amp=rt.amp,
+        positive_ints=[("batch_size", r.batch_size), ("finetune_batch_size", r.final.batch_size)]
+        + ([("n_eval", r.n_eval)] if r.n_eval is not None else [])
+        + ([("eval_every", r.eval_every)] if r.eval_every is not None else []),
+        non_negative_ints=[("workers", rt.workers), ("eval_cache_mb", rt.eval_cache_mb)],
+        positive=[("train_epochs", train_epochs)] if weights is None else [],
+        non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
+    )
+    device = init_from_env(rt.device)
+    workers, amp, channels_last = rt.workers, rt.amp, rt.channels_last
+    local_slice(r.batch_size)  # the step batch must split evenly over the processes
+    progress = auto_progress(rt.progress)
+    prep = prepare(
+        arch,
+        data,
+        image_size,
+        weights,
+        device,
+        [target_macs],
+        crop_scale=tuple(r.crop_scale),
+        workers=workers,
+        progress=progress,
+    )
+    if target_macs is None and r.tol is None:
+        raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
+    if r.tol is not None and r.n_eval is None and r.eval_every is None:
+        raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
+    config = {
+        "job": "prune",
+        "arch": arch,
+        "data": data,
+        "target_macs": target_macs,
+        "weights": weights,
+        "image_size": image_size,
+        "recipe": r.as_dict(),
+        "replacement": replacement,
+        "loss": loss,
+        "mode": mode,
+        "train_epochs": train_epochs,
+        "seed": seed,
+    }
+    run = open_run(out, config)  # rank 0 writes; the other ranks read
+    if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
+        return json.loads((run.path / "summary.json").read_text())  # finished: nothing to redo
+    loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
+    if weights is None:
+        train_base(prep, run.path, train_epochs, seed, progress, **loader)
+    model, example, train = prep.model, prep.example, prep.train
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    full_macs = count_macs(model, example)
+    target = prep.targets[0] if prep.targets else None
+    eval_loader = {"batch_size": 256, **loader}
+    acc_full = evaluate(model, prep.test, **eval_loader)
+    idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
+    eval_set = Subset(train, idx[rank() :: world_size()])  # this rank's share
+    eval_classes = class_count(labels_of(Subset(train, idx)))
+    job = _Job(prep, r, config, rt, device, progress, run, loader)
+    model, kept, select_s = _select_or_load(job, target, eval_set)
+    acc_pruned = evaluate(model, prep.test, **eval_loader)
+    if r.final.epochs:
+        _finetune.finetune(
+            model,
+            train,
+            generator=seed,
+            checkpoint=run.path / "finetune.pt",
+            progress=progress,
+            **sgd(r.final),
+            **loader,
+        )
+    acc_final = evaluate(model, prep.test, **eval_loader)
+    macs = count_macs(model, example)
+    summary = {
+        "arch": arch,
+        "recipe": r.name,
+        "macs_full": full_macs,
+        "macs_target": target,
+        "macs": macs,
+        "macs_fraction": macs / full_macs,
+        "params": count_params(model),
+        "acc_full": acc_full,
+        "acc_pruned": acc_pruned,
+        "acc_finetuned": acc_final,
+        "n_eval": len(idx),
+        "eval_classes": eval_classes,
+        "classes": prep.n_classes,
+        "select_s": select_s,
+    }
+    if is_main():
+        save_pruned(
+            run.path,
+            model,
+            arch=arch,
+            num_classes=prep.n_classes,
+            image_size=prep.size,
+            kept=kept,
+            extra=summary,
+        )
+    run.write_json("summary.json", summary)
+    if is_main() and not rt.keep_checkpoints:
+        for name in ("base-train.pt", "finetune.pt"):  # only needed to resume an unfinished run
+            (run.path / name).unlink(missing_ok=True)
+    barrier()
+    return summary
+
+
+@dataclass
+class _Job:
+    """One prune run's checked pieces, passed to its phases together."""
+
+    prep: Prepared
+    recipe: Recipe
+    config: dict
+    runtime: Runtime
+    device: torch.device
+    progress: bool
+    run: RunDir
+    loader: dict
+
+
+def _select_or_load(job: _Job, target: int | None, eval_set) -> tuple[nn.Module, dict, float]:
+    """Greedy selection with the recipe (saved in ``selected/`` with ``layers.csv``), or the
+    selection a previous call saved there; returns (the pruned model, kept channels, seconds)."""
+    prep, r, rt, run, loader = job.prep, job.recipe, job.runtime, job.run, job.loader
+    device, train, seed = job.device, prep.train, job.config["seed"]
+    selected = run.path / "selected"
+    t0 = time.perf_counter()
+    if (selected / "pruned.json").is_file():
+        model, record = load_pruned(selected, model=prep.model)
+        return model.to(device), record["kept"], float(record.get("select_s", 0.0))
+    gen = torch.Generator().manual_seed(seed)
+    # one shuffling stream for all between-layer steps: each layer's 0.1 epoch sees new images
+    between_gen = torch.Generator().manual_seed(seed + 1)
+
+    def between(m: nn.Module) -> None:
+        _finetune.finetune(m, train, generator=between_gen, **sgd(r.between), **loader)
+
+    gm, result = _layerwise.greedy_prune(
+        prep.model,
+        batch_stream(
+            train,
+            r.batch_size,
+            generator=gen,
+            device=device,
+            num_workers=rt.workers,
+            channels_last=rt.channels_last,
+        ),
+        prep.example,
+        target_macs=target,
+        tol=r.tol,
+        eval_data=stream_batches(
+            eval_set,
+            64,
+            device=device,
+            num_workers=rt.workers,
+            channels_last=rt.channels_last,
+        )
+        if r.tol is not None
+        else None,
+        precheck=r.precheck,
+        candidates=r.candidates,
+        candidate_order=r.candidate_order,
+        replacement=job.config["replacement"],
+        loss=job.config["loss"],
+        mode=job.config["mode"],
+        generator=seed,
+        amp=rt.amp,
+        eval_cache_bytes=rt.eval_cache_mb << 20,
+        between_layers=between if r.between.epochs > 0 else None,
+        progress=job.progress,
+    )
+    model, kept = fold_and_prune(gm)
+    select_s = time.perf_counter() - t0
+    run.write_table(_layers_table(result), "layers")
+    if is_main():
+        save_pruned(
+            selected,
+            model,
+            arch=job.config["arch"],
+            num_classes=prep.n_classes,
+            image_size=prep.size,
+            kept=kept,
+            extra={"select_s": select_s},
+        )
+    barrier()
+    return model, kept, select_s
+
+
+def _layers_table(result) -> pd.DataFrame:
+    """``layers.csv``: one row per group of greedy's selection."""
+    return pd.DataFrame(
+        [
+            {
+                "layer": rec.name,
+                "channels": rec.n_channels,
+                "kept": len(rec.kept),
+                "evaluations": rec.evaluations,
+                "full_evaluations": rec.full_evaluations,
+                "select_s": rec.seconds,
+                "loss_last": rec.losses[-1] if rec.losses else float("nan"),
+                "acc_before": rec.acc_before,
+                "acc_after": rec.acc_after,
+            }
+            for rec in result.layers
+        ]
+    )
