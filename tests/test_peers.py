@@ -457,11 +457,11 @@ def test_objective_needs_readable_features(method):
         torch.randn(4, 3), lambda x, g: x @ torch.ones(3, 1), lambda o, t: o.flatten(), 3
     )
     for obj in (ce, stacked):
-        with raises(TypeError, "supports_corrective"):
+        with raises(TypeError, "supports_feature_reads"):
             method(obj, 2)
     with pytest.raises(TypeError, match="CrossEntropyLoss does not declare it"):
         method(ce, 2)
-    with raises(TypeError, "supports_corrective"):
+    with raises(TypeError, "supports_feature_reads"):
         empirical_sensitivity(ce)
     with raises(TypeError, "objective"):
         method(object(), 2)

@@ -350,7 +350,7 @@ def test_corrective_needs_a_squared_loss_objective():
             CrossEntropyLoss(feats(C), torch.zeros(M, dtype=torch.long)), 2, weights="corrective"
         )
     # the message names the objectives that do support it
-    with pytest.raises(TypeError, match=r"\(SquaredLoss or FactoredSquaredLoss\)"):
+    with pytest.raises(TypeError, match=r"\(SquaredLoss, FactoredSquaredLoss, GramLoss\)"):
         greedy_select(
             CrossEntropyLoss(feats(C), torch.zeros(M, dtype=torch.long)), 2, weights="corrective"
         )

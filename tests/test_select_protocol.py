@@ -150,7 +150,7 @@ def test_corrective_is_refused_up_front(make, name, kwargs):
     msg = str(err.value)
     assert f"{name} does not declare it" in msg
     assert "supports_corrective = True" in msg
-    assert "target, feature_rows, set_weights and linesearch_losses" in msg
+    assert "simplex_terms, set_weights and linesearch_losses" in msg
     assert "weights='average'" in msg
     assert _CountingElementwise.calls == _CountingStacked.calls == 0
     assert obj.size == 0
@@ -202,6 +202,9 @@ class _Delegate:
 
     def feature_rows(self, index):
         return self._inner.feature_rows(index)
+
+    def simplex_terms(self, indices):
+        return self._inner.simplex_terms(indices)
 
     def set_weights(self, indices, weights):
         self._inner.set_weights(indices, weights)

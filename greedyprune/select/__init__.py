@@ -13,6 +13,7 @@ refuses them in the same words.
 
 from ._baselines import backward_elimination, magnitude, random_subset
 from ._checks import check_bool, check_positive_int
+from ._gram import FixedWeightLoss, GramLoss, PatchGram, RefitLoss, channel_gram, swap_search
 from ._greedy import candidates_per_step, greedy_select, make_generator
 from ._losses import PER_SAMPLE_LOSSES, per_sample_loss
 from ._objectives import (
@@ -26,7 +27,7 @@ from ._objectives import (
 )
 from ._peers import empirical_sensitivity, ispasp, losses_at_sizes, sensitivity_sampling
 from ._selection import Selection
-from ._simplex import project_simplex, solve_simplex_ls
+from ._simplex import project_simplex, simplex_terms, solve_simplex_gram, solve_simplex_ls
 from ._stacked import CPU_MAX_BYTES, StackedObjective
 
 __all__ = [
@@ -37,12 +38,17 @@ __all__ = [
     "ElementwiseLoss",
     "FactoredSquaredLoss",
     "FeatureObjective",
+    "FixedWeightLoss",
+    "GramLoss",
     "Objective",
+    "PatchGram",
+    "RefitLoss",
     "Selection",
     "SquaredLoss",
     "StackedObjective",
     "backward_elimination",
     "candidates_per_step",
+    "channel_gram",
     "check_bool",
     "check_positive_int",
     "empirical_sensitivity",
@@ -55,5 +61,8 @@ __all__ = [
     "project_simplex",
     "random_subset",
     "sensitivity_sampling",
+    "simplex_terms",
+    "solve_simplex_gram",
     "solve_simplex_ls",
+    "swap_search",
 ]

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ._checks import check_bool, check_positive_int
 from ._objectives import FeatureObjective, Objective
 from ._selection import Selection
-from ._simplex import solve_simplex_ls
+from ._simplex import solve_simplex_gram
 
 __all__ = ["candidates_per_step", "greedy_select", "make_generator", "stop_rule"]
 
@@ -80,9 +80,9 @@ def _check_corrective(objective) -> None:
     if not _declares(objective, "supports_corrective"):
         raise TypeError(
             f"weights='corrective' needs an objective that declares supports_corrective = True, "
-            f"as the squared losses do (SquaredLoss or FactoredSquaredLoss); "
-            f"{type(objective).__name__} does not declare it (the capability needs target, "
-            f"feature_rows, set_weights and linesearch_losses): use weights='average'"
+            f"as the squared losses do (SquaredLoss, FactoredSquaredLoss, GramLoss); "
+            f"{type(objective).__name__} does not declare it (the capability needs "
+            f"simplex_terms, set_weights and linesearch_losses): use weights='average'"
         )
 
 
@@ -257,8 +257,8 @@ def greedy_select(
             mix *= (k - 1) / k
             mix[i] += 1.0 / k
             support = torch.nonzero(mix > 0).flatten()
-            rows = objective.feature_rows(support.to(device))
-            w = solve_simplex_ls(rows, objective.target, init=mix[support].to(rows))
+            gram, lin, const = objective.simplex_terms(support.to(device))
+            w = solve_simplex_gram(gram, lin, const, init=mix[support].to(gram))
             mix = torch.zeros(N, dtype=torch.float64)
             mix[support] = w.double().cpu()
             objective.set_weights(support, w)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
+from ._simplex import simplex_terms
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -63,9 +64,13 @@ class Objective(Protocol):
         ``dtype`` and ``device``. Exact greedy with average weights then takes it instead of
         ``losses(None)``; a non-finite loss hands the step back to ``losses``.
     supports_corrective: True if ``weights="corrective"`` may run on it: a squared loss
-        ``||f - target||^2 / 2`` with ``target``, ``feature_rows(index) -> [K, m(, c)]``,
+        ``||f - target||^2 / 2`` with ``simplex_terms(indices) -> (gram [k, k], lin [k], const)``
+        (that loss of ``sum_j w_j phi_{indices[j]}`` is ``(w' gram w - 2 lin' w + const) / 2``),
         ``set_weights(indices, weights)`` (make the subnetwork ``sum_j w_j phi_{indices[j]}``) and
         ``linesearch_losses(candidates)`` (the exact line search of each candidate).
+    supports_feature_reads: True if the objective holds its features and target where a method
+        can read them: ``target`` and ``feature_rows(index) -> [K, m(, c)]`` (what the provable
+        peers, :func:`~greedyprune.select.ispasp` and sensitivity sampling, read).
     supports_removal: True if the objective has ``removal_losses(candidates) -> [K]`` (the loss
         after removing each candidate from the subnetwork once) and ``remove(index)``: what
         :func:`~greedyprune.select.backward_elimination` needs.
@@ -76,6 +81,7 @@ class Objective(Protocol):
     n_candidates: int
     supports_fused_step: bool = False
     supports_corrective: bool = False
+    supports_feature_reads: bool = False
     supports_removal: bool = False
     supports_feature_norms: bool = False
 
@@ -240,6 +246,11 @@ class FeatureObjective:
         rows = self.feature_rows(indices.to(self.device))
         self._total = self._size * torch.tensordot(w, rows, dims=1)
 
+    def simplex_terms(self, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The corrective rule's problem on ``indices`` [k] (see :class:`Objective`); squared
+        losses only (they have a ``target``)."""
+        return simplex_terms(self.feature_rows(indices), self.target)
+
     def feature_norms(self) -> Tensor:
         """Tensor [N]: ||phi_i|| with ||h||^2 = (1/m) sum over data (and outputs)."""
         m = self.features.shape[1]
@@ -321,6 +332,7 @@ class SquaredLoss(FeatureObjective):
 
     supports_fused_step = True
     supports_corrective = True
+    supports_feature_reads = True
 
     def __init__(self, features: Tensor, target: Tensor, *, max_bytes: int = DEFAULT_MAX_BYTES):
         super().__init__(features, max_bytes=max_bytes)
@@ -459,6 +471,7 @@ class FactoredSquaredLoss(FeatureObjective):
     """
 
     supports_corrective = True
+    supports_feature_reads = True
 
     def __init__(
         self,

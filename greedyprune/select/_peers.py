@@ -3,8 +3,8 @@
 Both work on an objective's cached features ``phi_i`` (each neuron's output on the m data points)
 and return the kernel's :class:`Selection`, so they sit next to ``greedy_select`` and the
 baselines in the same tables and rate curves. Both need a squared loss whose features and target
-they can read: an objective that declares ``supports_corrective`` (``SquaredLoss``,
-``FactoredSquaredLoss``), whose promise includes ``target`` and ``feature_rows(index)``.
+they can read: an objective that declares ``supports_feature_reads`` (``SquaredLoss``,
+``FactoredSquaredLoss``), whose promise is ``target`` and ``feature_rows(index)``.
 
 - :func:`ispasp`: i-SpaSP (Wolfe and Kyrillidis, "i-SpaSP: Structured Neural Pruning via Sparse
   Signal Recovery", 2022), a CoSaMP-style support iteration.
@@ -33,9 +33,9 @@ __all__ = ["empirical_sensitivity", "ispasp", "losses_at_sizes", "sensitivity_sa
 
 
 def _check_features_readable(objective, method: str) -> None:
-    if not _declares(objective, "supports_corrective"):
+    if not _declares(objective, "supports_feature_reads"):
         raise TypeError(
-            f"{method} needs an objective that declares supports_corrective = True (a squared "
+            f"{method} needs an objective that declares supports_feature_reads = True (a squared "
             f"loss with target and feature_rows), as SquaredLoss and FactoredSquaredLoss do; "
             f"{type(objective).__name__} does not declare it"
         )
@@ -100,7 +100,7 @@ def ispasp(objective, n: int, *, iterations: int = 20, expand: int = 2) -> Selec
     (``|w_i| sum_j |a_i(x_j)|`` for one output) and uses absolute values, so signed activations
     (tanh) do not cancel.
 
-    objective: an empty objective declaring ``supports_corrective`` (TypeError otherwise).
+    objective: an empty objective declaring ``supports_feature_reads`` (TypeError otherwise).
     n: the subnetwork's size, ``1 <= n <= N``. iterations: the most iterations (>= 1).
     expand: the proxy keeps ``expand * n`` neurons per iteration (>= 1; capped at N).
 

@@ -13,7 +13,7 @@ from ._checks import (
     check_tensor,
 )
 
-__all__ = ["project_simplex", "solve_simplex_ls"]
+__all__ = ["project_simplex", "solve_simplex_gram", "solve_simplex_ls"]
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -65,19 +65,73 @@ def solve_simplex_ls(
     patience = check_positive_int("patience", patience)
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
         raise ValueError(f"tol must be a float >= 0, got {tol!r}")
+    gram, lin, const = simplex_terms(features, target)
+    return _solve(gram, lin, const, init, max_iter, tol, patience)
+
+
+def simplex_terms(features: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The Gram form of ``||sum_j w_j phi_j - target||^2`` (mean over the m data points):
+    ``(gram [k, k], lin [k], const)`` with ``gram = Phi Phi' / m``, ``lin = Phi target / m``,
+    ``const = ||target||^2 / m`` (features [k, m(, c)], unchecked)."""
+    k, m = features.shape[0], features.shape[1]
     flat = features.reshape(k, -1)
-    m = features.shape[1]
     gram = (flat @ flat.T) / m
     lin = (flat @ target.reshape(-1)) / m
     const = target.reshape(-1).dot(target.reshape(-1)) / m
+    return gram, lin, const
+
+
+def solve_simplex_gram(
+    gram: Tensor,
+    lin: Tensor,
+    const: Tensor | float = 0.0,
+    *,
+    init: Tensor | None = None,
+    max_iter: int = 5000,
+    tol: float = 1e-9,
+    patience: int = 30,
+) -> Tensor:
+    """Weights w [k] on the simplex minimising ``w' gram w - 2 lin' w + const``: the core of
+    :func:`solve_simplex_ls` on the Gram form of the problem (``gram`` [k, k] symmetric positive
+    semi-definite, ``lin`` [k]), for objectives that hold Grams instead of features. ``const``
+    does not move the minimiser; it only makes the values those of the loss."""
+    check_tensor("gram", gram, ndims=(2,))
+    check_tensor("lin", lin, ndims=(1,))
+    check_same_device(gram=gram, lin=lin)
+    check_same_dtype(gram=gram, lin=lin)
+    k = lin.shape[0]
+    if tuple(gram.shape) != (k, k):
+        raise ValueError(
+            f"gram must have shape ({k}, {k}) (lin has {k} entries), got {tuple(gram.shape)}"
+        )
+    check_finite("gram", gram)
+    check_finite("lin", lin)
+    if init is not None:
+        check_tensor("init", init, ndims=(1,))
+        if init.shape[0] != k:
+            raise ValueError(
+                f"init must have shape ({k},), one weight per row of gram, got {tuple(init.shape)}"
+            )
+    max_iter = check_positive_int("max_iter", max_iter)
+    patience = check_positive_int("patience", patience)
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
+    return _solve(
+        gram, lin, torch.as_tensor(const, dtype=gram.dtype), init, max_iter, tol, patience
+    )
+
+
+def _solve(gram, lin, const, init, max_iter, tol, patience) -> Tensor:
+    """Accelerated projected gradient with adaptive restart; the best iterate is returned."""
+    k = lin.shape[0]
 
     def obj(w: Tensor) -> Tensor:
         return w @ gram @ w - 2 * lin @ w + const
 
     w = (
-        torch.full((k,), 1.0 / k, dtype=flat.dtype, device=flat.device)
+        torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
         if init is None
-        else project_simplex(init.to(flat))
+        else project_simplex(init.to(gram))
     )
     if k == 1:
         return w
