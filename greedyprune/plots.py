@@ -106,6 +106,10 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "uniform": MethodStyle(_VERMILLION, "uniform width, trained from scratch", "D", "--"),
     "ispasp": MethodStyle("#ca9161", "i-SpaSP (consumers' outputs)", "h"),
     "ispasp-seq": MethodStyle("#ca9161", "i-SpaSP, group after group", "H", "--"),
+    # local imitation (greedyprune.prune.LOCAL_METHODS): greedy's family, told apart by marker
+    "greedy-local": MethodStyle(_SKY, "greedy, local imitation (1/k average) + refit", "s"),
+    "greedy-local-omp": MethodStyle(_INDIGO, "greedy, local, per-channel scale + refit", "^"),
+    "greedy-local-refit": MethodStyle(_INDIGO, "greedy, local, full refit", "D"),
     # fine-tune against re-train (compare's width rules, greedyprune.prune.WIDTH_RULES)
     "metapruner": MethodStyle(_GREEN, "Torch-Pruning MetaPruner (global)", "P"),
     "scratch-E": MethodStyle(_ORANGE, "greedy's widths from scratch, E epochs", "s", "--"),

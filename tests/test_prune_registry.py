@@ -36,7 +36,8 @@ def _data(n=32, seed=1):
 def test_every_compare_method_is_in_exactly_one_registry():
     assert set(gp.SELECTION_METHODS).isdisjoint(gp.WIDTH_RULES)
     assert gp.METHODS == (*gp.SELECTION_METHODS, *gp.WIDTH_RULES)
-    assert set(gp.BASELINES) == set(gp.SELECTION_METHODS) - {"greedy"}
+    assert set(gp.BASELINES) | {"greedy", *gp.LOCAL_METHODS} == set(gp.SELECTION_METHODS)
+    assert "greedy" not in gp.BASELINES and not set(gp.LOCAL_METHODS) & set(gp.BASELINES)
     for name, spec in gp.SELECTION_METHODS.items():
         assert spec.name == name and spec.description
     for name, rule in gp.WIDTH_RULES.items():

@@ -36,6 +36,8 @@ from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
 from ._io import load_pruned, save_pruned
 from ._latency import latency_phase
 from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune
+from ._local import CRITERIA as LOCAL_METHODS
+from ._local import LocalSettings, calibration_set, local_select
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, list_archs, load_checkpoint
 from ._proxyless import proxylessnas_mobile
@@ -55,6 +57,7 @@ from ._width_rules import WIDTH_RULES, RuleContext, WidthRule, scratch_budget
 
 __all__ = [
     "BASELINES",
+    "LOCAL_METHODS",
     "METHODS",
     "RECIPES",
     "SELECTION_METHODS",
@@ -67,6 +70,7 @@ __all__ = [
     "GatedModel",
     "GreedyPruneResult",
     "LayerRecord",
+    "LocalSettings",
     "MacsModel",
     "MethodSpec",
     "PrunableGroup",
@@ -79,6 +83,7 @@ __all__ = [
     "baseline_channels",
     "batch_stream",
     "build_model",
+    "calibration_set",
     "check_images",
     "class_count",
     "compare",
@@ -98,6 +103,7 @@ __all__ = [
     "load_checkpoint",
     "load_data",
     "load_pruned",
+    "local_select",
     "param_groups",
     "parse_data",
     "parse_macs",

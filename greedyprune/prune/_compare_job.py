@@ -17,11 +17,7 @@ import torch
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
-from . import (
-    _baselines,  # noqa: F401  (registers the criteria)
-    _finetune,
-    _io,
-)
+from . import _baselines, _finetune, _io, _local  # noqa: F401  (register the criteria and the local methods)
 from ._distributed import init_from_env, is_main, local_slice
 from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
@@ -101,6 +97,13 @@ def compare(
     bad = [m for m in methods if m not in known]
     if bad or not methods:
         raise ValueError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
+    local = [m for m in methods if m in _local.CRITERIA]
+    if local:
+        raise ValueError(
+            f"methods={','.join(local)}: compare does not run local imitation yet (its groups "
+            "include residual streams, which local imitation does not handle); run prune "
+            "--objective local --method NAME"
+        )
     for m in methods:
         for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
             if need not in methods:

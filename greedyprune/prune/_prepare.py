@@ -50,10 +50,13 @@ def prepare(
     crop_scale=(0.08, 1.0),
     workers=0,
     progress=False,
+    seed=0,
 ) -> Prepared:
     """Load the data (every image header of a folder checked), build the model with the data's
     class count, load the weights, and turn the MACs targets into reachable absolute counts: every
-    check that can fail, before any folder is created or model trained."""
+    check that can fail, before any folder is created or model trained. A model without
+    ``weights`` is initialised from ``seed`` (torch's global generator is left as it was), so the
+    same seed gives the same base model."""
     spec = parse_data(data)
     size = _DEFAULT_SIZE[spec.kind] if image_size is None else image_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
@@ -66,7 +69,9 @@ def prepare(
     train, test, n_classes = load_data(spec, size, num_classes=10, crop_scale=crop_scale)
     for dataset in (train, test):
         check_images(dataset, workers=max(4, workers), progress=progress)
-    model = build_model(arch, n_classes, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, n_classes, weights)
     example = torch.zeros(1, 3, size, size)
     groups = find_prunable_groups(model, example)
     macs_model = MacsModel(profile_layers(model, example), groups)
@@ -146,16 +151,18 @@ def train_base(prep: Prepared, folder: Path, train_epochs, seed, progress, **loa
                 f"{str(base)!r} is damaged; delete it and run again to retrain the base model"
             ) from None
     else:
-        _finetune.finetune(
-            prep.model,
-            prep.train,
-            epochs=train_epochs,
-            lr=0.05,
-            generator=seed,
-            checkpoint=folder / "base-train.pt",
-            progress=progress,
-            **loader,
-        )
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the seeded global generator
+            torch.manual_seed(seed)
+            _finetune.finetune(
+                prep.model,
+                prep.train,
+                epochs=train_epochs,
+                lr=0.05,
+                generator=seed,
+                checkpoint=folder / "base-train.pt",
+                progress=progress,
+                **loader,
+            )
         if is_main():
             _io.save_state(base, prep.model)
         barrier()

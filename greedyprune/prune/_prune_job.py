@@ -18,10 +18,19 @@ from . import _finetune, _layerwise
 from ._data import class_count, eval_indices, labels_of
 from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
 from ._finetune import batch_stream, evaluate, stream_batches
+from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
-from ._macs import count_macs, count_params
+from ._local import (
+    LocalSettings,
+    calibration_set,
+    check_consumers,
+    check_local,
+    largest_activation_bytes,
+)
+from ._macs import MacsModel, count_macs, count_params, profile_layers
 from ._prepare import Prepared, auto_progress, check_settings, prepare, sgd, train_base
 from ._recipes import RECIPES, Recipe
+from ._registry import SelectionRequest, apply_choice, select_channels
 from ._surgery import fold_and_prune
 
 __all__ = ["Runtime", "prune"]
@@ -64,6 +73,7 @@ def prune(
     mode: str = "batched",
     train_epochs: float = 20,
     seed: int = 0,
+    local: LocalSettings | None = None,
     runtime: Runtime | None = None,
 ) -> dict:
     """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
@@ -76,6 +86,9 @@ def prune(
     weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
         ``train_epochs`` and cached in ``out``.
     replacement, loss, mode: greedy's (see ``greedy_prune``); seed: every random draw of the run.
+    local: None (the global objective: greedy on the whole network's loss) or the settings of
+        local imitation (:class:`LocalSettings`: each internal group's consumer imitates the dense
+        one on a calibration set, then is refitted; the recipe's selection knobs are not used).
     runtime: how the run executes (:class:`Runtime`; default: one CPU process).
     Every value but ``runtime`` is recorded in ``out/config.json``. A finished run is not redone:
     its summary is returned. Returns the summary (also in ``out/summary.json``). The pruned model
@@ -106,6 +119,8 @@ def prune(
         positive=[("train_epochs", train_epochs)] if weights is None else [],
         non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
     )
+    if local is not None:
+        _check_local_recipe(r, local)
     device = init_from_env(rt.device)
     workers, amp, channels_last = rt.workers, rt.amp, rt.channels_last
     local_slice(r.batch_size)  # the step batch must split evenly over the processes
@@ -120,11 +135,13 @@ def prune(
         crop_scale=tuple(r.crop_scale),
         workers=workers,
         progress=progress,
+        seed=seed,
     )
     if target_macs is None and r.tol is None:
         raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
         raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
+    plan = _plan_local(prep, local, seed) if local is not None else None
     config = {
         "job": "prune",
         "arch": arch,
@@ -139,6 +156,9 @@ def prune(
         "train_epochs": train_epochs,
         "seed": seed,
     }
+    if local is not None:  # keys only for local runs, so the global folders made before match
+        config["objective"] = "local"
+        config["local"] = local.as_dict()
     run = open_run(out, config)  # rank 0 writes; the other ranks read
     if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
         return json.loads((run.path / "summary.json").read_text())  # finished: nothing to redo
@@ -155,7 +175,7 @@ def prune(
     idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
     eval_set = Subset(train, idx[rank() :: world_size()])  # this rank's share
     eval_classes = class_count(labels_of(Subset(train, idx)))
-    job = _Job(prep, r, config, rt, device, progress, run, loader)
+    job = _Job(prep, r, config, rt, device, progress, run, loader, plan)
     model, kept, select_s = _select_or_load(job, target, eval_set)
     acc_pruned = evaluate(model, prep.test, **eval_loader)
     if r.final.epochs:
@@ -216,18 +236,116 @@ class _Job:
     progress: bool
     run: RunDir
     loader: dict
+    local: _LocalPlan | None = None
+
+
+@dataclass
+class _LocalPlan:
+    """Local imitation's checked pieces: settings, internal groups, their widths, the
+    calibration set."""
+
+    settings: LocalSettings
+    groups: list
+    widths: dict[str, int]
+    data: object
+
+
+def _check_local_recipe(r: Recipe, local: LocalSettings) -> None:
+    """Local imitation against the recipe: what a cached prefix cannot honour is refused."""
+    if not isinstance(local, LocalSettings):
+        raise ValueError(f"local={local!r} must be a LocalSettings or None")
+    check_local(local)
+    if r.name == "authors":
+        raise ValueError(
+            "recipe=authors needs objective=global: its tolerance stop and between-layer "
+            "fine-tuning change the network while the local objective reads a cached prefix; "
+            "pass --recipe default with --objective local"
+        )
+    if r.tol is not None:
+        raise ValueError(
+            "tol is the global objective's stop; with objective=local pass target_macs"
+        )
+    if r.between.epochs:
+        raise ValueError(
+            f"between_epochs={r.between.epochs!r}: between-layer fine-tuning needs objective=global"
+        )
+
+
+def _plan_local(prep: Prepared, local: LocalSettings, seed: int) -> _LocalPlan:
+    """The internal groups, their widths for the MACs target, the calibration set and the memory
+    check: every failure before the run folder exists."""
+    if not prep.targets:
+        raise ValueError("objective=local needs target_macs (e.g. 0.5 or 220M)")
+    groups = find_prunable_groups(prep.model, prep.example, residual=False)
+    if not groups:
+        raise ValueError("the model has no internal group (one consumer) for objective=local")
+    check_consumers(prep.model, groups)
+    widths = MacsModel(profile_layers(prep.model, prep.example), groups).plan(prep.targets[0])
+    need = 2 * largest_activation_bytes(prep.model, prep.example)
+    if local.memory_budget < need:
+        raise ValueError(
+            f"memory_budget={local.memory_budget} bytes is below one image's activations at a cut "
+            f"of both streams ({need} bytes); pass at least {-(-need // 2**20)} MiB"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    data = calibration_set(
+        prep.train, prep.test, local.calibration_images, gen, labels_of(prep.train)
+    )
+    return _LocalPlan(local, groups, widths, data)
+
+
+def _select_local(job: _Job) -> tuple[nn.Module, dict, float]:
+    """Local imitation: every internal group, consumers refitted, surgery; ``layers.csv``."""
+    plan, prep = job.local, job.prep
+    t0 = time.perf_counter()
+    request = SelectionRequest(
+        model=prep.model,
+        example=prep.example,
+        groups=plan.groups,
+        widths=plan.widths,
+        generator=torch.Generator().manual_seed(job.config["seed"]),
+        data=plan.data,
+        seed=job.config["seed"],
+        device=job.device,
+        options={"local": plan.settings, "progress": job.progress},
+    )
+    choice = select_channels(plan.settings.method, request)
+    model = apply_choice(prep.model, prep.example, plan.groups, choice)
+    return model, choice.kept, time.perf_counter() - t0, pd.DataFrame(choice.info["layers"])
 
 
 def _select_or_load(job: _Job, target: int | None, eval_set) -> tuple[nn.Module, dict, float]:
-    """Greedy selection with the recipe (saved in ``selected/`` with ``layers.csv``), or the
-    selection a previous call saved there; returns (the pruned model, kept channels, seconds)."""
-    prep, r, rt, run, loader = job.prep, job.recipe, job.runtime, job.run, job.loader
-    device, train, seed = job.device, prep.train, job.config["seed"]
+    """The selection (saved in ``selected/`` with ``layers.csv``), or the selection a previous
+    call saved there; returns (the pruned model, kept channels, seconds)."""
+    prep, run, device = job.prep, job.run, job.device
     selected = run.path / "selected"
-    t0 = time.perf_counter()
     if (selected / "pruned.json").is_file():
         model, record = load_pruned(selected, model=prep.model)
         return model.to(device), record["kept"], float(record.get("select_s", 0.0))
+    if job.local is not None:
+        model, kept, select_s, table = _select_local(job)
+    else:
+        model, kept, select_s, table = _select_global(job, target, eval_set)
+    run.write_table(table, "layers")
+    if is_main():
+        save_pruned(
+            selected,
+            model,
+            arch=job.config["arch"],
+            num_classes=prep.n_classes,
+            image_size=prep.size,
+            kept=kept,
+            extra={"select_s": select_s},
+        )
+    barrier()
+    return model, kept, select_s
+
+
+def _select_global(job: _Job, target: int | None, eval_set):
+    """Layer-wise greedy on the whole network's loss, with the recipe."""
+    prep, r, rt, loader = job.prep, job.recipe, job.runtime, job.loader
+    device, train, seed = job.device, prep.train, job.config["seed"]
+    t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     # one shuffling stream for all between-layer steps: each layer's 0.1 epoch sees new images
     between_gen = torch.Generator().manual_seed(seed + 1)
@@ -270,20 +388,7 @@ def _select_or_load(job: _Job, target: int | None, eval_set) -> tuple[nn.Module,
         progress=job.progress,
     )
     model, kept = fold_and_prune(gm)
-    select_s = time.perf_counter() - t0
-    run.write_table(_layers_table(result), "layers")
-    if is_main():
-        save_pruned(
-            selected,
-            model,
-            arch=job.config["arch"],
-            num_classes=prep.n_classes,
-            image_size=prep.size,
-            kept=kept,
-            extra={"select_s": select_s},
-        )
-    barrier()
-    return model, kept, select_s
+    return model, kept, time.perf_counter() - t0, _layers_table(result)
 
 
 def _layers_table(result) -> pd.DataFrame:

@@ -90,10 +90,14 @@ class SelectionRequest:
 class Choice:
     """What a method chose. kept: sorted channel indices per group name (groups not named stay
     whole); scales: per group, a [C] factor per channel folded into the group's consumers before
-    the surgery (``W[:, c] *= s_c``; zero for a removed channel), where the method reweights."""
+    the surgery (``W[:, c] *= s_c``; zero for a removed channel), where the method reweights;
+    weights: new weights (full, unpruned shape) of consumer modules by name, written before the
+    scales and the surgery (a refit); info: the method's records (e.g. per-layer errors)."""
 
     kept: dict[str, list[int]]
     scales: dict[str, Tensor] = field(default_factory=dict)
+    weights: dict[str, Tensor] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,11 @@ def apply_choice(
     model: nn.Module, example: Tensor, groups: list[PrunableGroup], choice: Choice
 ) -> nn.Module:
     """Fold ``choice.scales`` into each group's consumers, then cut the channels not kept
-    (:func:`prune_channels`, Torch-Pruning's dependency graph). In place; returns the model."""
+    (:func:`prune_channels`, Torch-Pruning's dependency graph), after writing ``choice.weights``
+    into their modules. In place; returns the model."""
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        for name, w in choice.weights.items():
+            mods[name].weight.copy_(w.to(mods[name].weight))
     fold_into_consumers(model, groups, choice.scales)
     return prune_channels(model, example, choice.kept)

@@ -329,15 +329,54 @@ class RefitLoss:
         kw = {"dtype": self.dtype, "device": self.device}
         self.kept: list[int] = []
         self._in = torch.zeros(C, dtype=torch.bool, device=self.device)
-        self._M = torch.zeros(0, 0, **kw)
-        self._W = torch.zeros(0, C * K, **kw)
-        self._alpha = torch.zeros(0, O, **kw)
+        self._cap = 0  # rows allocated in the buffers behind M, W, alpha (grown by doubling)
+        self._Mb = torch.zeros(0, 0, **kw)
+        self._Wb = torch.zeros(0, C * K, **kw)
+        self._ab = torch.zeros(0, O, **kw)
+        self._cols = torch.zeros(0, dtype=torch.long, device=self.device)
         self._A = torch.zeros(C, K, K, **kw)  # H_JS M H_SJ per candidate J
         self._beta = torch.zeros(C, K, O, **kw)  # H_JS M U_S per candidate J
         self._err = self.const
 
-    def _cols(self, c: int) -> slice:
+    def _span(self, c: int) -> slice:
         return slice(c * self.block, (c + 1) * self.block)
+
+    # M, W and alpha are views of the first kK rows of buffers that grow by doubling, so a step
+    # writes K new rows in place instead of copying the whole state
+    @property
+    def _M(self) -> Tensor:
+        n = len(self.kept) * self.block
+        return self._Mb[:n, :n]
+
+    @property
+    def _W(self) -> Tensor:
+        return self._Wb[: len(self.kept) * self.block]
+
+    @property
+    def _alpha(self) -> Tensor:
+        return self._ab[: len(self.kept) * self.block]
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= self._cap:
+            return
+        cap = max(rows, 2 * self._cap, 4 * self.block)
+        n = len(self.kept) * self.block
+        for name in ("_Mb", "_Wb", "_ab"):
+            old = getattr(self, name)
+            shape = (cap, cap) if name == "_Mb" else (cap, old.shape[1])
+            new = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            if name == "_Mb":
+                new[:n, :n] = old[:n, :n]
+            else:
+                new[:n] = old[:n]
+            setattr(self, name, new)
+        self._cap = cap
+
+    def _set_state(self, M: Tensor, W: Tensor, alpha: Tensor) -> None:
+        n = M.shape[0]
+        self._Mb[:n, :n] = M
+        self._Wb[:n] = W
+        self._ab[:n] = alpha
 
     def _gains(self, A: Tensor, beta: Tensor, idx) -> Tensor:
         """tr(R' D^-1 R) per candidate, D = H_JJ - A_J, R = U_J - beta_J (0 where D is not
@@ -364,26 +403,32 @@ class RefitLoss:
         if self._in[j]:
             raise ValueError(f"channel {j} is kept already (a set; pass replacement=False)")
         K, C = self.block, self.n_candidates
-        J = self._cols(j)
+        J = self._span(j)
+        n = len(self.kept) * K
+        self._reserve(n + K)
         d = self._diag_blocks[j] - self._A[j]
         r = self._cross_blocks[j] - self._beta[j]
-        cols = (
-            torch.cat([torch.arange(c * K, (c + 1) * K) for c in self.kept]) if self.kept else None
-        )
-        w = self._W[:, J]  # M H_SJ  [kK, K]
-        V = self.gram[J, :] - (self.gram[J][:, cols] @ self._W if cols is not None else 0)
+        W, M, alpha = self._W, self._M, self._alpha
+        w = W[:, J].clone()  # M H_SJ  [kK, K]
+        V = self.gram[J, :].clone()
+        if n:
+            V.sub_(self.gram[J].index_select(1, self._cols) @ W)
         d_inv = torch.linalg.inv(d)
         dV, dr = d_inv @ V, d_inv @ r
         Vb = V.reshape(K, C, K).permute(1, 0, 2)  # [C, K, K]: V restricted to each block J'
         dVb = dV.reshape(K, C, K).permute(1, 0, 2)
-        self._A = self._A + Vb.transpose(1, 2) @ dVb
-        self._beta = self._beta + Vb.transpose(1, 2) @ dr.unsqueeze(0)
+        self._A.baddbmm_(Vb.transpose(1, 2), dVb)
+        self._beta.add_(Vb.transpose(1, 2) @ dr.unsqueeze(0))
         wd = w @ d_inv
-        self._M = torch.cat(
-            [torch.cat([self._M + wd @ w.T, -wd], 1), torch.cat([-wd.T, d_inv], 1)], 0
-        )
-        self._W = torch.cat([self._W - w @ dV, dV], 0)
-        self._alpha = torch.cat([self._alpha - w @ dr, dr], 0)
+        M.addmm_(wd, w.T)
+        self._Mb[:n, n : n + K] = -wd
+        self._Mb[n : n + K, :n] = -wd.T
+        self._Mb[n : n + K, n : n + K] = d_inv
+        W.addmm_(w, dV, alpha=-1)
+        self._Wb[n : n + K] = dV
+        alpha.addmm_(w, dr, alpha=-1)
+        self._ab[n : n + K] = dr
+        self._cols = torch.cat([self._cols, torch.arange(J.start, J.stop, device=self.device)])
         self._err -= float((r * dr).sum())
         self._in[j] = True
         self.kept.append(j)
@@ -419,12 +464,17 @@ class RefitLoss:
         P, m_inv, self._A, self._beta, self._err = self._without(pos)
         keep = torch.ones(self._M.shape[0], dtype=torch.bool, device=self.device)
         keep[P] = False
-        MoP = self._M[keep][:, P] @ m_inv
-        self._M = self._M[keep][:, keep] - MoP @ self._M[P][:, keep]
-        self._W = self._W[keep] - MoP @ self._W[P]
-        self._alpha = self._alpha[keep] - MoP @ self._alpha[P]
+        M, W, alpha = self._M, self._W, self._alpha
+        MoP = M[keep][:, P] @ m_inv
+        new = (
+            M[keep][:, keep] - MoP @ M[P][:, keep],
+            W[keep] - MoP @ W[P],
+            alpha[keep] - MoP @ alpha[P],
+        )
+        self._cols = self._cols[keep]
         self._in[i] = False
         self.kept.pop(pos)
+        self._set_state(*new)
 
     def swap_losses(self, out: int) -> Tensor:
         """Tensor [N]: the loss after replacing the kept channel ``out`` by each channel (inf for

@@ -76,6 +76,38 @@ def _recipe_values(knob: str) -> str:
 # Library argument names that differ from their flags (for error messages; see greedyprune.cli).
 FLAG_NAMES = {"seed": "--seeds"}
 
+# --objective local's flags -> LocalSettings fields
+_LOCAL_FLAGS = {
+    "method": "method",
+    "positions": "positions",
+    "calibration_images": "calibration_images",
+    "ridge": "ridge",
+    "swaps": "swaps",
+    "memory_budget": "memory_budget",
+}
+
+
+def _local_settings(args):
+    """LocalSettings from the flags (None under --objective global, where they are refused)."""
+    from .._local import LocalSettings
+
+    given = {k: getattr(args, k) for k in _LOCAL_FLAGS if hasattr(args, k)}
+    if args.objective != "local":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(
+                f"{flags} need --objective local (the global objective has no such setting)"
+            )
+        return None
+    values = {_LOCAL_FLAGS[k]: v for k, v in given.items()}
+    if "memory_budget" in values:
+        mib = values["memory_budget"]
+        if isinstance(mib, int) and mib >= 1:
+            values["memory_budget"] = mib << 20
+        else:
+            raise ValueError(f"--memory-budget {mib!r} must be an int >= 1 (MiB)")
+    return LocalSettings(**values)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from greedyprune.cli import add_device, add_out, add_progress
@@ -140,6 +172,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["batched", "sequential"],
         default="batched",
         help="score the candidates of a step together (batched) or one at a time",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=["global", "local"],
+        default="global",
+        help="global: greedy on the whole network's loss (the paper); local: each internal "
+        "group's consumer imitates the dense one on a calibration set, in Gram form, then is "
+        "refitted by least squares (docs/prune.md) (default: %(default)s)",
+    )
+    local = parser.add_argument_group("local imitation (with --objective local)")
+    local.add_argument(
+        "--method",
+        default=S,
+        help="greedy-local (the 1/k average), greedy-local-omp (one scale per channel) or "
+        "greedy-local-refit (the consumer's full refit) (default: greedy-local-refit)",
+    )
+    local.add_argument("--positions", type=int, default=S, help="output positions per image (10)")
+    local.add_argument(
+        "--calibration-images",
+        type=int,
+        default=S,
+        help="training images, evaluation transform, spread over the classes (1024)",
+    )
+    local.add_argument("--ridge", type=float, default=S, help="refit ridge / mean(diag) (1e-4)")
+    local.add_argument("--swaps", type=int, default=S, help="rounds of swap search (0)")
+    local.add_argument(
+        "--memory-budget",
+        type=int,
+        default=S,
+        metavar="MIB",
+        help="cached activations kept in memory; the rest spills to disk, exactly (2048)",
     )
     knob("--between-epochs", "fine-tuning epochs between layers", type=float)
     knob("--finetune-epochs", "final fine-tuning epochs", type=float)
@@ -247,6 +310,7 @@ def run(args) -> int:
         mode=args.mode,
         train_epochs=args.train_epochs,
         seed=args.seeds,
+        local=_local_settings(args),
         runtime=Runtime(
             device=args.device,
             workers=args.workers,

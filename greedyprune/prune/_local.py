@@ -1,0 +1,579 @@
+"""Local imitation on real networks: each internal group's layer problem in Gram form.
+
+For every internal group (one consumer convolution reading the group's channels, see
+:func:`find_prunable_groups` with ``residual=False``), in forward order:
+
+- features: the consumer's input patches in the network pruned so far (earlier groups' removed
+  channels zeroed at their consumers, and those consumers refitted), at ``positions`` output
+  positions per calibration image drawn from the run's seeded generator; a channel's own path
+  (batch norm, activation, MobileNetV2's depthwise convolution) lies before the consumer's input,
+  so it is included;
+- target: the dense network's consumer output at the same positions, bias left out, times the
+  eval-mode scale of the batch norm that reads it (and the consumer's weights scaled alike);
+- the patch terms ``H, U, ||Z||^2`` accumulated chunk by chunk (:class:`~greedyprune.select.PatchGram`),
+  the channel terms ``G, b`` from them (:func:`~greedyprune.select.channel_gram`);
+- a criterion picks the group's channels (:data:`CRITERIA`), optionally improved by swaps, and
+  then the consumer's full least-squares refit on the kept channels (all its weights, ridge
+  ``ridge * mean(diag H)``) is written into the consumer before the next group is measured.
+
+The network is cut by torch.fx at single-tensor points before each group's consumer (block
+boundaries); the dense and the pruned streams' activations at the current cut are cached for the
+whole calibration set, in memory up to a byte budget and on disk (float32, exact) beyond it, so
+peak memory is the budget plus one chunk whatever the number of images. Each block costs one
+dense pass and, per group in it, one pruned pass, plus one pruned pass to carry the refitted block
+forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from greedyprune.select import (
+    FixedWeightLoss,
+    GramLoss,
+    PatchGram,
+    RefitLoss,
+    channel_gram,
+    greedy_select,
+    swap_search,
+)
+
+from ._baselines import _bn_after, _bn_scale
+from ._gates import PrunableGroup, _live_counts
+from ._registry import Choice, SelectionRequest, register_method
+
+__all__ = [
+    "CRITERIA",
+    "LocalSettings",
+    "calibration_set",
+    "check_consumers",
+    "check_local",
+    "largest_activation_bytes",
+    "local_select",
+]
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The settings of local imitation. method: the criterion (:data:`CRITERIA`; ``prune`` reads
+    it, a registered method uses its own name); positions: output positions sampled per image and
+    consumer; calibration_images: calibration images (training split, evaluation transform, spread over the
+    classes); ridge: the refit's ridge relative to mean(diag H); swaps: rounds of swap search after
+    the criterion's picks (refit criteria only); memory_budget: bytes of cached activations kept in
+    memory (the rest spills to disk); chunk: images per forward pass."""
+
+    method: str = "greedy-local-refit"
+    positions: int = 10
+    calibration_images: int = 1024
+    ridge: float = 1e-4
+    swaps: int = 0
+    memory_budget: int = 2 << 30
+    chunk: int = 32
+
+    def as_dict(self) -> dict:
+        """The settings that change a result (``config.json``): all but the memory budget (the
+        disk spill is exact)."""
+        d = asdict(self)
+        del d["memory_budget"]
+        return d
+
+
+def _make_avg(acc: PatchGram, G: Tensor, b: Tensor, settings: LocalSettings):
+    return GramLoss(G, b, acc.const, rows=max(1, acc.rows), scale=float(G.shape[0]))
+
+
+def _make_fixed(acc, G, b, settings):
+    return FixedWeightLoss(G, b, acc.const)
+
+
+def _make_omp(acc, G, b, settings):
+    return RefitLoss(G, b, acc.const, ridge=settings.ridge)
+
+
+def _make_full(acc, G, b, settings):
+    return RefitLoss(acc.H, acc.U, acc.const, block=acc.taps, ridge=settings.ridge)
+
+
+# criterion name -> (what it minimises, the objective on a group's terms); every one is followed
+# by the consumer's full refit
+CRITERIA: dict[str, tuple[str, Callable]] = {
+    "greedy-local": (
+        "the kernel's 1/k average of the D-scaled contributions (the gate D * w of greedy), "
+        "without replacement",
+        _make_avg,
+    ),
+    "greedy-local-omp": ("one least-squares scale per kept channel (OMP over channels)", _make_omp),
+    "greedy-local-refit": (
+        "the consumer's full least-squares refit on the kept channels' patch columns",
+        _make_full,
+    ),
+}
+
+
+def check_local(settings: LocalSettings, criterion: str | None = None) -> None:
+    """Every value of ``settings`` (with ``criterion`` for its method), before any work: one
+    line naming the setting."""
+    criterion = settings.method if criterion is None else criterion
+    for name in ("positions", "calibration_images", "chunk", "memory_budget"):
+        v = getattr(settings, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be an int >= 1")
+    if (
+        isinstance(settings.swaps, bool)
+        or not isinstance(settings.swaps, int)
+        or settings.swaps < 0
+    ):
+        raise ValueError(f"swaps={settings.swaps!r} must be an int >= 0 (rounds of swap search)")
+    r = settings.ridge
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
+        raise ValueError(f"ridge={r!r} must be a finite number >= 0 (relative to mean(diag))")
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"method={criterion!r} is not a local method; use one of {', '.join(CRITERIA)}"
+        )
+    if settings.swaps and criterion == "greedy-local":
+        raise ValueError(
+            "swaps need a refit criterion (greedy-local-omp or greedy-local-refit): the 1/k "
+            "average holds no kept set to swap in; pass swaps=0"
+        )
+
+
+def check_consumers(model: nn.Module, groups: list[PrunableGroup]) -> None:
+    """Each group must have one consumer, a convolution the refit can rewrite."""
+    mods = dict(model.named_modules())
+    for g in groups:
+        if len(g.consumers) != 1:
+            raise ValueError(
+                f"group {g.name!r} has {len(g.consumers)} consumers ({', '.join(g.consumers)}): "
+                "local imitation handles internal groups with one consumer; residual-stream "
+                "groups span a stage (use find_prunable_groups(residual=False))"
+            )
+        c = mods[g.consumers[0]]
+        if not isinstance(c, nn.Conv2d):
+            raise ValueError(
+                f"consumer {g.consumers[0]!r} of group {g.name!r} is a {type(c).__name__}: the "
+                "refit rewrites convolutions only"
+            )
+        if c.groups != 1 or c.padding_mode != "zeros" or isinstance(c.padding, str):
+            raise ValueError(
+                f"consumer {g.consumers[0]!r} of group {g.name!r} has groups={c.groups}, "
+                f"padding_mode={c.padding_mode!r}, padding={c.padding!r}: the patches are read "
+                "with zero integer padding and one group only"
+            )
+
+
+@torch.no_grad()
+def largest_activation_bytes(model: nn.Module, example: Tensor) -> int:
+    """Bytes of the largest module output for one image (``example`` [1, C, H, W]): what one
+    image's cached activation at a cut can take, at most."""
+    sizes = [0]
+
+    def hook(_m, _a, out):
+        if isinstance(out, Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes)
+
+
+def calibration_indices(labels: Tensor, n: int, generator: torch.Generator) -> list[int]:
+    """``n`` indices spread over every class: a random order (``generator``), each image ranked
+    within its class, the n lowest (rank, order) taken, so every class gets ``n / classes`` or
+    one fewer; sorted."""
+    labels = torch.as_tensor(labels)
+    if n > labels.numel():
+        raise ValueError(
+            f"calibration_images={n} is more than the training split holds ({labels.numel()}); "
+            f"pass at most {labels.numel()}"
+        )
+    perm = torch.randperm(labels.numel(), generator=generator)
+    seen: dict[int, int] = {}
+    keys = []
+    for pos, i in enumerate(perm.tolist()):
+        c = int(labels[i])
+        keys.append((seen.get(c, 0), pos, i))
+        seen[c] = seen.get(c, 0) + 1
+    return sorted(i for _, _, i in sorted(keys)[:n])
+
+
+def calibration_set(
+    train: Dataset, test: Dataset, n: int, generator: torch.Generator, labels: Tensor
+) -> Dataset:
+    """The calibration images: ``n`` training images spread over the classes
+    (:func:`calibration_indices`), read with the test split's transform (no crops or flips)."""
+    base = train
+    if getattr(train, "transform", None) is not None and hasattr(test, "transform"):
+        base = copy.copy(train)
+        base.transform = test.transform
+    return Subset(base, calibration_indices(labels, n, generator))
+
+
+class _Store:
+    """Chunks of activations: in memory while the shared budget allows, else on disk (float32
+    safetensors in a temporary folder, removed by :meth:`close`)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = budget, 0
+        self._dir: Path | None = None
+        self._n = 0
+
+    def put(self, t: Tensor):
+        t = t.detach().contiguous()
+        size = t.numel() * t.element_size()
+        if self.used + size <= self.budget:
+            self.used += size
+            return ("mem", t, size)
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="greedyprune-local-"))
+        self._n += 1
+        path = self._dir / f"{self._n}.safetensors"
+        save_file({"t": t.cpu()}, str(path))
+        return ("disk", path, t.device)
+
+    def get(self, item) -> Tensor:
+        if item[0] == "mem":
+            return item[1]
+        return load_file(str(item[1]))["t"].to(item[2])
+
+    def drop(self, items) -> None:
+        for item in items:
+            if item[0] == "mem":
+                self.used -= item[2]
+            else:
+                item[1].unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _Segments:
+    """The model traced by torch.fx and cut at single-tensor points: ``run(a, b, x)`` computes
+    the activation at cut ``b`` from the one at cut ``a`` (cut 0: the input), sharing the model's
+    modules, so hooks and weight changes apply."""
+
+    def __init__(self, model: nn.Module):
+        try:
+            self.gm = torch.fx.symbolic_trace(model)
+        except Exception as exc:
+            raise ValueError(
+                f"{type(model).__name__} could not be traced by torch.fx ({exc}); local "
+                "imitation needs a traceable model"
+            ) from None
+        self.nodes = list(self.gm.graph.nodes)
+        self.live, self.index = _live_counts(self.nodes)
+        self._cache: dict[tuple[int, int], nn.Module] = {}
+
+    def cut_before(self, module_name: str) -> int:
+        q = min(
+            self.index[n] for n in self.nodes if n.op == "call_module" and n.target == module_name
+        )
+        for p in range(q, 0, -1):
+            if len(self.live[p]) == 1:
+                return p
+        raise ValueError(f"no single-tensor cut before {module_name!r}")
+
+    def module(self, a: int, b: int | None) -> nn.Module:
+        if (a, b) in self._cache:
+            return self._cache[(a, b)]
+        g, env = torch.fx.Graph(), {}
+        env[self.live[a][0]] = g.placeholder("h")
+        end = len(self.nodes) if b is None else b
+        for n in self.nodes[:a]:
+            if n.op == "get_attr" and any(self.index[u] >= a for u in n.users):
+                env[n] = g.node_copy(n, lambda x: env[x])
+        for n in self.nodes[a:end]:
+            if n.op == "output":
+                break
+            env[n] = g.node_copy(n, lambda x: env[x])
+        if b is None:
+            g.output(env[next(n for n in self.nodes if n.op == "output").args[0]])
+        else:
+            g.output(env[self.live[b][0]])
+        mod = torch.fx.GraphModule(self.gm, g)
+        self._cache[(a, b)] = mod
+        return mod
+
+
+@dataclass
+class _Consumer:
+    """A group's consumer: the working and the dense module, the scale [O] of the batch norm
+    that reads its output, and its weights times that scale [O, C, K] (float64)."""
+
+    name: str
+    conv: nn.Conv2d
+    dense: nn.Conv2d
+    scale: Tensor
+    weight: Tensor = field(init=False)
+
+    def __post_init__(self):
+        w = self.dense.weight.detach().double()
+        self.weight = w.reshape(w.shape[0], w.shape[1], -1) * self.scale.double().reshape(-1, 1, 1)
+
+    def patches(self, x: Tensor, pos: Tensor) -> Tensor:
+        """[B * P, C, K]: the input patches at output positions ``pos`` [B, P]."""
+        c = self.conv
+        cols = F.unfold(x, c.kernel_size, dilation=c.dilation, padding=c.padding, stride=c.stride)
+        B, CK, _ = cols.shape
+        got = cols.gather(2, pos.unsqueeze(1).expand(B, CK, pos.shape[1]))
+        return got.permute(0, 2, 1).reshape(-1, c.in_channels, CK // c.in_channels)
+
+    def target(self, out: Tensor, pos: Tensor) -> Tensor:
+        """[B * P, O]: the output at ``pos``, bias removed, BN-scaled."""
+        B, O = out.shape[:2]
+        flat = out.flatten(2)
+        got = flat.gather(2, pos.unsqueeze(1).expand(B, O, pos.shape[1])).permute(0, 2, 1)
+        if self.conv.bias is not None:
+            got = got - self.conv.bias.detach()
+        return (got * self.scale.to(got)).reshape(-1, O)
+
+
+@dataclass
+class LocalRecord:
+    """One group's row of ``layers.csv`` (errors relative to ||Z||^2)."""
+
+    layer: str
+    channels: int
+    kept: int
+    rows: int
+    criterion_error: float
+    fixed_error: float
+    refit_error: float
+    swaps: int
+    select_s: float
+
+
+def _positions(L: int, n_images: int, P: int, gen: torch.Generator) -> Tensor:
+    """[n_images, min(P, L)]: distinct output positions per image."""
+    p = min(P, L)
+    return torch.stack([torch.randperm(L, generator=gen)[:p] for _ in range(n_images)])
+
+
+def _hooked(module: nn.Module, fn, pre: bool):
+    return module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn)
+
+
+def _refit(acc: PatchGram, kept: list[int], ridge: float) -> tuple[Tensor, float]:
+    """The full refit on the kept channels: (beta [k*K, O], its relative error)."""
+    K = acc.taps
+    cols = torch.cat([torch.arange(c * K, (c + 1) * K) for c in kept])
+    H = acc.H[cols][:, cols]
+    U = acc.U[cols]
+    rho = ridge * float(acc.H.diagonal().mean())
+    beta = torch.linalg.solve(H + rho * torch.eye(len(cols), dtype=H.dtype), U)
+    err = acc.const - 2 * float((beta * U).sum()) + float((beta * (H @ beta)).sum())
+    return beta, err / max(acc.const, 1e-300)
+
+
+class _Run:
+    """One local selection: the dense and the working model, their segments, the caches."""
+
+    def __init__(self, request: SelectionRequest, settings: LocalSettings, criterion: str):
+        self.req, self.s, self.criterion = request, settings, criterion
+        self.work = request.model.eval()
+        self.dense = copy.deepcopy(self.work).eval()
+        self.seg_work, self.seg_dense = _Segments(self.work), _Segments(self.dense)
+        self.store = _Store(settings.memory_budget)
+        self.gen = torch.Generator().manual_seed(int(request.seed))
+        self.chunk_index = 0
+        bns = _bn_after(self.work)
+        work_mods, dense_mods = dict(self.work.named_modules()), dict(self.dense.named_modules())
+        self.consumers = {}
+        for g in request.groups:
+            name = g.consumers[0]
+            conv = work_mods[name]
+            scale = _bn_scale(bns[name]).detach() if name in bns else torch.ones(conv.out_channels)
+            self.consumers[g.name] = _Consumer(name, conv, dense_mods[name], scale)
+
+    def _input_cache(self) -> list:
+        data, step = self.req.data, self.s.chunk
+        out = []
+        for a in range(0, len(data), step):
+            xs = [data[i][0] for i in range(a, min(len(data), a + step))]
+            out.append(self.store.put(torch.stack(xs).to(self.req.example)))
+        return out
+
+    @torch.no_grad()
+    def _pass(self, seg: _Segments, items, a: int, b: int | None, hooks=()) -> list:
+        """Run every cached chunk from cut ``a`` to cut ``b`` (None: to the output) with ``hooks``
+        ((module, fn, pre)) attached; returns the chunks at ``b`` (empty if b is None)."""
+        mod = seg.module(a, b)
+        handles = [_hooked(m, fn, pre) for m, fn, pre in hooks]
+        out = []
+        try:
+            for k, item in enumerate(items):
+                self.chunk_index = k
+                h = mod(self.store.get(item))
+                if b is not None:
+                    out.append(self.store.put(h))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out
+
+    def run(self) -> tuple[Choice, list[LocalRecord]]:
+        try:
+            return self._run()
+        finally:
+            self.store.close()
+
+    def _blocks(self):
+        """[(cut, the groups whose consumer follows it, the next cut or None)] in forward order."""
+        groups = self.req.groups
+        cuts = [self.seg_work.cut_before(g.consumers[0]) for g in groups]
+        starts = sorted(set(cuts))
+        return [
+            (
+                c,
+                [g for g, k in zip(groups, cuts) if k == c],
+                starts[i + 1] if i + 1 < len(starts) else None,
+            )
+            for i, c in enumerate(starts)
+        ]
+
+    def _run(self) -> tuple[Choice, list[LocalRecord]]:
+        dense, work = self._input_cache(), None  # work None: the same as dense (nothing cut yet)
+        here = 1  # the cut right after the input placeholder
+        kept, weights, records = {}, {}, []
+        bar = tqdm(
+            total=len(self.req.groups), desc="local", disable=not self.req.options.get("progress")
+        )
+        for cut, block, nxt in self._blocks():
+            if cut != here:
+                dense, work = self._move(dense, work, here, cut)
+            new_dense, targets, positions = self._targets(block, dense, cut, nxt)
+            stream = dense if work is None else work
+            for g in block:
+                rec, keep, w = self._group(g, stream, cut, nxt, targets[g.name], positions[g.name])
+                kept[g.name], weights[g.consumers[0]] = keep, w
+                records.append(rec)
+                bar.update(1)
+                bar.set_postfix(layer=g.name, refit=f"{rec.refit_error:.3g}")
+            new_work = self._pass(self.seg_work, stream, cut, nxt) if nxt is not None else []
+            self.store.drop(dense)
+            if work is not None:
+                self.store.drop(work)
+            dense, work, here = new_dense, new_work, nxt
+            if nxt is None:
+                break
+        bar.close()
+        return Choice(kept, weights=weights), records
+
+    def _move(self, dense, work, a: int, b: int):
+        new_dense = self._pass(self.seg_dense, dense, a, b)
+        new_work = None if work is None else self._pass(self.seg_work, work, a, b)
+        self.store.drop(dense)
+        if work is not None:
+            self.store.drop(work)
+        return new_dense, new_work
+
+    def _targets(self, block, dense, cut, nxt):
+        """One dense pass through the block: the next cut's dense chunks and, per group, its
+        positions [images, P] (drawn from the run's generator) and its target chunks."""
+        n_img = len(self.req.data)
+        positions, targets = {}, {g.name: [] for g in block}
+
+        def grab(g):
+            cons = self.consumers[g.name]
+
+            def fn(_m, _a, out):
+                if g.name not in positions:
+                    L = out.shape[2] * out.shape[3]
+                    positions[g.name] = _positions(L, n_img, self.s.positions, self.gen)
+                a = self.chunk_index * self.s.chunk
+                pos = positions[g.name][a : a + out.shape[0]].to(out.device)
+                targets[g.name].append(self.store.put(cons.target(out, pos)))
+
+            return fn
+
+        hooks = [(self.consumers[g.name].dense, grab(g), False) for g in block]
+        new_dense = self._pass(self.seg_dense, dense, cut, nxt, hooks)
+        return new_dense, targets, positions
+
+    def _group(self, g, stream, cut, nxt, targets, positions):
+        """One pruned pass for group ``g``: its terms, its channels, its consumer refitted."""
+        t0 = time.perf_counter()
+        cons = self.consumers[g.name]
+        C, K = cons.conv.in_channels, cons.weight.shape[2]
+        acc = PatchGram(C, K, cons.conv.out_channels)
+
+        def fn(_m, args):
+            a = self.chunk_index * self.s.chunk
+            x = args[0]
+            pos = positions[a : a + x.shape[0]].to(x.device)
+            acc.update(cons.patches(x, pos), self.store.get(targets[self.chunk_index]))
+
+        self._pass(self.seg_work, stream, cut, nxt, [(cons.conv, fn, True)])
+        self.store.drop(targets)
+        G, b = channel_gram(acc.H, acc.U, cons.weight)
+        obj = CRITERIA[self.criterion][1](acc, G, b, self.s)
+        sel = greedy_select(obj, self.req.widths.get(g.name, C), replacement=False)
+        swaps = swap_search(obj, self.s.swaps) if self.s.swaps else []
+        is_set = isinstance(obj, (RefitLoss, FixedWeightLoss))
+        keep = sorted(obj.kept) if is_set else sorted(sel.order.tolist())
+        fixed = FixedWeightLoss(G, b, acc.const)
+        for c in keep:
+            fixed.add(c)
+        beta, refit_err = _refit(acc, keep, self.s.ridge)
+        w = torch.zeros(cons.weight.shape, dtype=torch.float64)
+        w[:, keep, :] = beta.reshape(len(keep), K, -1).permute(2, 0, 1)
+        w = (w / cons.scale.double().reshape(-1, 1, 1)).reshape(cons.conv.weight.shape)
+        with torch.no_grad():
+            cons.conv.weight.copy_(w.to(cons.conv.weight))
+        const = max(acc.const, 1e-300)
+        crit = obj.current_loss() * (1 if is_set else 2 * acc.rows) / const
+        rec = LocalRecord(
+            g.name, C, len(keep), acc.rows, crit, fixed.current_loss() / const, refit_err,
+            len(swaps), time.perf_counter() - t0,
+        )  # fmt: skip
+        return rec, keep, cons.conv.weight.detach().clone()
+
+
+def local_select(
+    request: SelectionRequest, settings: LocalSettings, criterion: str
+) -> tuple[Choice, list[LocalRecord]]:
+    """Local imitation over ``request.data`` (the calibration set) for every group of
+    ``request.groups`` (internal ones), in forward order; the consumers of ``request.model`` are
+    refitted in place. Returns the choice (kept channels and the refitted consumer weights) and
+    one record per group."""
+    check_local(settings, criterion)
+    check_consumers(request.model, request.groups)
+    return _Run(request, settings, criterion).run()
+
+
+def _register(name: str) -> None:
+    def select(request: SelectionRequest) -> Choice:
+        settings = replace(request.options.get("local", LocalSettings()), method=name)
+        choice, records = local_select(request, settings, name)
+        choice.info["layers"] = [asdict(r) for r in records]
+        return choice
+
+    register_method(
+        name,
+        f"local imitation, group after group on the partly pruned network: {CRITERIA[name][0]}; "
+        "then the consumer's full least-squares refit",
+    )(select)
+
+
+for _name in CRITERIA:
+    _register(_name)

@@ -1,0 +1,317 @@
+"""Local imitation on networks: the recorded errors against a literal pruned network, seeded
+positions and calibration images, the disk spill, and bad settings."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import greedyprune.prune as gp
+from greedyprune.prune._local import calibration_indices, check_local
+
+LOCAL = ["greedy-local", "greedy-local-omp", "greedy-local-refit"]
+
+
+def _chain(seed=0) -> nn.Sequential:
+    """stem conv "0" 3->8 (3x3) -> bn -> relu -> conv "3" 8->12 (3x3) -> bn -> relu -> conv "6"
+    12->10 (3x3, stride 2) -> bn -> relu -> conv "9" 10->6 (1x1) -> bn -> relu -> pool -> linear;
+    groups "3" (read by "6", strided) and "6" (read by "9"); randomised eval-mode batch norms,
+    biases on the convolutions."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1),
+        nn.BatchNorm2d(12),
+        nn.ReLU(),
+        nn.Conv2d(12, 10, 3, stride=2, padding=1),
+        nn.BatchNorm2d(10),
+        nn.ReLU(),
+        nn.Conv2d(10, 6, 1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
+    with torch.no_grad():
+        for bn in net.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 2.0)
+                bn.bias.uniform_(0.2, 1.0)
+    return net.eval()
+
+
+def _data(n=24, size=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.arange(n) % 4)
+
+
+def _run(model, method, widths, settings, data=None, seed=0, groups=None):
+    ex = torch.zeros(1, 3, 8, 8)
+    groups = groups or gp.find_prunable_groups(model, ex, residual=False)
+    request = gp.SelectionRequest(
+        model=model,
+        example=ex,
+        groups=groups,
+        widths=widths,
+        generator=torch.Generator().manual_seed(seed),
+        data=data or _data(),
+        seed=seed,
+        options={"local": settings},
+    )
+    return gp.select_channels(method, request), groups
+
+
+def _consumer_outputs(net, x):
+    """Each consumer's output ("6", "9"), bias removed, times its batch norm's scale: [B, O, L]."""
+    out = {}
+    handles = []
+    for conv, bn in (("6", "7"), ("9", "10")):
+        m, b = net.get_submodule(conv), net.get_submodule(bn)
+
+        def hook(mod, _a, y, b=b):
+            scale = b.weight / torch.sqrt(b.running_var + b.eps)
+            z = y - (mod.bias.reshape(1, -1, 1, 1) if mod.bias is not None else 0)
+            out[mod] = (z * scale.reshape(1, -1, 1, 1)).flatten(2).detach()
+
+        handles.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        net(x)
+    for h in handles:
+        h.remove()
+    return [out[net.get_submodule("6")], out[net.get_submodule("9")]]
+
+
+@pytest.mark.parametrize("method", LOCAL)
+@pytest.mark.parametrize("widths", [{"3": 3, "6": 5}, {"3": 7, "6": 2}])
+def test_recorded_refit_errors_are_those_of_the_literal_pruned_network(method, widths):
+    """With every output position sampled and no ridge, each group's recorded refit error is the
+    relative error of the pruned network's consumer output against the dense one's, measured on
+    the literal network (surgery by Torch-Pruning with the refitted weights written in). The
+    second group's features must come from the network pruned so far: from the dense network its
+    refit would be fitted to inputs the pruned network never sees, and its error would differ."""
+    model = _chain()
+    dense = copy.deepcopy(model)
+    settings = gp.LocalSettings(positions=10_000, calibration_images=24, ridge=0.0, chunk=5)
+    choice, groups = _run(model, method, widths, settings)
+    assert {k: len(v) for k, v in choice.kept.items()} == widths
+    x = torch.stack([d[0] for d in _data()])
+    z_dense = _consumer_outputs(dense, x)
+    # group "3" measured with only its own cut (conv "6" keeps all its outputs), group "6" on the
+    # network with both cuts
+    first = gp.Choice({"3": choice.kept["3"]}, weights={"6": choice.weights["6"]})
+    literal = []
+    for part, which in ((first, 0), (choice, 1)):
+        pruned = copy.deepcopy(dense)
+        gp.apply_choice(pruned, torch.zeros(1, 3, 8, 8), groups, part)
+        literal.append(_consumer_outputs(pruned, x)[which])
+    records = choice.info["layers"]
+    for rec, zd, zp in zip(records, z_dense, literal):
+        measured = float((zd - zp).pow(2).sum() / zd.pow(2).sum())
+        assert rec["refit_error"] == pytest.approx(measured, rel=1e-6, abs=1e-9)
+        assert rec["refit_error"] <= rec["fixed_error"] + 1e-9  # the refit never loses
+        assert rec["rows"] == 24 * zd.shape[2]
+
+
+def test_the_same_seed_gives_the_same_picks_and_another_seed_other_positions():
+    settings = gp.LocalSettings(positions=3, calibration_images=24, chunk=7)
+    widths = {"3": 3, "6": 4}
+    runs = [_run(_chain(), "greedy-local-refit", widths, settings, seed=s)[0] for s in (0, 0, 1)]
+    assert runs[0].kept == runs[1].kept
+    for a, b in zip(runs[0].weights.values(), runs[1].weights.values()):
+        assert torch.equal(a, b)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(runs[0].weights.values(), runs[2].weights.values())
+    )
+
+
+def test_spilling_to_disk_changes_nothing():
+    widths = {"3": 4, "6": 3}
+    mem = _run(
+        _chain(), "greedy-local-omp", widths, gp.LocalSettings(calibration_images=24, chunk=5)
+    )[0]
+    disk = _run(
+        _chain(),
+        "greedy-local-omp",
+        widths,
+        gp.LocalSettings(calibration_images=24, chunk=5, memory_budget=1),
+    )[0]
+    assert mem.kept == disk.kept
+    for a, b in zip(mem.weights.values(), disk.weights.values()):
+        assert torch.equal(a, b)
+
+
+def test_swaps_never_raise_the_refit_criterion():
+    widths = {"3": 3, "6": 3}
+    plain = _run(_chain(2), "greedy-local-omp", widths, gp.LocalSettings(calibration_images=24))[0]
+    swapped = _run(
+        _chain(2), "greedy-local-omp", widths, gp.LocalSettings(calibration_images=24, swaps=4)
+    )[0]
+    for a, b in zip(plain.info["layers"][:1], swapped.info["layers"][:1]):
+        assert b["criterion_error"] <= a["criterion_error"] + 1e-12
+
+
+def test_calibration_images_are_spread_over_the_classes_and_seeded():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 5 + [3] * 15)
+    idx = calibration_indices(labels, 20, torch.Generator().manual_seed(0))
+    counts = torch.bincount(labels[idx], minlength=4).tolist()
+    assert counts == [5, 5, 5, 5]
+    assert idx == calibration_indices(labels, 20, torch.Generator().manual_seed(0))
+    assert idx != calibration_indices(labels, 20, torch.Generator().manual_seed(1))
+    idx = calibration_indices(labels, 40, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[idx], minlength=4).tolist() == [12, 12, 5, 11]
+    with pytest.raises(ValueError, match="more than the training split holds"):
+        calibration_indices(labels, 101, torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        ({"positions": 0}, "positions"),
+        ({"calibration_images": 0}, "calibration_images"),
+        ({"swaps": -1}, "swaps"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"ridge": float("nan")}, "ridge"),
+        ({"memory_budget": 0}, "memory_budget"),
+    ],
+)
+def test_bad_settings_are_one_line_naming_the_setting(change, word):
+    settings = gp.LocalSettings(**change)
+    with pytest.raises(ValueError, match=word):
+        check_local(settings, "greedy-local-refit")
+
+
+def test_methods_and_consumers_the_refit_cannot_handle_are_refused():
+    with pytest.raises(ValueError, match="swaps need a refit criterion"):
+        check_local(gp.LocalSettings(swaps=1), "greedy-local")
+    model = _chain()
+    model[9] = nn.Conv2d(10, 6, 1, groups=2)  # a grouped consumer
+    grouped = [gp.PrunableGroup("6", 10, ["6"], ["9"])]
+    with pytest.raises(ValueError, match="groups=2"):
+        _run(
+            model, "greedy-local", {"6": 4}, gp.LocalSettings(calibration_images=24), groups=grouped
+        )
+    resnet = gp.build_model("resnet18", 10)
+    ex = torch.zeros(1, 3, 16, 16)
+    stream = [g for g in gp.find_prunable_groups(resnet, ex) if len(g.consumers) > 1][:1]
+    with pytest.raises(ValueError, match="residual-stream"):
+        _run(resnet, "greedy-local", {stream[0].name: 4}, gp.LocalSettings(), groups=stream)
+
+
+def test_every_internal_group_of_real_networks_is_selected_and_cut():
+    """ResNet (basic and bottleneck middles) and MobileNetV2 expansions: every group cut to its
+    width, the pruned network's MACs those the widths predict."""
+    for arch in ("resnet18", "mobilenet_v2"):
+        model = gp.build_model(arch, 10).eval()
+        ex = torch.zeros(1, 3, 16, 16)
+        groups = gp.find_prunable_groups(model, ex, residual=False)
+        widths = {g.name: max(1, g.n_channels // 3) for g in groups}
+        data = TensorDataset(torch.randn(6, 3, 16, 16), torch.zeros(6, dtype=torch.long))
+        request = gp.SelectionRequest(
+            model, ex, groups, widths, torch.Generator().manual_seed(0), data=data,
+            options={"local": gp.LocalSettings(calibration_images=6, positions=2)},
+        )  # fmt: skip
+        choice = gp.select_channels("greedy-local-omp", request)
+        assert {k: len(v) for k, v in choice.kept.items()} == widths
+        macs = gp.MacsModel(gp.profile_layers(model, ex), groups).macs(widths)
+        gp.apply_choice(model, ex, groups, choice)
+        assert gp.count_macs(model, ex) == macs
+        assert all(r["refit_error"] <= r["fixed_error"] + 1e-9 for r in choice.info["layers"])
+
+
+def test_local_methods_are_registered_selection_methods():
+    assert set(LOCAL) <= set(gp.SELECTION_METHODS)
+    assert set(LOCAL) == set(gp.LOCAL_METHODS)
+    assert list(itertools.islice(gp.SELECTION_METHODS, 1)) == ["greedy"]
+
+
+# -- prune --objective local -----------------------------------------------------------------------
+LOCAL_ARGV = ["prune", "--arch", "resnet18", "--data", "synthetic", "--image-size", "16"]
+LOCAL_ARGV += ["--train-epochs", "0.05", "--target-macs", "0.8", "--finetune-epochs", "0.05"]
+LOCAL_ARGV += ["--objective", "local", "--calibration-images", "24", "--positions", "3"]
+LOCAL_ARGV += ["--method", "greedy-local-omp", "--no-progress"]
+
+
+def test_prune_local_end_to_end_resumes_and_repeats(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from greedyprune.cli import main
+
+    out = tmp_path / "a"
+    assert main([*LOCAL_ARGV, "--out", str(out)]) == 0, capsys.readouterr().err
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(layers.columns) == [
+        "layer", "channels", "kept", "rows", "criterion_error", "fixed_error", "refit_error",
+        "swaps", "select_s",
+    ]  # fmt: skip
+    assert (layers["refit_error"] <= layers["fixed_error"] + 1e-9).all()
+    # 3 positions per image, or all of them where the consumer's output is smaller (1x1 at 16 px)
+    assert layers["rows"].tolist() == [72] * 4 + [24] * 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["objective"] == "local" and config["local"]["method"] == "greedy-local-omp"
+    assert "memory_budget" not in config["local"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["macs"] <= summary["macs_target"]
+    # the same command in another folder gives the same picks; a finished run redoes nothing
+    again = tmp_path / "b"
+    assert main([*LOCAL_ARGV, "--out", str(again), "--memory-budget", "1"]) == 0
+    kept = [json.loads((d / "pruned.json").read_text())["kept"] for d in (out, again)]
+    assert kept[0] == kept[1]
+    before = (out / "model.safetensors").read_bytes()
+    assert main([*LOCAL_ARGV, "--out", str(out)]) == 0
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--positions", "0"], ["--positions=0", "int >= 1"]),
+        (["--swaps", "-1"], ["--swaps=-1"]),
+        (["--ridge", "nan"], ["--ridge=nan"]),
+        (["--ridge", "-1"], ["--ridge=-1"]),
+        (["--calibration-images", "100000"], ["--calibration-images=100000", "training split"]),
+        (["--memory-budget", "0"], ["--memory-budget"]),
+        (["--recipe", "authors"], ["--objective local", "authors"]),
+        (["--method", "greedy"], ["not a local method"]),
+        (["--method", "greedy-local", "--swaps", "1"], ["swaps need a refit criterion"]),
+    ],
+)
+def test_bad_local_input_is_one_line_before_any_folder(tmp_path, capsys, extra, words):
+    from greedyprune.cli import main
+
+    out = tmp_path / "r"
+    assert main([*LOCAL_ARGV, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+    assert not out.exists()
+
+
+def test_local_flags_under_the_global_objective_are_refused(tmp_path, capsys):
+    from greedyprune.cli import main
+
+    argv = ["prune", "--arch", "resnet18", "--data", "synthetic", "--target-macs", "0.8"]
+    assert main([*argv, "--positions", "4", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--positions need --objective local" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_compare_refuses_local_methods_in_one_line(tmp_path, capsys):
+    from greedyprune.cli import main
+
+    argv = ["compare", "--arch", "resnet18", "--data", "synthetic", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--methods", "greedy,greedy-local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prune --objective local" in err, err
+    assert not (tmp_path / "r").exists()
