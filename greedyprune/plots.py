@@ -110,6 +110,10 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "greedy-local": MethodStyle(_SKY, "greedy, local imitation (1/k average) + refit", "s"),
     "greedy-local-omp": MethodStyle(_INDIGO, "greedy, local, per-channel scale + refit", "^"),
     "greedy-local-refit": MethodStyle(_INDIGO, "greedy, local, full refit", "D"),
+    # the local peers (same layer problems)
+    "thinet": MethodStyle(_OLIVE, "ThiNet (backward, dense weights) + refit", "v"),
+    "cp": MethodStyle(_TEAL, "Channel Pruning (LASSO) + refit", "P"),
+    "osscar": MethodStyle(_WINE, "OSSCAR (backward by refit, swaps) + refit", "X"),
     # fine-tune against re-train (compare's width rules, greedyprune.prune.WIDTH_RULES)
     "metapruner": MethodStyle(_GREEN, "Torch-Pruning MetaPruner (global)", "P"),
     "scratch-E": MethodStyle(_ORANGE, "greedy's widths from scratch, E epochs", "s", "--"),

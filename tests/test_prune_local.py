@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 import greedyprune.prune as gp
 from greedyprune.prune._local import calibration_indices, check_local
 
-LOCAL = ["greedy-local", "greedy-local-omp", "greedy-local-refit"]
+LOCAL = ["greedy-local", "greedy-local-omp", "greedy-local-refit", "thinet", "cp", "osscar"]
 
 
 def _chain(seed=0) -> nn.Sequential:
@@ -315,3 +315,41 @@ def test_compare_refuses_local_methods_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "prune --objective local" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_peers_choose_what_their_slow_references_choose():
+    """ThiNet: backward removal by the dense-weight error; OSSCAR: backward removal by the full
+    refit's error, then swaps to a better (or equal) set; CP: the LASSO's support at the width."""
+    from test_select_gram import (
+        _backward_reference,
+        _fixed_error,
+        _full_error,
+        _problem,
+        _scalar_error,
+    )
+
+    from greedyprune.prune._local import CRITERIA
+    from greedyprune.select import PatchGram, channel_gram, lasso_support
+
+    X, W, Z, _A, acc = _problem(seed=13)
+    G, b = channel_gram(acc.H, acc.U, W)
+    s = gp.LocalSettings(ridge=0.0)
+    # ThiNet on a target the dense weights do not fit (each output rescaled), where the error with
+    # the dense weights and the one with a refitted scale per channel rank removals differently
+    X2, W2, Z2, A2, _ = _problem(seed=19)
+    Z2 = Z2 * torch.linspace(-1.0, 2.0, Z2.shape[1], dtype=Z2.dtype)
+    acc2 = PatchGram(7, 3, 5)
+    acc2.update(X2, Z2)
+    G2, b2 = channel_gram(acc2.H, acc2.U, W2)
+    keep, crit, _ = CRITERIA["thinet"].choose(acc2, G2, b2, 3, s)
+    assert keep == _backward_reference(lambda S: _fixed_error(A2, Z2, S), 7, 3)
+    assert keep != _backward_reference(lambda S: _scalar_error(A2, Z2, S), 7, 3)
+    assert crit == pytest.approx(_scalar_error(A2, Z2, keep) / acc2.const, rel=1e-9)
+    keep, crit, swaps = CRITERIA["osscar"].choose(acc, G, b, 3, s)
+    backward = _backward_reference(lambda S: _full_error(X, Z, S), 7, 3)
+    assert _full_error(X, Z, keep) <= _full_error(X, Z, backward) * (1 + 1e-9)
+    assert crit == pytest.approx(_full_error(X, Z, keep) / acc.const, rel=1e-9)
+    if swaps == 0:
+        assert keep == backward
+    keep, crit, _ = CRITERIA["cp"].choose(acc, G, b, 4, s)
+    assert keep == lasso_support(G, b, 4)

@@ -23,8 +23,11 @@ from greedyprune.select import (
     RefitLoss,
     SquaredLoss,
     backward_elimination,
+    backward_to,
     channel_gram,
     greedy_select,
+    lasso_gram,
+    lasso_support,
     magnitude,
     swap_search,
 )
@@ -345,3 +348,64 @@ def test_a_swap_never_raises_the_error(seed, kind):
     swaps = swap_search(obj, 3)
     losses = [before] + [loss for _, _, loss in swaps]
     assert all(b < a for a, b in itertools.pairwise(losses))
+
+
+# -- the peers' building blocks --------------------------------------------------------------------
+def _backward_reference(error, C, n):
+    alive = list(range(C))
+    while len(alive) > n:
+        alive.remove(min((error([a for a in alive if a != c]), c) for c in alive)[1])
+    return alive
+
+
+@pytest.mark.parametrize("kind", ["full", "scalar", "fixed"])
+def test_backward_to_is_the_slow_backward_elimination(kind):
+    objs, scale = _objectives(12)
+    obj, error = objs[kind]
+    removed = backward_to(obj, 3)
+    assert sorted(obj.kept) == _backward_reference(error, 7, 3)
+    assert len(removed) == 4
+    _close(removed[-1][1], error(sorted(obj.kept)), scale)
+    with pytest.raises(ValueError, match="n must be"):
+        backward_to(obj, 0)
+
+
+def _lasso_reference(G, b, penalty, sweeps=20_000):
+    """Cyclic coordinate descent, slow and obvious, to convergence."""
+    w = torch.zeros_like(b)
+    for _ in range(sweeps):
+        old = w.clone()
+        for c in range(len(b)):
+            rho = float(b[c] - G[c] @ w + G[c, c] * w[c])
+            w[c] = max(abs(rho) - penalty, 0.0) * (1 if rho > 0 else -1) / float(G[c, c])
+        if float((w - old).abs().max()) < 1e-15:
+            break
+    return w
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lasso_matches_coordinate_descent_and_its_optimality_conditions(seed):
+    _X, W, _Z, _A, acc = _problem(seed=seed)
+    G, b = channel_gram(acc.H, acc.U, W)
+    for frac in (0.05, 0.3):
+        penalty = frac * float(b.abs().max())
+        w = lasso_gram(G, b, penalty)
+        ref = _lasso_reference(G, b, penalty)
+        torch.testing.assert_close(w, ref, rtol=1e-6, atol=1e-8 * float(ref.abs().max()))
+        grad = G @ w - b  # KKT: -grad = penalty * sign(w) on the support, |grad| <= penalty off it
+        on = w != 0
+        torch.testing.assert_close(
+            -grad[on], penalty * torch.sign(w[on]), rtol=1e-6, atol=1e-6 * penalty
+        )
+        assert bool((grad[~on].abs() <= penalty * (1 + 1e-6)).all())
+
+
+def test_lasso_support_has_the_width_and_is_the_lasso_s():
+    _X, W, _Z, _A, acc = _problem(seed=3, C=9)
+    G, b = channel_gram(acc.H, acc.U, W)
+    for n in (1, 4, 9):
+        keep = lasso_support(G, b, n)
+        assert len(keep) == n and keep == sorted(set(keep))
+    # below the penalty max|b| the first channel to leave zero is the one with the largest |b_c|
+    # (w = 0 is optimal exactly when every |b_c| <= penalty)
+    assert lasso_support(G, b, 1) == [int(torch.argmax(b.abs()))]

@@ -48,8 +48,10 @@ from greedyprune.select import (
     GramLoss,
     PatchGram,
     RefitLoss,
+    backward_to,
     channel_gram,
     greedy_select,
+    lasso_support,
     swap_search,
 )
 
@@ -93,34 +95,113 @@ class LocalSettings:
         return d
 
 
-def _make_avg(acc: PatchGram, G: Tensor, b: Tensor, settings: LocalSettings):
+OSSCAR_ROUNDS = 5  # osscar's rounds of swap search when --swaps is not given
+
+
+def _relative(loss: float, acc: PatchGram) -> float:
+    return loss / max(acc.const, 1e-300)
+
+
+def _scalar_error(acc: PatchGram, G: Tensor, b: Tensor, keep: list[int], ridge: float) -> float:
+    """The error of ``keep`` with one least-squares scale per channel."""
+    obj = RefitLoss(G, b, acc.const, ridge=ridge)
+    for c in keep:
+        obj.add(c)
+    return _relative(obj.current_loss(), acc)
+
+
+def _forward(make: Callable):
+    """Forward greedy on ``make``'s objective, then ``settings.swaps`` rounds of swaps."""
+
+    def choose(acc, G, b, width, s):
+        obj = make(acc, G, b, s)
+        sel = greedy_select(obj, width, replacement=False)
+        if isinstance(obj, GramLoss):  # the 1/k average: its loss is ||f - Z||^2 / (2 rows)
+            return sorted(sel.order.tolist()), _relative(obj.current_loss() * 2 * acc.rows, acc), 0
+        swaps = swap_search(obj, s.swaps) if s.swaps else []
+        return sorted(obj.kept), _relative(obj.current_loss(), acc), len(swaps)
+
+    return choose
+
+
+def _thinet(acc, G, b, width, s):
+    """ThiNet: remove channels one at a time by the error with the dense weights kept, then one
+    least-squares scale per kept channel (its criterion error)."""
+    obj = FixedWeightLoss(G, b, acc.const)
+    backward_to(obj, width)
+    keep = sorted(obj.kept)
+    return keep, _scalar_error(acc, G, b, keep, s.ridge), 0
+
+
+def _osscar(acc, G, b, width, s):
+    """OSSCAR: backward elimination by the full refit's error (the OBS cost of a channel), then
+    swap search (``swaps`` rounds, or OSSCAR_ROUNDS)."""
+    obj = RefitLoss(acc.H, acc.U, acc.const, block=acc.taps, ridge=s.ridge)
+    backward_to(obj, width)
+    swaps = swap_search(obj, s.swaps or OSSCAR_ROUNDS)
+    return sorted(obj.kept), _relative(obj.current_loss(), acc), len(swaps)
+
+
+def _cp(acc, G, b, width, s):
+    """Channel Pruning: the LASSO on the channel scales, its penalty bisected to the width; the
+    criterion error is that of one least-squares scale per kept channel."""
+    keep = lasso_support(G, b, width)
+    return keep, _scalar_error(acc, G, b, keep, s.ridge), 0
+
+
+def _avg(acc, G, b, s):
     return GramLoss(G, b, acc.const, rows=max(1, acc.rows), scale=float(G.shape[0]))
 
 
-def _make_fixed(acc, G, b, settings):
-    return FixedWeightLoss(G, b, acc.const)
+def _omp(acc, G, b, s):
+    return RefitLoss(G, b, acc.const, ridge=s.ridge)
 
 
-def _make_omp(acc, G, b, settings):
-    return RefitLoss(G, b, acc.const, ridge=settings.ridge)
+def _full(acc, G, b, s):
+    return RefitLoss(acc.H, acc.U, acc.const, block=acc.taps, ridge=s.ridge)
 
 
-def _make_full(acc, G, b, settings):
-    return RefitLoss(acc.H, acc.U, acc.const, block=acc.taps, ridge=settings.ridge)
+@dataclass(frozen=True)
+class Criterion:
+    """A local method: what it minimises (the docs' table), and
+    ``choose(acc, G, b, width, settings) -> (kept, criterion error / ||Z||^2, swaps made)``;
+    ``swaps``: whether it takes ``--swaps``. Every one is followed by the consumer's full refit."""
+
+    description: str
+    choose: Callable
+    swaps: bool = True
 
 
-# criterion name -> (what it minimises, the objective on a group's terms); every one is followed
-# by the consumer's full refit
-CRITERIA: dict[str, tuple[str, Callable]] = {
-    "greedy-local": (
-        "the kernel's 1/k average of the D-scaled contributions (the gate D * w of greedy), "
-        "without replacement",
-        _make_avg,
+CRITERIA: dict[str, Criterion] = {
+    "greedy-local": Criterion(
+        "greedy on the kernel's 1/k average of the D-scaled contributions (the gate D * w of "
+        "global greedy), without replacement",
+        _forward(_avg),
+        swaps=False,
     ),
-    "greedy-local-omp": ("one least-squares scale per kept channel (OMP over channels)", _make_omp),
-    "greedy-local-refit": (
-        "the consumer's full least-squares refit on the kept channels' patch columns",
-        _make_full,
+    "greedy-local-omp": Criterion(
+        "greedy with one least-squares scale per kept channel (OMP over channels)", _forward(_omp)
+    ),
+    "greedy-local-refit": Criterion(
+        "greedy with the consumer's full least-squares refit on the kept channels' patch columns",
+        _forward(_full),
+    ),
+    "thinet": Criterion(
+        "ThiNet (Luo et al. 2017): backward removal by the error with the dense weights kept, "
+        "then one scale per channel",
+        _thinet,
+        swaps=False,
+    ),
+    "cp": Criterion(
+        "Channel Pruning (He et al. 2017): LASSO on the channel scales, penalty bisected to the "
+        "width",
+        _cp,
+        swaps=False,
+    ),
+    "osscar": Criterion(
+        "OSSCAR (Meng et al. 2024): backward elimination by the full refit's error, then swap "
+        f"search ({OSSCAR_ROUNDS} rounds unless --swaps)",
+        _osscar,
     ),
 }
 
@@ -146,10 +227,11 @@ def check_local(settings: LocalSettings, criterion: str | None = None) -> None:
         raise ValueError(
             f"method={criterion!r} is not a local method; use one of {', '.join(CRITERIA)}"
         )
-    if settings.swaps and criterion == "greedy-local":
+    if settings.swaps and not CRITERIA[criterion].swaps:
+        takers = ", ".join(k for k, v in CRITERIA.items() if v.swaps)
         raise ValueError(
-            "swaps need a refit criterion (greedy-local-omp or greedy-local-refit): the 1/k "
-            "average holds no kept set to swap in; pass swaps=0"
+            f"swaps need a refit criterion ({takers}); method={criterion!r} takes none: pass "
+            "swaps=0"
         )
 
 
@@ -526,11 +608,8 @@ class _Run:
         self._pass(self.seg_work, stream, cut, nxt, [(cons.conv, fn, True)])
         self.store.drop(targets)
         G, b = channel_gram(acc.H, acc.U, cons.weight)
-        obj = CRITERIA[self.criterion][1](acc, G, b, self.s)
-        sel = greedy_select(obj, self.req.widths.get(g.name, C), replacement=False)
-        swaps = swap_search(obj, self.s.swaps) if self.s.swaps else []
-        is_set = isinstance(obj, (RefitLoss, FixedWeightLoss))
-        keep = sorted(obj.kept) if is_set else sorted(sel.order.tolist())
+        width = self.req.widths.get(g.name, C)
+        keep, crit, swaps = CRITERIA[self.criterion].choose(acc, G, b, width, self.s)
         fixed = FixedWeightLoss(G, b, acc.const)
         for c in keep:
             fixed.add(c)
@@ -540,11 +619,9 @@ class _Run:
         w = (w / cons.scale.double().reshape(-1, 1, 1)).reshape(cons.conv.weight.shape)
         with torch.no_grad():
             cons.conv.weight.copy_(w.to(cons.conv.weight))
-        const = max(acc.const, 1e-300)
-        crit = obj.current_loss() * (1 if is_set else 2 * acc.rows) / const
         rec = LocalRecord(
-            g.name, C, len(keep), acc.rows, crit, fixed.current_loss() / const, refit_err,
-            len(swaps), time.perf_counter() - t0,
+            g.name, C, len(keep), acc.rows, crit, _relative(fixed.current_loss(), acc),
+            refit_err, swaps, time.perf_counter() - t0,
         )  # fmt: skip
         return rec, keep, cons.conv.weight.detach().clone()
 
@@ -570,7 +647,8 @@ def _register(name: str) -> None:
 
     register_method(
         name,
-        f"local imitation, group after group on the partly pruned network: {CRITERIA[name][0]}; "
+        f"local imitation, group after group on the partly pruned network: "
+        f"{CRITERIA[name].description}; "
         "then the consumer's full least-squares refit",
     )(select)
 

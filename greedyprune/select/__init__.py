@@ -13,7 +13,17 @@ refuses them in the same words.
 
 from ._baselines import backward_elimination, magnitude, random_subset
 from ._checks import check_bool, check_positive_int
-from ._gram import FixedWeightLoss, GramLoss, PatchGram, RefitLoss, channel_gram, swap_search
+from ._gram import (
+    FixedWeightLoss,
+    GramLoss,
+    PatchGram,
+    RefitLoss,
+    backward_to,
+    channel_gram,
+    lasso_gram,
+    lasso_support,
+    swap_search,
+)
 from ._greedy import candidates_per_step, greedy_select, make_generator
 from ._losses import PER_SAMPLE_LOSSES, per_sample_loss
 from ._objectives import (
@@ -47,6 +57,7 @@ __all__ = [
     "SquaredLoss",
     "StackedObjective",
     "backward_elimination",
+    "backward_to",
     "candidates_per_step",
     "channel_gram",
     "check_bool",
@@ -54,6 +65,8 @@ __all__ = [
     "empirical_sensitivity",
     "greedy_select",
     "ispasp",
+    "lasso_gram",
+    "lasso_support",
     "losses_at_sizes",
     "magnitude",
     "make_generator",

@@ -30,6 +30,8 @@ only when the loss falls.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -40,7 +42,10 @@ __all__ = [
     "GramLoss",
     "PatchGram",
     "RefitLoss",
+    "backward_to",
     "channel_gram",
+    "lasso_gram",
+    "lasso_support",
     "swap_search",
 ]
 
@@ -573,3 +578,85 @@ def channel_gram(H: Tensor, U: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     G = (H.reshape(C, K, C, K) * WW).sum((1, 3))
     b = torch.einsum("cko,ock->c", U.reshape(C, K, -1), w.reshape(O, C, K))
     return G, b
+
+
+def backward_to(objective, n: int) -> list[tuple[int, float]]:
+    """Backward elimination on a set objective (``supports_removal``), from every candidate down
+    to ``n``: each step removes the candidate whose removal raises the loss least (ties to the
+    lowest index). Unlike :func:`~greedyprune.select.backward_elimination` it stops at ``n``
+    (the nested path below n is not needed) and leaves the objective holding the n survivors.
+    Returns the removals: (index, loss after)."""
+    N = objective.n_candidates
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= N:
+        raise ValueError(f"n must be an int in 1..{N}, got {n!r}")
+    objective.reset()
+    for i in range(N):
+        objective.add(i)
+    removed = []
+    while objective.size > n:
+        scores = objective.removal_losses()
+        j = int(torch.argmin(scores))
+        objective.remove(j)
+        removed.append((j, objective.current_loss()))
+    return removed
+
+
+def lasso_gram(
+    gram: Tensor,
+    linear: Tensor,
+    penalty: float,
+    *,
+    init: Tensor | None = None,
+    iters: int = 5000,
+    tol: float = 1e-10,
+) -> Tensor:
+    """The LASSO in Gram form: ``argmin_w  w' gram w / 2 - linear' w + penalty * ||w||_1``
+    (that is ``||Z - sum_c w_c A_c||^2 / 2 + penalty ||w||_1`` up to a constant), by accelerated
+    proximal gradient (FISTA, step 1 / the largest eigenvalue, momentum restarted when it points
+    against the step: O'Donoghue and Candes' gradient scheme) from ``init`` (zero if None); stops
+    when an iterate moves by at most ``tol`` times its norm. gram [N, N] positive semi-definite,
+    linear [N]; returns w [N]."""
+    lip = float(torch.linalg.eigvalsh(gram)[-1])
+    w = torch.zeros_like(linear) if init is None else init.clone()
+    if lip <= 0:
+        return w
+    cut = penalty / lip
+    y, t = w, 1.0
+    for _ in range(iters):
+        v = y - (gram @ y - linear) / lip
+        nxt = torch.sign(v) * (v.abs() - cut).clamp_min(0)
+        if float((y - nxt) @ (nxt - w)) > 0:  # restart the momentum
+            t_next, y = 1.0, nxt
+        else:
+            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            y = nxt + ((t - 1) / t_next) * (nxt - w)
+        step = float((nxt - w).norm())
+        w, t = nxt, t_next
+        if step <= tol * max(float(w.norm()), 1e-300):
+            break
+    return w
+
+
+def lasso_support(gram: Tensor, linear: Tensor, n: int, *, steps: int = 40) -> list[int]:
+    """``n`` channels chosen by the LASSO (Channel Pruning, He et al. 2017): the penalty is
+    bisected (on a log scale, ``steps`` halvings) to the largest one whose support holds at least
+    ``n`` channels; if that support holds more, the n with the largest ``|w_c| sqrt(gram_cc)``
+    (their contributions' norms) are kept. Sorted indices."""
+    N = gram.shape[0]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= N:
+        raise ValueError(f"n must be an int in 1..{N}, got {n!r}")
+    hi = float(linear.abs().max())  # at or above this penalty every weight is zero
+    if hi <= 0:
+        return list(range(n))
+    lo = hi * 1e-8
+    best = lasso_gram(gram, linear, lo)
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        w = lasso_gram(gram, linear, mid, init=best)  # warm start from the denser solution
+        if int((w != 0).sum()) >= n:
+            lo, best = mid, w
+        else:
+            hi = mid
+    size = (best.abs() * gram.diagonal().clamp_min(0).sqrt()).tolist()
+    order = sorted(range(N), key=lambda c: (-size[c], c))
+    return sorted(order[:n])

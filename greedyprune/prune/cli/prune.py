@@ -185,8 +185,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     local.add_argument(
         "--method",
         default=S,
-        help="greedy-local (the 1/k average), greedy-local-omp (one scale per channel) or "
-        "greedy-local-refit (the consumer's full refit) (default: greedy-local-refit)",
+        help="greedy-local (the 1/k average), greedy-local-omp (one scale per channel), "
+        "greedy-local-refit (the consumer's full refit), or the peers thinet, cp, osscar "
+        "(default: greedy-local-refit)",
     )
     local.add_argument("--positions", type=int, default=S, help="output positions per image (10)")
     local.add_argument(
