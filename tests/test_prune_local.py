@@ -251,7 +251,7 @@ def test_prune_local_end_to_end_resumes_and_repeats(tmp_path, capsys):
     layers = pd.read_csv(out / "layers.csv")
     assert list(layers.columns) == [
         "layer", "channels", "kept", "rows", "criterion_error", "fixed_error", "refit_error",
-        "swaps", "select_s",
+        "swaps", "pass_s", "select_s",
     ]  # fmt: skip
     assert (layers["refit_error"] <= layers["fixed_error"] + 1e-9).all()
     # 3 positions per image, or all of them where the consumer's output is smaller (1x1 at 16 px)

@@ -432,7 +432,8 @@ class _Consumer:
 
 @dataclass
 class LocalRecord:
-    """One group's row of ``layers.csv`` (errors relative to ||Z||^2)."""
+    """One group's row of ``layers.csv`` (errors relative to ||Z||^2; pass_s: the pruned pass
+    that measured its terms, select_s: the whole group with that pass, the criterion and refit)."""
 
     layer: str
     channels: int
@@ -442,6 +443,7 @@ class LocalRecord:
     fixed_error: float
     refit_error: float
     swaps: int
+    pass_s: float
     select_s: float
 
 
@@ -606,6 +608,7 @@ class _Run:
             acc.update(cons.patches(x, pos), self.store.get(targets[self.chunk_index]))
 
         self._pass(self.seg_work, stream, cut, nxt, [(cons.conv, fn, True)])
+        pass_s = time.perf_counter() - t0
         self.store.drop(targets)
         G, b = channel_gram(acc.H, acc.U, cons.weight)
         width = self.req.widths.get(g.name, C)
@@ -621,7 +624,7 @@ class _Run:
             cons.conv.weight.copy_(w.to(cons.conv.weight))
         rec = LocalRecord(
             g.name, C, len(keep), acc.rows, crit, _relative(fixed.current_loss(), acc),
-            refit_err, swaps, time.perf_counter() - t0,
+            refit_err, swaps, pass_s, time.perf_counter() - t0,
         )  # fmt: skip
         return rec, keep, cons.conv.weight.detach().clone()
 
