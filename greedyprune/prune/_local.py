@@ -16,12 +16,13 @@ For every internal group (one consumer convolution reading the group's channels,
   then the consumer's full least-squares refit on the kept channels (all its weights, ridge
   ``ridge * mean(diag H)``) is written into the consumer before the next group is measured.
 
-The network is cut by torch.fx at single-tensor points before each group's consumer (block
-boundaries); the dense and the pruned streams' activations at the current cut are cached for the
-whole calibration set, in memory up to a byte budget and on disk (float32, exact) beyond it, so
-peak memory is the budget plus one chunk whatever the number of images. Each block costs one
-dense pass and, per group in it, one pruned pass, plus one pruned pass to carry the refitted block
-forward.
+The network is traced by torch.fx and run between node positions: a block starts at a
+single-tensor point before its first consumer; the pruned stream is run from there to each
+consumer in turn (its input patches are read from the tensors live at that position), the
+consumer is refitted, and the run goes on to the next consumer and to the block's end, so each
+block costs one dense and one pruned pass. The streams' tensors at the current position are cached
+for the whole calibration set, in memory up to a byte budget and on disk (float32, exact) beyond
+it, so peak memory is the budget plus one chunk whatever the number of images.
 """
 
 from __future__ import annotations
@@ -319,6 +320,16 @@ class _Store:
         self._dir: Path | None = None
         self._n = 0
 
+    def put_all(self, ts: tuple[Tensor, ...]) -> tuple:
+        return tuple(self.put(t) for t in ts)
+
+    def get_all(self, items: tuple) -> tuple[Tensor, ...]:
+        return tuple(self.get(item) for item in items)
+
+    def drop_all(self, chunks) -> None:
+        for items in chunks:
+            self.drop(items)
+
     def put(self, t: Tensor):
         t = t.detach().contiguous()
         size = t.numel() * t.element_size()
@@ -350,9 +361,10 @@ class _Store:
 
 
 class _Segments:
-    """The model traced by torch.fx and cut at single-tensor points: ``run(a, b, x)`` computes
-    the activation at cut ``b`` from the one at cut ``a`` (cut 0: the input), sharing the model's
-    modules, so hooks and weight changes apply."""
+    """The model traced by torch.fx, run between node positions: ``module(a, b)`` maps the
+    tensors live at position ``a`` (``live[a]``, a tuple) to those live at ``b`` (the model's
+    output if ``b`` is None), sharing the model's modules, so weight changes apply. A position
+    before a consumer's node keeps the consumer's input among its live tensors."""
 
     def __init__(self, model: nn.Module):
         try:
@@ -364,13 +376,22 @@ class _Segments:
             ) from None
         self.nodes = list(self.gm.graph.nodes)
         self.live, self.index = _live_counts(self.nodes)
-        self._cache: dict[tuple[int, int], nn.Module] = {}
+        self._cache: dict[tuple[int, int | None], nn.Module] = {}
 
-    def cut_before(self, module_name: str) -> int:
-        q = min(
+    def node_of(self, module_name: str) -> int:
+        """The position of the first call of ``module_name``."""
+        return min(
             self.index[n] for n in self.nodes if n.op == "call_module" and n.target == module_name
         )
-        for p in range(q, 0, -1):
+
+    def input_slot(self, module_name: str) -> int:
+        """Which of the tensors live at the module's position is its input."""
+        q = self.node_of(module_name)
+        return self.live[q].index(self.nodes[q].args[0])
+
+    def cut_before(self, module_name: str) -> int:
+        """The last single-tensor position at or before the module's call (a block boundary)."""
+        for p in range(self.node_of(module_name), 0, -1):
             if len(self.live[p]) == 1:
                 return p
         raise ValueError(f"no single-tensor cut before {module_name!r}")
@@ -379,7 +400,8 @@ class _Segments:
         if (a, b) in self._cache:
             return self._cache[(a, b)]
         g, env = torch.fx.Graph(), {}
-        env[self.live[a][0]] = g.placeholder("h")
+        for k, n in enumerate(self.live[a]):
+            env[n] = g.placeholder(f"h{k}")
         end = len(self.nodes) if b is None else b
         for n in self.nodes[:a]:
             if n.op == "get_attr" and any(self.index[u] >= a for u in n.users):
@@ -389,9 +411,9 @@ class _Segments:
                 break
             env[n] = g.node_copy(n, lambda x: env[x])
         if b is None:
-            g.output(env[next(n for n in self.nodes if n.op == "output").args[0]])
+            g.output((env[next(n for n in self.nodes if n.op == "output").args[0]],))
         else:
-            g.output(env[self.live[b][0]])
+            g.output(tuple(env[n] for n in self.live[b]))
         mod = torch.fx.GraphModule(self.gm, g)
         self._cache[(a, b)] = mod
         return mod
@@ -494,22 +516,25 @@ class _Run:
         out = []
         for a in range(0, len(data), step):
             xs = [data[i][0] for i in range(a, min(len(data), a + step))]
-            out.append(self.store.put(torch.stack(xs).to(self.req.example)))
+            out.append(self.store.put_all((torch.stack(xs).to(self.req.example),)))
         return out
 
     @torch.no_grad()
-    def _pass(self, seg: _Segments, items, a: int, b: int | None, hooks=()) -> list:
-        """Run every cached chunk from cut ``a`` to cut ``b`` (None: to the output) with ``hooks``
-        ((module, fn, pre)) attached; returns the chunks at ``b`` (empty if b is None)."""
+    def _pass(self, seg: _Segments, chunks, a: int, b: int | None, *, hooks=(), each=None):
+        """Run every cached chunk (a tuple of the tensors live at position ``a``) to position
+        ``b``; ``hooks`` ((module, fn, pre)) are attached for the pass and ``each(k, outputs)``
+        sees every chunk's outputs. Returns the chunks at ``b`` (empty if b is None)."""
         mod = seg.module(a, b)
         handles = [_hooked(m, fn, pre) for m, fn, pre in hooks]
         out = []
         try:
-            for k, item in enumerate(items):
+            for k, items in enumerate(chunks):
                 self.chunk_index = k
-                h = mod(self.store.get(item))
+                h = mod(*self.store.get_all(items))
+                if each is not None:
+                    each(k, h)
                 if b is not None:
-                    out.append(self.store.put(h))
+                    out.append(self.store.put_all(h))
         finally:
             for handle in handles:
                 handle.remove()
@@ -522,9 +547,10 @@ class _Run:
             self.store.close()
 
     def _blocks(self):
-        """[(cut, the groups whose consumer follows it, the next cut or None)] in forward order."""
-        groups = self.req.groups
-        cuts = [self.seg_work.cut_before(g.consumers[0]) for g in groups]
+        """[(cut, the groups whose consumer follows it in call order, the next cut or None)]."""
+        seg = self.seg_work
+        groups = sorted(self.req.groups, key=lambda g: seg.node_of(g.consumers[0]))
+        cuts = [seg.cut_before(g.consumers[0]) for g in groups]
         starts = sorted(set(cuts))
         return [
             (
@@ -536,8 +562,9 @@ class _Run:
         ]
 
     def _run(self) -> tuple[Choice, list[LocalRecord]]:
-        dense, work = self._input_cache(), None  # work None: the same as dense (nothing cut yet)
-        here = 1  # the cut right after the input placeholder
+        dense = self._input_cache()
+        work = None  # None: the same chunks as dense (nothing is cut before the first group)
+        here = 1  # the position right after the input placeholder
         kept, weights, records = {}, {}, []
         bar = tqdm(
             total=len(self.req.groups), desc="local", disable=not self.req.options.get("progress")
@@ -546,17 +573,24 @@ class _Run:
             if cut != here:
                 dense, work = self._move(dense, work, here, cut)
             new_dense, targets, positions = self._targets(block, dense, cut, nxt)
-            stream = dense if work is None else work
+            stream, pos = (dense if work is None else work), cut
             for g in block:
-                rec, keep, w = self._group(g, stream, cut, nxt, targets[g.name], positions[g.name])
+                q = self.seg_work.node_of(g.consumers[0])
+                new_stream, rec, keep, w = self._group(
+                    g, stream, pos, q, targets[g.name], positions[g.name]
+                )
+                if stream is not dense:
+                    self.store.drop_all(stream)
+                stream, pos = new_stream, q
                 kept[g.name], weights[g.consumers[0]] = keep, w
                 records.append(rec)
                 bar.update(1)
                 bar.set_postfix(layer=g.name, refit=f"{rec.refit_error:.3g}")
-            new_work = self._pass(self.seg_work, stream, cut, nxt) if nxt is not None else []
-            self.store.drop(dense)
-            if work is not None:
-                self.store.drop(work)
+            # carry the block on from its last consumer, through the refitted weights
+            new_work = self._pass(self.seg_work, stream, pos, nxt) if nxt is not None else []
+            if stream is not dense:
+                self.store.drop_all(stream)
+            self.store.drop_all(dense)
             dense, work, here = new_dense, new_work, nxt
             if nxt is None:
                 break
@@ -566,9 +600,9 @@ class _Run:
     def _move(self, dense, work, a: int, b: int):
         new_dense = self._pass(self.seg_dense, dense, a, b)
         new_work = None if work is None else self._pass(self.seg_work, work, a, b)
-        self.store.drop(dense)
+        self.store.drop_all(dense)
         if work is not None:
-            self.store.drop(work)
+            self.store.drop_all(work)
         return new_dense, new_work
 
     def _targets(self, block, dense, cut, nxt):
@@ -591,23 +625,26 @@ class _Run:
             return fn
 
         hooks = [(self.consumers[g.name].dense, grab(g), False) for g in block]
-        new_dense = self._pass(self.seg_dense, dense, cut, nxt, hooks)
+        new_dense = self._pass(self.seg_dense, dense, cut, nxt, hooks=hooks)
         return new_dense, targets, positions
 
-    def _group(self, g, stream, cut, nxt, targets, positions):
-        """One pruned pass for group ``g``: its terms, its channels, its consumer refitted."""
+    def _group(self, g, stream, a: int, q: int, targets, positions):
+        """Run the pruned stream from position ``a`` to the group's consumer (position ``q``),
+        accumulating its terms from the consumer's input; choose; refit the consumer. Returns the
+        stream's chunks at ``q``, the record, the kept channels and the consumer's new weight."""
         t0 = time.perf_counter()
         cons = self.consumers[g.name]
         C, K = cons.conv.in_channels, cons.weight.shape[2]
         acc = PatchGram(C, K, cons.conv.out_channels)
+        slot = self.seg_work.input_slot(g.consumers[0])
 
-        def fn(_m, args):
-            a = self.chunk_index * self.s.chunk
-            x = args[0]
-            pos = positions[a : a + x.shape[0]].to(x.device)
-            acc.update(cons.patches(x, pos), self.store.get(targets[self.chunk_index]))
+        def each(k, outs):
+            x = outs[slot]
+            start = k * self.s.chunk
+            pos = positions[start : start + x.shape[0]].to(x.device)
+            acc.update(cons.patches(x, pos), self.store.get(targets[k]))
 
-        self._pass(self.seg_work, stream, cut, nxt, [(cons.conv, fn, True)])
+        new_stream = self._pass(self.seg_work, stream, a, q, each=each)
         pass_s = time.perf_counter() - t0
         self.store.drop(targets)
         G, b = channel_gram(acc.H, acc.U, cons.weight)
@@ -626,7 +663,7 @@ class _Run:
             g.name, C, len(keep), acc.rows, crit, _relative(fixed.current_loss(), acc),
             refit_err, swaps, pass_s, time.perf_counter() - t0,
         )  # fmt: skip
-        return rec, keep, cons.conv.weight.detach().clone()
+        return new_stream, rec, keep, cons.conv.weight.detach().clone()
 
 
 def local_select(
