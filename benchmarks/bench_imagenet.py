@@ -4,6 +4,7 @@ JPEGs, full-size models at 224 px. Not a test: it measures time and memory.
     python benchmarks/bench_imagenet.py memory      # peak RSS of the first layer's selection,
                                                     # --n-eval 256 against 2048 (MobileNetV2)
     python benchmarks/bench_imagenet.py rehearse --arch mobilenet_v2   # prune --recipe authors
+    python benchmarks/bench_imagenet.py rehearse --arch mobilenet_v2 --objective local
     python benchmarks/bench_imagenet.py residual    # MACs that residual groups make reachable
 
 Every measurement runs in a fresh subprocess, so each peak RSS (``ru_maxrss`` of the child) is
@@ -131,43 +132,24 @@ def rehearse(args) -> dict:
     ckpt = _checkpoint(
         Path(args.folder) / name, args.arch, args.classes, args.weights_epochs, folder
     )
-    out = Path(args.out or f"runs/rehearse-{args.arch}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "greedyprune",
-        "prune",
-        "--arch",
-        args.arch,
-        "--data",
-        f"folder:{folder}",
-        "--weights",
-        str(ckpt),
-        "--recipe",
-        "authors",
-        "--n-eval",
-        str(args.n_eval),
-        "--candidates",
-        str(args.candidates),
-        "--batch-size",
-        str(args.batch),
-        "--between-epochs",
-        str(args.between_epochs),
-        "--finetune-epochs",
-        str(args.finetune_epochs),
-        "--finetune-batch-size",
-        str(args.finetune_batch),
-        "--workers",
-        str(args.workers),
-        "--eval-cache-mb",
-        str(args.eval_cache_mb),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    local = args.objective == "local"
+    out = Path(args.out or f"runs/rehearse-{args.arch}" + ("-local" if local else ""))
+    common = ["--arch", args.arch, "--data", f"folder:{folder}", "--weights", str(ckpt)]
+    common += ["--finetune-epochs", str(args.finetune_epochs)]
+    common += ["--finetune-batch-size", str(args.finetune_batch), "--workers", str(args.workers)]
+    common += ["--out", str(out), "--no-progress"]
+    if local:  # the default recipe's final phase at the same length; no tolerance, no between
+        knobs = ["--objective", "local", "--calibration-images", str(args.images)]
+        knobs += ["--target-macs", args.target_macs or "0.5"]
+    else:
+        knobs = ["--recipe", "authors", "--n-eval", str(args.n_eval)]
+        knobs += ["--candidates", str(args.candidates), "--batch-size", str(args.batch)]
+        knobs += ["--between-epochs", str(args.between_epochs)]
+        knobs += ["--eval-cache-mb", str(args.eval_cache_mb)]
+    cmd = [sys.executable, "-m", "greedyprune", "prune", *common, *knobs]
     if args.channels_last:
         cmd.append("--channels-last")
-    if args.target_macs:
+    if args.target_macs and not local:
         cmd += ["--target-macs", args.target_macs]
     print(" ".join(cmd))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -183,7 +165,7 @@ def rehearse(args) -> dict:
 
     layers = pd.read_csv(out / "layers.csv")
     summary = json.loads((out / "summary.json").read_text())
-    cut = layers[layers["evaluations"] > 0]
+    cut = layers[layers["evaluations"] > 0] if "evaluations" in layers else layers
     rec = {
         "arch": args.arch,
         "out": str(out),
@@ -204,7 +186,8 @@ def rehearse(args) -> dict:
         "per_layer_select_s_median": float(cut["select_s"].median()) if len(cut) else None,
         "per_layer_select_s_max": float(cut["select_s"].max()) if len(cut) else None,
         "steps": int(cut["kept"].sum()),
-        "full_evaluations": int(layers["full_evaluations"].sum()),
+        "full_evaluations": int(layers["full_evaluations"].sum()) if not local else 0,
+        "objective": args.objective,
         "summary": summary,
     }
     print(json.dumps({k: v for k, v in rec.items() if k != "summary"}, indent=1))
@@ -351,6 +334,14 @@ def main() -> None:
     )
     r = sub.add_parser("rehearse", parents=[common])
     r.add_argument("--arch", default="mobilenet_v2")
+    r.add_argument(
+        "--objective",
+        choices=["global", "local"],
+        default="global",
+        help="global: --recipe authors (greedy on the network's loss); local: --objective local "
+        "with greedy-local-refit on --images calibration images, target 0.5 unless given",
+    )
+    r.add_argument("--images", type=int, default=1024, help="calibration images (local)")
     r.add_argument("--n-eval", type=int, default=400)
     r.add_argument("--target-macs", default=None)
     r.add_argument("--between-epochs", type=float, default=0.01)
@@ -382,6 +373,8 @@ def main() -> None:
     )
     RESULTS.mkdir(exist_ok=True)
     name = args.what + (f"_{args.arch}" if args.what in ("rehearse", "cost") else "")
+    if args.what == "rehearse" and args.objective == "local":
+        name += "_local"
     out = RESULTS / f"imagenet_{name}.json"
     out.write_text(json.dumps(rec, indent=1, default=str) + "\n")
     print(f"wrote {out}")

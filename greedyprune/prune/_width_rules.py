@@ -81,17 +81,21 @@ def _fresh_planned(ctx: RuleContext) -> nn.Module:
     return model
 
 
+class _FreshWidths(WidthRule):
+    """The planned widths with fresh weights (uniform, scratch-E, scratch-B)."""
+
+    def build(self, ctx: RuleContext) -> nn.Module:
+        return _fresh_planned(ctx)
+
+
 @_register
-class Uniform(WidthRule):
+class Uniform(_FreshWidths):
     name = "uniform"
     description = (
         "the planned widths (the first channels), weights re-initialised: a thinner network "
         "trained from scratch at lr 0.05 for the whole budget the pruned ones had (the base "
         "model's training when trained here, plus the fine-tuning)"
     )
-
-    def build(self, ctx: RuleContext) -> nn.Module:
-        return _fresh_planned(ctx)
 
     def budget(self, ctx, macs, macs_full):
         return ctx.config["uniform_epochs"], SCRATCH_LR
@@ -111,28 +115,22 @@ class MetaPruner(WidthRule):
 
 
 @_register
-class ScratchE(WidthRule):
+class ScratchE(_FreshWidths):
     name = "scratch-E"
     description = "greedy's widths, fresh weights, trained finetune_epochs at the base model's lr"
-
-    def build(self, ctx: RuleContext) -> nn.Module:
-        return _fresh_planned(ctx)
 
     def budget(self, ctx, macs, macs_full):
         return ctx.config["finetune_epochs"], SCRATCH_LR
 
 
 @_register
-class ScratchB(WidthRule):
+class ScratchB(_FreshWidths):
     name = "scratch-B"
     description = (
         "greedy's widths, fresh weights, trained for the compute of pre-training + greedy's "
         "selection + fine-tuning (see compare)"
     )
     needs = ("greedy",)
-
-    def build(self, ctx: RuleContext) -> nn.Module:
-        return _fresh_planned(ctx)
 
     def budget(self, ctx, macs, macs_full):
         pre = ctx.config["train_epochs"] if ctx.config["weights"] is None else 0

@@ -209,7 +209,23 @@ class GramLoss:
         return (r_r + 2 * g * r_d + g * g * d_d) / (2 * self.rows)
 
 
-class FixedWeightLoss:
+class _KeptSet:
+    """What the set objectives share: a kept list, and the Gram's device and dtype."""
+
+    supports_removal = True
+    supports_swaps = True
+    kept: list[int]
+    gram: Tensor
+
+    device = property(lambda self: self.gram.device)
+    dtype = property(lambda self: self.gram.dtype)
+
+    @property
+    def size(self) -> int:
+        return len(self.kept)
+
+
+class FixedWeightLoss(_KeptSet):
     """``E(S) = ||Z - sum_{c in S} A_c||^2``: the kept channels at their dense weights (no refit),
     from gram, linear and const: ``const - 2 sum_S linear + sum_{S x S} gram``. S is a set: adding a
     kept channel again is refused. Supports removal (backward elimination, ThiNet's criterion) and
@@ -225,13 +241,6 @@ class FixedWeightLoss:
         self.gram, self.linear = gram, linear
         self._diag = gram.diagonal().clone()
         self.reset()
-
-    device = property(lambda self: self.gram.device)
-    dtype = property(lambda self: self.gram.dtype)
-
-    @property
-    def size(self) -> int:
-        return len(self.kept)
 
     def reset(self) -> None:
         self.kept: list[int] = []
@@ -285,7 +294,7 @@ class FixedWeightLoss:
         return res
 
 
-class RefitLoss:
+class RefitLoss(_KeptSet):
     """The least-squares refit error of a kept set: ``E(S) = const - tr(U_S' (H_SS + rho I)^-1 U_S)``.
 
     gram: H [N*block, N*block], symmetric positive semi-definite; cross: U [N*block] or
@@ -321,13 +330,6 @@ class RefitLoss:
         self._diag_blocks = self.gram.reshape(C, K, C, K).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
         self._cross_blocks = self.cross.reshape(C, K, -1)
         self.reset()
-
-    device = property(lambda self: self.gram.device)
-    dtype = property(lambda self: self.gram.dtype)
-
-    @property
-    def size(self) -> int:
-        return len(self.kept)
 
     def reset(self) -> None:
         K, C, O = self.block, self.n_candidates, self.cross.shape[1]

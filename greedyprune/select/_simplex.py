@@ -54,17 +54,7 @@ def solve_simplex_ls(
         )
     check_finite("features", features)
     check_finite("target", target)
-    k = features.shape[0]
-    if init is not None:
-        check_tensor("init", init, ndims=(1,))
-        if init.shape[0] != k:
-            raise ValueError(
-                f"init must have shape ({k},), one weight per row of features, got {tuple(init.shape)}"
-            )
-    max_iter = check_positive_int("max_iter", max_iter)
-    patience = check_positive_int("patience", patience)
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
-        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
+    max_iter, patience = _check_solver(init, features.shape[0], "features", max_iter, tol, patience)
     gram, lin, const = simplex_terms(features, target)
     return _solve(gram, lin, const, init, max_iter, tol, patience)
 
@@ -106,19 +96,23 @@ def solve_simplex_gram(
         )
     check_finite("gram", gram)
     check_finite("lin", lin)
+    max_iter, patience = _check_solver(init, k, "gram", max_iter, tol, patience)
+    return _solve(
+        gram, lin, torch.as_tensor(const, dtype=gram.dtype), init, max_iter, tol, patience
+    )
+
+
+def _check_solver(init, k: int, rows: str, max_iter, tol, patience) -> tuple[int, int]:
+    """The solver's own arguments: ``init`` [k] (one weight per row of ``rows``), the counts, tol."""
     if init is not None:
         check_tensor("init", init, ndims=(1,))
         if init.shape[0] != k:
             raise ValueError(
-                f"init must have shape ({k},), one weight per row of gram, got {tuple(init.shape)}"
+                f"init must have shape ({k},), one weight per row of {rows}, got {tuple(init.shape)}"
             )
-    max_iter = check_positive_int("max_iter", max_iter)
-    patience = check_positive_int("patience", patience)
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
         raise ValueError(f"tol must be a float >= 0, got {tol!r}")
-    return _solve(
-        gram, lin, torch.as_tensor(const, dtype=gram.dtype), init, max_iter, tol, patience
-    )
+    return check_positive_int("max_iter", max_iter), check_positive_int("patience", patience)
 
 
 def _solve(gram, lin, const, init, max_iter, tol, patience) -> Tensor:
