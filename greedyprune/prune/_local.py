@@ -479,6 +479,11 @@ def _hooked(module: nn.Module, fn, pre: bool):
     return module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn)
 
 
+def refit_error(acc: PatchGram, kept: list[int], ridge: float) -> float:
+    """The relative error ||Z - Z_hat||^2 / ||Z||^2 of the consumer's full refit on ``kept``."""
+    return _refit(acc, kept, ridge)[1]
+
+
 def _refit(acc: PatchGram, kept: list[int], ridge: float) -> tuple[Tensor, float]:
     """The full refit on the kept channels: (beta [k*K, O], its relative error)."""
     K = acc.taps
@@ -649,6 +654,9 @@ class _Run:
         self.store.drop(targets)
         G, b = channel_gram(acc.H, acc.U, cons.weight)
         width = self.req.widths.get(g.name, C)
+        observe = self.req.options.get("observe")
+        if observe is not None:  # e.g. a study scoring other criteria on this same layer problem
+            observe(g, acc, G, b, cons.weight)
         keep, crit, swaps = CRITERIA[self.criterion].choose(acc, G, b, width, self.s)
         fixed = FixedWeightLoss(G, b, acc.const)
         for c in keep:

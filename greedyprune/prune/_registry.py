@@ -51,7 +51,8 @@ class SelectionRequest:
     ``8 * batch_size`` images, :meth:`one_batch`); batch: that batch, when given directly;
     generator: seeded from the run's seed, the only source of randomness; seed: the run's seed
     (for code that seeds its own generators from it); options: method settings (greedy's
-    ``candidates`` and ``loss``); on_images: called with the number of images each forward pass
+    ``candidates`` and ``loss``; the local methods' ``local`` (LocalSettings), ``progress`` and ``observe``,
+    called with each group's layer problem); on_images: called with the number of images each forward pass
     of the selection sends through the classifier (greedy's count, for scratch-B's budget).
     """
 
