@@ -1,7 +1,7 @@
 """Run folders made by an earlier version still resume: nothing redone, renamed or rewritten.
 
-``tests/fixtures/runs`` holds a finished ``prune`` and a finished ``compare`` folder, made by the
-code of commit cc62914 with the commands in ``tests/fixtures/runs/README.md`` (their training
+``tests/fixtures/run-folders`` holds a finished ``prune`` and a finished ``compare`` folder, made by the
+code of commit cc62914 with the commands in ``tests/fixtures/run-folders/README.md`` (their training
 caches ``base.safetensors`` and ``base-train.pt`` left out: a finished run never reads them). Every
 later change to the jobs must keep these folders working: the same command in the same folder is
 accepted (the same config keys), finds every unit done (the same unit ids), runs no selection and
@@ -17,7 +17,7 @@ import pytest
 
 from greedyprune.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+FIXTURES = Path(__file__).parent / "fixtures" / "run-folders"
 COMMON = ["--data", "synthetic", "--arch", "mnasnet0_5", "--image-size", "16"]
 COMMON += ["--train-epochs", "0.05", "--candidates", "2", "--batch-size", "2"]
 COMMON += ["--finetune-epochs", "0.05", "--no-progress"]
@@ -98,5 +98,5 @@ def test_the_fixture_folders_are_what_the_readme_says():
     """The commands in the README are the ones the test runs (so the fixture can be remade)."""
     readme = (FIXTURES / "README.md").read_text()
     for job, argv in ARGV.items():
-        command = " ".join(["greedyprune", *argv, "--out", f"tests/fixtures/runs/{job}"])
+        command = " ".join(["greedyprune", *argv, "--out", f"tests/fixtures/run-folders/{job}"])
         assert command in readme, command
