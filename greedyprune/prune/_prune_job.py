@@ -168,56 +168,56 @@ def prune(
     model, example, train = prep.model, prep.example, prep.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    full_macs = count_macs(model, example)
     target = prep.targets[0] if prep.targets else None
-    eval_loader = {"batch_size": 256, **loader}
-    acc_full = evaluate(model, prep.test, **eval_loader)
     idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
     eval_set = Subset(train, idx[rank() :: world_size()])  # this rank's share
-    eval_classes = class_count(labels_of(Subset(train, idx)))
     job = _Job(prep, r, config, rt, device, progress, run, loader, plan)
-    model, kept, select_s = _select_or_load(job, target, eval_set)
-    acc_pruned = evaluate(model, prep.test, **eval_loader)
-    if r.final.epochs:
-        _finetune.finetune(
-            model,
-            train,
-            generator=seed,
-            checkpoint=run.path / "finetune.pt",
-            progress=progress,
-            **sgd(r.final),
-            **loader,
-        )
-    acc_final = evaluate(model, prep.test, **eval_loader)
-    macs = count_macs(model, example)
     summary = {
         "arch": arch,
         "recipe": r.name,
-        "macs_full": full_macs,
+        "macs_full": count_macs(model, example),
         "macs_target": target,
-        "macs": macs,
-        "macs_fraction": macs / full_macs,
-        "params": count_params(model),
-        "acc_full": acc_full,
-        "acc_pruned": acc_pruned,
-        "acc_finetuned": acc_final,
+        "acc_full": evaluate(model, prep.test, batch_size=256, **loader),
         "n_eval": len(idx),
-        "eval_classes": eval_classes,
+        "eval_classes": class_count(labels_of(Subset(train, idx))),
         "classes": prep.n_classes,
-        "select_s": select_s,
     }
+    model, kept, summary["select_s"] = _select_or_load(job, target, eval_set)
+    return _finish(job, model, kept, summary)
+
+
+def _finish(job: _Job, model: nn.Module, kept: dict, summary: dict) -> dict:
+    """Measure, fine-tune, measure again; save the model and ``summary.json`` (``summary``: what
+    the run measured before the selection, completed here); drop the resume checkpoints."""
+    prep, r, run = job.prep, job.recipe, job.run
+    eval_loader = {"batch_size": 256, **job.loader}
+    summary["acc_pruned"] = evaluate(model, prep.test, **eval_loader)
+    if r.final.epochs:
+        _finetune.finetune(
+            model,
+            prep.train,
+            generator=job.config["seed"],
+            checkpoint=run.path / "finetune.pt",
+            progress=job.progress,
+            **sgd(r.final),
+            **job.loader,
+        )
+    summary["acc_finetuned"] = evaluate(model, prep.test, **eval_loader)
+    summary["macs"] = count_macs(model, prep.example)
+    summary["macs_fraction"] = summary["macs"] / summary["macs_full"]
+    summary["params"] = count_params(model)
     if is_main():
         save_pruned(
             run.path,
             model,
-            arch=arch,
+            arch=job.config["arch"],
             num_classes=prep.n_classes,
             image_size=prep.size,
             kept=kept,
             extra=summary,
         )
     run.write_json("summary.json", summary)
-    if is_main() and not rt.keep_checkpoints:
+    if is_main() and not job.runtime.keep_checkpoints:
         for name in ("base-train.pt", "finetune.pt"):  # only needed to resume an unfinished run
             (run.path / name).unlink(missing_ok=True)
     barrier()

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
+from ._objectives import linesearch
 
 __all__ = [
     "FixedWeightLoss",
@@ -202,11 +203,7 @@ class GramLoss:
         f_phi = s * s * self._gc[idx] / k
         r_phi = f_phi - s * self.linear[idx]
         sq = s * s * self._diag[idx]
-        r_d = r_phi - (f_f - f_z)
-        d_d = (sq - 2 * f_phi + f_f).clamp_min(0)
-        safe = torch.where(d_d > 0, d_d, torch.ones_like(d_d))
-        g = torch.where(d_d > 0, (-r_d / safe).clamp(0, 1), torch.zeros_like(d_d))
-        return (r_r + 2 * g * r_d + g * g * d_d) / (2 * self.rows)
+        return linesearch(r_r, f_f - f_z, f_f, r_phi, f_phi, sq) / (2 * self.rows)
 
 
 class _KeptSet:

@@ -298,14 +298,22 @@ class FeatureObjective:
         r = f - self.target
         sq = self._sqnorms if candidates is None else self._sqnorms.index_select(0, candidates)
         r_phi, f_phi = self._inner(r, candidates), self._inner(f, candidates)
-        r_d = r_phi - (r * f).sum()
-        d_d = (sq - 2 * f_phi + f.pow(2).sum()).clamp_min(0)
-        safe = torch.where(d_d > 0, d_d, torch.ones_like(d_d))
-        g = torch.where(d_d > 0, (-r_d / safe).clamp(0, 1), torch.zeros_like(d_d))
-        return (r.pow(2).sum() + 2 * g * r_d + g * g * d_d) / (2 * self._m)
+        terms = (r.pow(2).sum(), (r * f).sum(), f.pow(2).sum())
+        return linesearch(*terms, r_phi, f_phi, sq) / (2 * self._m)
 
     def _loss_of(self, pred: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def linesearch(r_r, r_f, f_f, r_phi: Tensor, f_phi: Tensor, sq: Tensor) -> Tensor:
+    """``min over g in [0, 1]`` of ``||(1 - g) f + g phi - t||^2`` per candidate, from inner
+    products: ``r = f - t``; r_r, r_f, f_f: <r, r>, <r, f>, <f, f>; r_phi, f_phi, sq [K]: <r, phi>,
+    <f, phi>, <phi, phi>. The direction is d = phi - f; g = 0 is allowed."""
+    r_d = r_phi - r_f
+    d_d = (sq - 2 * f_phi + f_f).clamp_min(0)
+    safe = torch.where(d_d > 0, d_d, torch.ones_like(d_d))
+    g = torch.where(d_d > 0, (-r_d / safe).clamp(0, 1), torch.zeros_like(d_d))
+    return r_r + 2 * g * r_d + g * g * d_d
 
 
 def _check_target(features: Tensor, target: Tensor, name: str = "target") -> Tensor:
