@@ -6,11 +6,15 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
-from greedyprune.prune._local import calibration_indices, check_local
+from greedyprune.prune._local import _Consumer, calibration_indices, check_local
 
 LOCAL = ["greedy-local", "greedy-local-omp", "greedy-local-refit", "thinet", "cp", "osscar"]
 
@@ -353,3 +357,29 @@ def test_the_peers_choose_what_their_slow_references_choose():
         assert keep == backward
     keep, crit, _ = CRITERIA["cp"].choose(acc, G, b, 4, s)
     assert keep == lasso_support(G, b, 4)
+
+
+@hyp_settings(max_examples=40, deadline=None)
+@given(
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    size=st.tuples(st.integers(5, 9), st.integers(5, 9)),
+    seed=st.integers(0, 2**16),
+)
+def test_sampled_patches_are_the_unfolded_columns_at_those_positions(
+    kernel, stride, padding, dilation, size, seed
+):
+    """The consumer's patch gather (only the sampled positions, from the padded input) equals
+    F.unfold's columns at the same output positions, channel-major then kernel row and column."""
+    conv = nn.Conv2d(4, 3, kernel, stride=stride, padding=padding, dilation=dilation)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, *size, generator=g)
+    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [B, CK, L]
+    L = cols.shape[2]
+    pos = torch.stack([torch.randperm(L, generator=g)[: min(4, L)] for _ in range(2)])
+    ref = cols.gather(2, pos.unsqueeze(1).expand(2, cols.shape[1], pos.shape[1]))
+    ref = ref.permute(0, 2, 1).reshape(-1, 4, kernel[0] * kernel[1])
+    got = _Consumer("c", conv, conv, torch.ones(3)).patches(x, pos)
+    assert torch.equal(got, ref)

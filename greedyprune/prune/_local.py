@@ -435,12 +435,24 @@ class _Consumer:
         self.weight = w.reshape(w.shape[0], w.shape[1], -1) * self.scale.double().reshape(-1, 1, 1)
 
     def patches(self, x: Tensor, pos: Tensor) -> Tensor:
-        """[B * P, C, K]: the input patches at output positions ``pos`` [B, P]."""
+        """[B * P, C, K]: the input patches at output positions ``pos`` [B, P] (flat indices into
+        the output map), read straight from the zero-padded input: only the sampled patches are
+        gathered (``F.unfold`` would copy every position's, K times the input)."""
         c = self.conv
-        cols = F.unfold(x, c.kernel_size, dilation=c.dilation, padding=c.padding, stride=c.stride)
-        B, CK, _ = cols.shape
-        got = cols.gather(2, pos.unsqueeze(1).expand(B, CK, pos.shape[1]))
-        return got.permute(0, 2, 1).reshape(-1, c.in_channels, CK // c.in_channels)
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = c.kernel_size, c.stride, c.dilation, c.padding
+        B, C, _, Win = x.shape
+        w_out = (Win + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        rows = (pos // w_out) * sh  # [B, P]: the patch's top row in the padded input
+        cols = (pos % w_out) * sw
+        ky = torch.arange(kh, device=x.device) * dh
+        kx = torch.arange(kw, device=x.device) * dw
+        r = rows[:, :, None, None] + ky[:, None]  # [B, P, kh, 1]
+        q = cols[:, :, None, None] + kx[None, :]  # [B, P, 1, kw]
+        b = torch.arange(B, device=x.device)[:, None, None, None]
+        got = xp[b, :, r, q]  # [B, P, kh, kw, C]: advanced indices first, the channel slice last
+        P = pos.shape[1]
+        return got.reshape(B * P, kh * kw, C).transpose(1, 2)
 
     def target(self, out: Tensor, pos: Tensor) -> Tensor:
         """[B * P, O]: the output at ``pos``, bias removed, BN-scaled."""

@@ -324,7 +324,8 @@ class RefitLoss(_KeptSet):
         self.gram = gram + self.rho * eye  # H + rho I: the matrix whose kept block is inverted
         self.cross = cross if cross.dim() == 2 else cross.unsqueeze(1)
         K, C = block, self.n_candidates
-        self._diag_blocks = self.gram.reshape(C, K, C, K).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+        diag = self.gram.reshape(C, K, C, K).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+        self._diag_blocks = diag.contiguous()
         self._cross_blocks = self.cross.reshape(C, K, -1)
         self.reset()
 
@@ -383,15 +384,15 @@ class RefitLoss(_KeptSet):
         self._ab[:n] = alpha
 
     def _gains(self, A: Tensor, beta: Tensor, idx) -> Tensor:
-        """tr(R' D^-1 R) per candidate, D = H_JJ - A_J, R = U_J - beta_J (0 where D is not
-        positive definite: a channel spanned by the kept ones adds nothing)."""
+        """tr(R' D^-1 R) = <D^-1, R R'> per candidate, D = H_JJ - A_J, R = U_J - beta_J (0 where
+        D is not positive definite: a channel spanned by the kept ones adds nothing). The K x K
+        inverse and one batched R R' product are cheaper than a batched solve against R."""
         D = self._diag_blocks[idx] - A[idx]
         R = self._cross_blocks[idx] - beta[idx]
         L, info = torch.linalg.cholesky_ex(D)
         ok = info == 0
         L = torch.where(ok[:, None, None], L, torch.eye(self.block, dtype=D.dtype, device=D.device))
-        sol = torch.cholesky_solve(R, L)
-        gain = (R * sol).sum((1, 2))
+        gain = (torch.cholesky_inverse(L) * torch.bmm(R, R.transpose(1, 2))).sum((1, 2))
         return torch.where(ok, gain, torch.zeros_like(gain))
 
     def losses(self, candidates: Tensor | None = None) -> Tensor:
@@ -422,7 +423,7 @@ class RefitLoss(_KeptSet):
         Vb = V.reshape(K, C, K).permute(1, 0, 2)  # [C, K, K]: V restricted to each block J'
         dVb = dV.reshape(K, C, K).permute(1, 0, 2)
         self._A.baddbmm_(Vb.transpose(1, 2), dVb)
-        self._beta.add_(Vb.transpose(1, 2) @ dr.unsqueeze(0))
+        self._beta.add_((V.T @ dr).reshape(C, K, -1))  # beta_J' += V_J''d^-1 r: one product
         wd = w @ d_inv
         M.addmm_(wd, w.T)
         self._Mb[:n, n : n + K] = -wd
