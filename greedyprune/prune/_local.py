@@ -16,13 +16,16 @@ For every internal group (one consumer convolution reading the group's channels,
   then the consumer's full least-squares refit on the kept channels (all its weights, ridge
   ``ridge * mean(diag H)``) is written into the consumer before the next group is measured.
 
-The network is traced by torch.fx and run between node positions: a block starts at a
-single-tensor point before its first consumer; the pruned stream is run from there to each
+The network is traced by torch.fx and run between node positions. First one pass of the dense
+network over the calibration set records every group's targets (P rows per image: small), so the
+dense network's activations are never kept. Then the pruned stream is run block by block: a block
+starts at a single-tensor point before its first consumer; the stream is run from there to each
 consumer in turn (its input patches are read from the tensors live at that position), the
-consumer is refitted, and the run goes on to the next consumer and to the block's end, so each
-block costs one dense and one pruned pass. The streams' tensors at the current position are cached
-for the whole calibration set, in memory up to a byte budget and on disk (float32, exact) beyond
-it, so peak memory is the budget plus one chunk whatever the number of images.
+consumer is refitted, and the run goes on to the next consumer and to the block's end, so the
+whole selection costs one dense and one pruned pass of the network. The pruned stream's tensors at
+the current position are cached for the whole calibration set, in memory up to a byte budget and
+on disk (float32, exact) beyond it, so peak memory is the budget plus one chunk whatever the
+number of images.
 """
 
 from __future__ import annotations
@@ -579,54 +582,45 @@ class _Run:
         ]
 
     def _run(self) -> tuple[Choice, list[LocalRecord]]:
-        dense = self._input_cache()
-        work = None  # None: the same chunks as dense (nothing is cut before the first group)
-        here = 1  # the position right after the input placeholder
+        inputs = self._input_cache()
+        targets, positions = self._targets(inputs)
+        work, here = inputs, 1  # the pruned stream, at the position right after the input
         kept, weights, records = {}, {}, []
         bar = tqdm(
             total=len(self.req.groups), desc="local", disable=not self.req.options.get("progress")
         )
         for cut, block, nxt in self._blocks():
             if cut != here:
-                dense, work = self._move(dense, work, here, cut)
-            new_dense, targets, positions = self._targets(block, dense, cut, nxt)
-            stream, pos = (dense if work is None else work), cut
+                work = self._carry(work, here, cut)
+            pos = cut
             for g in block:
                 q = self.seg_work.node_of(g.consumers[0])
-                new_stream, rec, keep, w = self._group(
-                    g, stream, pos, q, targets[g.name], positions[g.name]
-                )
-                if stream is not dense:
-                    self.store.drop_all(stream)
-                stream, pos = new_stream, q
+                new, rec, keep, w = self._group(g, work, pos, q, targets[g.name], positions[g.name])
+                self.store.drop_all(work)
+                work, pos = new, q
                 kept[g.name], weights[g.consumers[0]] = keep, w
                 records.append(rec)
                 bar.update(1)
                 bar.set_postfix(layer=g.name, refit=f"{rec.refit_error:.3g}")
-            # carry the block on from its last consumer, through the refitted weights
-            new_work = self._pass(self.seg_work, stream, pos, nxt) if nxt is not None else []
-            if stream is not dense:
-                self.store.drop_all(stream)
-            self.store.drop_all(dense)
-            dense, work, here = new_dense, new_work, nxt
             if nxt is None:
                 break
+            # carry the block on from its last consumer, through the refitted weights
+            work, here = self._carry(work, pos, nxt), nxt
+        self.store.drop_all(work)
         bar.close()
         return Choice(kept, weights=weights), records
 
-    def _move(self, dense, work, a: int, b: int):
-        new_dense = self._pass(self.seg_dense, dense, a, b)
-        new_work = None if work is None else self._pass(self.seg_work, work, a, b)
-        self.store.drop_all(dense)
-        if work is not None:
-            self.store.drop_all(work)
-        return new_dense, new_work
+    def _carry(self, work, a: int, b: int):
+        new = self._pass(self.seg_work, work, a, b)
+        self.store.drop_all(work)
+        return new
 
-    def _targets(self, block, dense, cut, nxt):
-        """One dense pass through the block: the next cut's dense chunks and, per group, its
-        positions [images, P] (drawn from the run's generator) and its target chunks."""
+    def _targets(self, inputs):
+        """One pass of the dense network: per group, its positions [images, P] (drawn from the
+        run's generator, in forward order) and its target chunks. The targets are small (P rows
+        per image), so the dense network's activations are never cached."""
         n_img = len(self.req.data)
-        positions, targets = {}, {g.name: [] for g in block}
+        positions, targets = {}, {g.name: [] for g in self.req.groups}
 
         def grab(g):
             cons = self.consumers[g.name]
@@ -641,9 +635,9 @@ class _Run:
 
             return fn
 
-        hooks = [(self.consumers[g.name].dense, grab(g), False) for g in block]
-        new_dense = self._pass(self.seg_dense, dense, cut, nxt, hooks=hooks)
-        return new_dense, targets, positions
+        hooks = [(self.consumers[g.name].dense, grab(g), False) for g in self.req.groups]
+        self._pass(self.seg_dense, inputs, 1, None, hooks=hooks)
+        return targets, positions
 
     def _group(self, g, stream, a: int, q: int, targets, positions):
         """Run the pruned stream from position ``a`` to the group's consumer (position ``q``),
