@@ -302,9 +302,9 @@ class RefitLoss(_KeptSet):
     on the kept channels. ``ridge``: rho = ridge * mean(diag(H)) (0: plain least squares).
 
     The state is the inverse M of the kept block (plus rho), ``W = M H_S:`` and ``alpha = M U_S``,
-    and per candidate its K x K quadratic form and K x O cross term against the kept set, so a
-    step's gains are one batched K x K solve per candidate, and adding, removing or pricing a swap
-    costs a few products with W. S is a set: adding a kept channel again is refused.
+    and per candidate its K x K quadratic form against the kept set and its K x O cross term
+    residualised on it, so a step's gains are one batched K x K inverse and one batched R R'
+    product, and adding, removing or pricing a swap costs a few products with W. S is a set: adding a kept channel again is refused.
     """
 
     supports_removal = True
@@ -340,7 +340,8 @@ class RefitLoss(_KeptSet):
         self._ab = torch.zeros(0, O, **kw)
         self._cols = torch.zeros(0, dtype=torch.long, device=self.device)
         self._A = torch.zeros(C, K, K, **kw)  # H_JS M H_SJ per candidate J
-        self._beta = torch.zeros(C, K, O, **kw)  # H_JS M U_S per candidate J
+        # U_J - H_JS M U_S per candidate J: its cross term residualised on the kept set
+        self._R = self._cross_blocks.clone()
         self._err = self.const
 
     def _span(self, c: int) -> slice:
@@ -383,12 +384,12 @@ class RefitLoss(_KeptSet):
         self._Wb[:n] = W
         self._ab[:n] = alpha
 
-    def _gains(self, A: Tensor, beta: Tensor, idx) -> Tensor:
-        """tr(R' D^-1 R) = <D^-1, R R'> per candidate, D = H_JJ - A_J, R = U_J - beta_J (0 where
+    def _gains(self, A: Tensor, R: Tensor, idx) -> Tensor:
+        """tr(R' D^-1 R) = <D^-1, R R'> per candidate, D = H_JJ - A_J, R = U_J - H_JS M U_S (0 where
         D is not positive definite: a channel spanned by the kept ones adds nothing). The K x K
         inverse and one batched R R' product are cheaper than a batched solve against R."""
         D = self._diag_blocks[idx] - A[idx]
-        R = self._cross_blocks[idx] - beta[idx]
+        R = R[idx]
         L, info = torch.linalg.cholesky_ex(D)
         ok = info == 0
         L = torch.where(ok[:, None, None], L, torch.eye(self.block, dtype=D.dtype, device=D.device))
@@ -397,7 +398,7 @@ class RefitLoss(_KeptSet):
 
     def losses(self, candidates: Tensor | None = None) -> Tensor:
         idx = slice(None) if candidates is None else candidates
-        out = self._err - self._gains(self._A, self._beta, idx)
+        out = self._err - self._gains(self._A, self._R, idx)
         return torch.where(self._in[idx], torch.full_like(out, self._err), out)
 
     def current_loss(self) -> float:
@@ -412,7 +413,7 @@ class RefitLoss(_KeptSet):
         n = len(self.kept) * K
         self._reserve(n + K)
         d = self._diag_blocks[j] - self._A[j]
-        r = self._cross_blocks[j] - self._beta[j]
+        r = self._R[j].clone()
         W, M, alpha = self._W, self._M, self._alpha
         w = W[:, J].clone()  # M H_SJ  [kK, K]
         V = self.gram[J, :].clone()
@@ -423,7 +424,7 @@ class RefitLoss(_KeptSet):
         Vb = V.reshape(K, C, K).permute(1, 0, 2)  # [C, K, K]: V restricted to each block J'
         dVb = dV.reshape(K, C, K).permute(1, 0, 2)
         self._A.baddbmm_(Vb.transpose(1, 2), dVb)
-        self._beta.add_((V.T @ dr).reshape(C, K, -1))  # beta_J' += V_J''d^-1 r: one product
+        self._R.view(C * K, -1).addmm_(V.T, dr, alpha=-1)  # R_J' -= V_J''d^-1 r: one product
         wd = w @ d_inv
         M.addmm_(wd, w.T)
         self._Mb[:n, n : n + K] = -wd
@@ -452,21 +453,21 @@ class RefitLoss(_KeptSet):
         return out if candidates is None else out[candidates]
 
     def _without(self, pos: int):
-        """A, beta and the loss of the kept set without the channel at position ``pos``."""
+        """A, R and the loss of the kept set without the channel at position ``pos``."""
         K, C = self.block, self.n_candidates
         P, m_inv, err = self._removal_terms(pos)
         WP = self._W[P].reshape(K, C, K).permute(1, 0, 2)  # [C, K(P), K(J)]
         mW = m_inv.unsqueeze(0) @ WP
         A = self._A - WP.transpose(1, 2) @ mW
-        beta = self._beta - WP.transpose(1, 2) @ (m_inv @ self._alpha[P]).unsqueeze(0)
-        return P, m_inv, A, beta, err
+        R = self._R + WP.transpose(1, 2) @ (m_inv @ self._alpha[P]).unsqueeze(0)
+        return P, m_inv, A, R, err
 
     def remove(self, index: int) -> None:
         i = int(index)
         if not self._in[i]:
             raise ValueError(f"channel {i} is not kept")
         pos = self.kept.index(i)
-        P, m_inv, self._A, self._beta, self._err = self._without(pos)
+        P, m_inv, self._A, self._R, self._err = self._without(pos)
         keep = torch.ones(self._M.shape[0], dtype=torch.bool, device=self.device)
         keep[P] = False
         M, W, alpha = self._M, self._W, self._alpha
@@ -485,8 +486,8 @@ class RefitLoss(_KeptSet):
         """Tensor [N]: the loss after replacing the kept channel ``out`` by each channel (inf for
         the other kept ones, the current loss for ``out`` itself)."""
         i = int(out)
-        _, _, A, beta, err = self._without(self.kept.index(i))
-        res = err - self._gains(A, beta, slice(None))
+        _, _, A, R, err = self._without(self.kept.index(i))
+        res = err - self._gains(A, R, slice(None))
         res = torch.where(self._in, torch.full_like(res, torch.inf), res)
         res[i] = self._err
         return res
