@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
-from greedyprune.prune._local import _Consumer, calibration_indices, check_local
+from greedyprune.prune._local import _Consumer, _Run, calibration_indices, check_local
 
 LOCAL = ["greedy-local", "greedy-local-omp", "greedy-local-refit", "thinet", "cp", "osscar"]
 
@@ -150,6 +150,35 @@ def test_spilling_to_disk_changes_nothing():
     assert mem.kept == disk.kept
     for a, b in zip(mem.weights.values(), disk.weights.values()):
         assert torch.equal(a, b)
+
+
+def test_the_cache_holds_one_stream_within_its_budget_and_frees_everything():
+    """The store never holds more than its budget in memory and ends empty; with room for all,
+    it holds the inputs, the targets and one stream at a time (the stream at the next position
+    takes the memory of the one it was computed from), never two streams."""
+    model = _chain()
+    groups = gp.find_prunable_groups(model, torch.zeros(1, 3, 8, 8), residual=False)
+    n, P = 24, 10
+    inputs = n * 3 * 8 * 8 * 4
+    targets = n * P * (10 + 6) * 4  # consumers "6" (10 outputs) and "9" (6), float32
+    largest = n * 12 * 8 * 8 * 4  # conv "3"'s output: the largest tensor at any position
+    for budget in (1 << 30, 3000):
+        settings = gp.LocalSettings(
+            positions=P, calibration_images=n, chunk=5, memory_budget=budget
+        )
+        request = gp.SelectionRequest(
+            model=copy.deepcopy(model),
+            example=torch.zeros(1, 3, 8, 8),
+            groups=groups,
+            widths={"3": 4, "6": 3},
+            generator=torch.Generator().manual_seed(0),
+            data=_data(n),
+            options={"local": settings},
+        )
+        run = _Run(request, settings, "greedy-local-omp")
+        run.run()
+        assert run.store.used == 0
+        assert 0 < run.store.peak <= min(budget, inputs + targets + largest)
 
 
 def test_swaps_never_raise_the_refit_criterion():

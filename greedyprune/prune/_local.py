@@ -319,7 +319,7 @@ class _Store:
     safetensors in a temporary folder, removed by :meth:`close`)."""
 
     def __init__(self, budget: int):
-        self.budget, self.used = budget, 0
+        self.budget, self.used, self.peak = budget, 0, 0  # bytes in memory now, and at most
         self._dir: Path | None = None
         self._n = 0
 
@@ -338,6 +338,7 @@ class _Store:
         size = t.numel() * t.element_size()
         if self.used + size <= self.budget:
             self.used += size
+            self.peak = max(self.peak, self.used)
             return ("mem", t, size)
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="greedyprune-local-"))
@@ -540,17 +541,26 @@ class _Run:
         return out
 
     @torch.no_grad()
-    def _pass(self, seg: _Segments, chunks, a: int, b: int | None, *, hooks=(), each=None):
+    def _pass(
+        self, seg: _Segments, chunks, a: int, b: int | None, *, hooks=(), each=None, keep=False
+    ):
         """Run every cached chunk (a tuple of the tensors live at position ``a``) to position
         ``b``; ``hooks`` ((module, fn, pre)) are attached for the pass and ``each(k, outputs)``
-        sees every chunk's outputs. Returns the chunks at ``b`` (empty if b is None)."""
+        sees every chunk's outputs. Returns the chunks at ``b`` (empty if b is None). Unless
+        ``keep``, each chunk is dropped (and its slot in ``chunks`` emptied) once read, so the
+        stream at ``b`` takes the memory of the one at ``a``: one stream is held, not two."""
         mod = seg.module(a, b)
         handles = [_hooked(m, fn, pre) for m, fn, pre in hooks]
         out = []
         try:
             for k, items in enumerate(chunks):
                 self.chunk_index = k
-                h = mod(*self.store.get_all(items))
+                x = self.store.get_all(items)
+                if not keep:
+                    self.store.drop(items)
+                    chunks[k] = items = None
+                h = mod(*x)
+                del x
                 if each is not None:
                     each(k, h)
                 if b is not None:
@@ -595,8 +605,9 @@ class _Run:
             pos = cut
             for g in block:
                 q = self.seg_work.node_of(g.consumers[0])
-                new, rec, keep, w = self._group(g, work, pos, q, targets[g.name], positions[g.name])
-                self.store.drop_all(work)
+                new, rec, keep, w = self._group(
+                    g, work, pos, q, targets.pop(g.name), positions[g.name]
+                )
                 work, pos = new, q
                 kept[g.name], weights[g.consumers[0]] = keep, w
                 records.append(rec)
@@ -611,9 +622,7 @@ class _Run:
         return Choice(kept, weights=weights), records
 
     def _carry(self, work, a: int, b: int):
-        new = self._pass(self.seg_work, work, a, b)
-        self.store.drop_all(work)
-        return new
+        return self._pass(self.seg_work, work, a, b)
 
     def _targets(self, inputs):
         """One pass of the dense network: per group, its positions [images, P] (drawn from the
@@ -636,7 +645,7 @@ class _Run:
             return fn
 
         hooks = [(self.consumers[g.name].dense, grab(g), False) for g in self.req.groups]
-        self._pass(self.seg_dense, inputs, 1, None, hooks=hooks)
+        self._pass(self.seg_dense, inputs, 1, None, hooks=hooks, keep=True)
         return targets, positions
 
     def _group(self, g, stream, a: int, q: int, targets, positions):
