@@ -340,14 +340,45 @@ def test_local_flags_under_the_global_objective_are_refused(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_compare_refuses_local_methods_in_one_line(tmp_path, capsys):
+def test_compare_needs_internal_groups_for_local_methods_in_one_line(tmp_path, capsys):
     from greedyprune.cli import main
 
     argv = ["compare", "--arch", "resnet18", "--data", "synthetic", "--out", str(tmp_path / "r")]
-    assert main([*argv, "--methods", "greedy,greedy-local"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "prune --objective local" in err, err
-    assert not (tmp_path / "r").exists()
+    for extra, words in (
+        (["--methods", "greedy,greedy-local"], "--groups internal"),
+        (["--calibration-images", "8"], "--calibration-images need --groups internal"),
+        (["--groups", "internal", "--methods", "osscar", "--positions", "0"], "positions=0"),
+    ):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_compare_runs_local_and_global_methods_on_the_internal_groups(tmp_path, capsys):
+    """With --groups internal, every method prunes the internal groups to the same widths: the
+    local methods (calibration set and refit) beside the others, at equal MACs; the folder's
+    config says so, and the run resumes without redoing a unit."""
+    import json
+
+    import pandas as pd
+
+    from greedyprune.cli import main
+
+    out = tmp_path / "r"
+    argv = ["compare", "--arch", "resnet18", "--data", "synthetic", "--image-size", "16"]
+    argv += ["--train-epochs", "0.05", "--finetune-epochs", "0.05", "--out", str(out)]
+    argv += ["--methods", "greedy-local-refit,thinet,l1", "--groups", "internal"]
+    argv += ["--calibration-images", "16", "--positions", "3", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    df = pd.read_csv(out / "results.csv").set_index("method")
+    assert set(df.index) == {"greedy-local-refit", "thinet", "l1"}
+    assert df["macs"].nunique() == 1 and (df["macs"] < df["macs_full"]).all()
+    config = json.loads((out / "config.json").read_text())
+    assert config["groups"] == "internal" and config["local"]["calibration_images"] == 16
+    before = (out / "results.csv").read_bytes()
+    assert main(argv) == 0
+    assert (out / "results.csv").read_bytes() == before
 
 
 def test_the_peers_choose_what_their_slow_references_choose():

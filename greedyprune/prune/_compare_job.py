@@ -18,6 +18,7 @@ from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
 from . import _baselines, _finetune, _io, _local  # noqa: F401  (register the criteria and the local methods)
+from ._data import labels_of
 from ._distributed import init_from_env, is_main, local_slice
 from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
@@ -56,6 +57,7 @@ def compare(
     curves: bool = False,
     latency_runs: int = 0,
     progress: bool | None = None,
+    local: _local.LocalSettings | None = None,
 ) -> pd.DataFrame:
     """Greedy against the other methods (:data:`METHODS`) at equal MACs and fine-tuning budget.
 
@@ -88,8 +90,13 @@ def compare(
         in turn, one batch of 32 per turn, ``latency_runs`` turns after a warm-up; the samples in
         ``out/latency_samples.csv``, the median and quartiles per unit in ``out/latency.csv``.
         The ``latency_ms`` column is measured mid-run, under whatever load there is then.
-    New options add config keys (``curves``, ``metapruner_steps``, ``scratch_lr``) only when
-    used, so folders made without them resume unchanged.
+    local: None (every method on all the prunable groups, residual streams included) or local
+        imitation's settings: every method then prunes the internal groups only (one consumer
+        each, ``find_prunable_groups(residual=False)``), the widths planned over them, and the
+        local methods (:data:`~greedyprune.prune._local.CRITERIA`) may be compared; each local
+        unit draws its calibration set and positions from its seed. Its ``method`` is not used.
+    New options add config keys (``curves``, ``metapruner_steps``, ``scratch_lr``, ``groups``
+    and ``local``) only when used, so folders made without them resume unchanged.
     Returns the results table (every unit of the folder, this call's and earlier ones').
     """
     methods = unique([methods] if isinstance(methods, str) else methods)
@@ -97,13 +104,16 @@ def compare(
     bad = [m for m in methods if m not in known]
     if bad or not methods:
         raise ValueError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
-    local = [m for m in methods if m in _local.CRITERIA]
-    if local:
+    local_methods = [m for m in methods if m in _local.CRITERIA]
+    if local is None and local_methods:
         raise ValueError(
-            f"methods={','.join(local)}: compare does not run local imitation yet (its groups "
-            "include residual streams, which local imitation does not handle); run prune "
-            "--objective local --method NAME"
+            f"methods={','.join(local_methods)}: local imitation handles internal groups only; "
+            "pass --groups internal (local=LocalSettings(...)) so every method prunes those"
         )
+    if local is not None:
+        if not isinstance(local, _local.LocalSettings):
+            raise ValueError(f"local={local!r} must be a LocalSettings or None")
+        _local.check_local(local)
     for m in methods:
         for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
             if need not in methods:
@@ -155,6 +165,10 @@ def compare(
         config["metapruner_steps"] = META_STEPS
     if any(m.startswith("scratch-") for m in methods):
         config["scratch_lr"] = SCRATCH_LR
+    if local is not None:
+        config["groups"] = "internal"
+        config["local"] = local.as_dict()
+        _check_internal(prep, local)
     loader = {"num_workers": workers, "amp": amp}
     study = _compare_study(
         prep, out, config, targets, methods, seeds, loader, progress, keep_models=latency_runs > 0
@@ -184,7 +198,8 @@ def _compare_study(
     first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
     ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
     test, example = prep.test, prep.example
-    extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr"))
+    extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr", "local"))
+    local = _local.LocalSettings(**config["local"]) if "local" in config else None
     seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, for scratch-B
 
     def greedy_images(t, seed: int) -> int:
@@ -200,7 +215,7 @@ def _compare_study(
         if config["weights"] is None:
             train_base(prep, Path(out), config["train_epochs"], 0, progress, **loader)
         model = prep.model
-        groups = find_prunable_groups(model, example)
+        groups = find_prunable_groups(model, example, residual=local is None)
         lat_example = torch.zeros(32, 3, prep.size, prep.size, device=device)
         return SimpleNamespace(
             model=model,
@@ -239,7 +254,16 @@ def _compare_study(
                 options={"candidates": config["candidates"], "loss": config["loss"]},
                 on_images=lambda k: seen.__setitem__(0, seen[0] + k),
             )
-            if method != "greedy":
+            if method in _local.CRITERIA:
+                request.data = _local.calibration_set(
+                    prep.train,
+                    test,
+                    local.calibration_images,
+                    torch.Generator().manual_seed(seed),
+                    labels_of(prep.train),
+                )
+                request.options["local"] = local
+            elif method != "greedy":
                 # drawn first for every criterion, as before the registry, so that a seed's
                 # random channels are those of folders made then
                 request.one_batch(method)
@@ -306,6 +330,20 @@ def _compare_study(
 
     name = f"compare {config['arch']}"
     return Study(name=name, config=config, units=units, summary=summarize)
+
+
+def _check_internal(prep: Prepared, local) -> None:
+    """With ``local``: the model has internal groups whose consumers the refit can rewrite, and
+    the split holds the calibration images (before the run folder exists)."""
+    groups = find_prunable_groups(prep.model, prep.example, residual=False)
+    if not groups:
+        raise ValueError("the model has no internal group (one consumer): pass --groups all")
+    _local.check_consumers(prep.model, groups)
+    if local.calibration_images > len(prep.train):
+        raise ValueError(
+            f"calibration_images={local.calibration_images} is more than the training split "
+            f"holds ({len(prep.train)}); pass at most {len(prep.train)}"
+        )
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

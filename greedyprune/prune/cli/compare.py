@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .prune import _candidates
+from .prune import _candidates, add_local_flags, local_settings
 
 
 def _list(text: str) -> list[str]:
@@ -39,8 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "on the partly pruned network) and the fine-tune against "
         "re-train methods metapruner (Torch-Pruning's global pruner), scratch-E, scratch-B "
         "(greedy's widths trained from scratch for E epochs / for the whole compute budget; "
-        "scratch-B needs greedy) (default: greedy,l1,taylor,bn,random,uniform)",
+        "scratch-B needs greedy), and with --groups internal the local imitation methods "
+        "greedy-local, greedy-local-omp, greedy-local-refit, thinet, cp, osscar "
+        "(default: greedy,l1,taylor,bn,random,uniform)",
     )
+    parser.add_argument(
+        "--groups",
+        choices=["all", "internal"],
+        default="all",
+        help="the groups every method prunes: all (residual streams included) or internal (one "
+        "consumer each, as local imitation needs) (default: %(default)s)",
+    )
+    add_local_flags(parser, "the local methods, with --groups internal")
     add_seeds(
         parser,
         "comma list of seeds, each method and target once per seed (default: 0)",
@@ -133,6 +143,7 @@ def run(args) -> int:
         curves=args.curves,
         latency_runs=args.latency_runs,
         progress=args.progress,
+        local=local_settings(args, args.groups == "internal", "--groups internal"),
     )
     from greedyprune.dist import is_main
 

@@ -87,17 +87,16 @@ _LOCAL_FLAGS = {
 }
 
 
-def _local_settings(args):
-    """LocalSettings from the flags (None under --objective global, where they are refused)."""
+def local_settings(args, enabled: bool, need: str):
+    """LocalSettings from the flags, or None where local imitation is not ``enabled`` (then any
+    local flag given is refused: it needs ``need``)."""
     from .._local import LocalSettings
 
     given = {k: getattr(args, k) for k in _LOCAL_FLAGS if hasattr(args, k)}
-    if args.objective != "local":
+    if not enabled:
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ValueError(
-                f"{flags} need --objective local (the global objective has no such setting)"
-            )
+            raise ValueError(f"{flags} need {need}")
         return None
     values = {_LOCAL_FLAGS[k]: v for k, v in given.items()}
     if "memory_budget" in values:
@@ -107,6 +106,30 @@ def _local_settings(args):
         else:
             raise ValueError(f"--memory-budget {mib!r} must be an int >= 1 (MiB)")
     return LocalSettings(**values)
+
+
+def add_local_flags(parser: argparse.ArgumentParser, when: str):
+    """Local imitation's settings flags (LocalSettings but its method), in an argument group
+    titled ``when``; returns the group."""
+    S = argparse.SUPPRESS  # absent unless given: LocalSettings' defaults stand
+    local = parser.add_argument_group(f"local imitation ({when})")
+    local.add_argument("--positions", type=int, default=S, help="output positions per image (10)")
+    local.add_argument(
+        "--calibration-images",
+        type=int,
+        default=S,
+        help="training images, evaluation transform, spread over the classes (1024)",
+    )
+    local.add_argument("--ridge", type=float, default=S, help="refit ridge / mean(diag) (1e-4)")
+    local.add_argument("--swaps", type=int, default=S, help="rounds of swap search (0)")
+    local.add_argument(
+        "--memory-budget",
+        type=int,
+        default=S,
+        metavar="MIB",
+        help="cached activations kept in memory; the rest spills to disk, exactly (2048)",
+    )
+    return local
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,29 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "group's consumer imitates the dense one on a calibration set, in Gram form, then is "
         "refitted by least squares (docs/prune.md) (default: %(default)s)",
     )
-    local = parser.add_argument_group("local imitation (with --objective local)")
+    local = add_local_flags(parser, "with --objective local")
     local.add_argument(
         "--method",
         default=S,
         help="greedy-local (the 1/k average), greedy-local-omp (one scale per channel), "
         "greedy-local-refit (the consumer's full refit), or the peers thinet, cp, osscar "
         "(default: greedy-local-refit)",
-    )
-    local.add_argument("--positions", type=int, default=S, help="output positions per image (10)")
-    local.add_argument(
-        "--calibration-images",
-        type=int,
-        default=S,
-        help="training images, evaluation transform, spread over the classes (1024)",
-    )
-    local.add_argument("--ridge", type=float, default=S, help="refit ridge / mean(diag) (1e-4)")
-    local.add_argument("--swaps", type=int, default=S, help="rounds of swap search (0)")
-    local.add_argument(
-        "--memory-budget",
-        type=int,
-        default=S,
-        metavar="MIB",
-        help="cached activations kept in memory; the rest spills to disk, exactly (2048)",
     )
     knob("--between-epochs", "fine-tuning epochs between layers", type=float)
     knob("--finetune-epochs", "final fine-tuning epochs", type=float)
@@ -311,7 +318,11 @@ def run(args) -> int:
         mode=args.mode,
         train_epochs=args.train_epochs,
         seed=args.seeds,
-        local=_local_settings(args),
+        local=local_settings(
+            args,
+            args.objective == "local",
+            "--objective local (the global objective has no such setting)",
+        ),
         runtime=Runtime(
             device=args.device,
             workers=args.workers,
