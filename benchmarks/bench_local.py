@@ -75,11 +75,12 @@ def _global_step(args) -> dict:
     example = torch.zeros(1, 3, 224, 224)
     group = gp.find_prunable_groups(model, example, residual=False)[args.global_group]
     recipe = gp.RECIPES["default"]
+    batch = args.global_batch or recipe.batch_size
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     _, res = gp.greedy_prune(
         model,
-        gp.batch_stream(train, recipe.batch_size, generator=gen, num_workers=0),
+        gp.batch_stream(train, batch, generator=gen, num_workers=0),
         example,
         widths={group.name: args.global_steps},
         candidates=recipe.candidates,
@@ -100,9 +101,11 @@ def _global_step(args) -> dict:
         "wall_s": wall,
         "seconds_per_step": layer.seconds / steps,
         "steps_at_half": full,
-        "group_s_at_half": layer.seconds / steps * full,
+        # a step's passes are linear in its images: scaled to the recipe's batch when smaller
+        "group_s_at_half": layer.seconds / steps * full * recipe.batch_size / batch,
         "candidates": recipe.candidates,
-        "batch": recipe.batch_size,
+        "batch": batch,
+        "recipe_batch": recipe.batch_size,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "threads": torch.get_num_threads(),
     }
@@ -163,6 +166,7 @@ def _step(args) -> dict:
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "memory_budget_mib": args.budget_mib,
         "threads": torch.get_num_threads(),
+        "phases": choice.info.get("phases", {}),
         "layers": [
             {k: r[k] for k in ("layer", "channels", "kept", "pass_s", "select_s", "refit_error")}
             for r in choice.info["layers"]
@@ -180,18 +184,27 @@ def main() -> None:
     p.add_argument("--global-group", type=int, default=None, help="internal group index")
     p.add_argument("--global-steps", type=int, default=2)
     p.add_argument(
+        "--global-batch",
+        type=int,
+        default=None,
+        help="images per global step (default: the recipe's 128); the group's time is scaled to "
+        "128 linearly",
+    )
+    p.add_argument(
         "--keep-freed-memory",
         action="store_true",
         help="run the step with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
         "MALLOC_TRIM_THRESHOLD_): no page faults on every new activation",
     )
+    p.add_argument("--tag", default="", help="appended to the result's key (a code version)")
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     key = f"{args.arch}-{args.method}-{args.images}-{args.budget_mib}"
     if args.global_group is not None:
         key = f"{args.arch}-global-group{args.global_group}-{args.global_steps}-steps"
-    key += "-kept-memory" if args.keep_freed_memory else ""
+        key += f"-batch{args.global_batch}" if args.global_batch else ""
+    key += ("-kept-memory" if args.keep_freed_memory else "") + (f"-{args.tag}" if args.tag else "")
     if args.child:
         print(json.dumps(_step(args) if args.global_group is None else _global_step(args)))
         return

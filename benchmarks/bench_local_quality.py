@@ -51,6 +51,25 @@ def _methods(swaps: int):
     return methods
 
 
+def trained_problem(arch: str, epochs: float, images: int):
+    """(model trained on digits at 32 px for ``epochs``, cached in runs/bench-local-quality/; the
+    test split; ``images`` calibration images, or all the training split has; internal groups)."""
+    torch.manual_seed(0)
+    train, test, n_classes = gp.load_data("digits", 32)
+    model = gp.build_model(arch, n_classes)
+    cache = Path("runs/bench-local-quality") / f"{arch}-{epochs:g}.safetensors"
+    if cache.is_file():
+        model.load_state_dict(_io.load_state(cache))
+    else:
+        gp.finetune(model, train, epochs=epochs, lr=0.05, generator=0)
+        _io.save_state(cache, model)
+    model.eval()
+    n = min(images, len(train))
+    data = calibration_set(train, test, n, torch.Generator().manual_seed(0), gp.labels_of(train))
+    groups = gp.find_prunable_groups(model, torch.zeros(1, 3, 32, 32), residual=False)
+    return model, test, data, groups
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet18")
@@ -66,21 +85,10 @@ def main() -> None:
         "the selection itself runs on every group",
     )
     args = p.parse_args()
-    torch.manual_seed(0)
-    train, test, n_classes = gp.load_data("digits", 32)
-    model = gp.build_model(args.arch, n_classes)
-    cache = Path("runs/bench-local-quality") / f"{args.arch}-{args.epochs:g}.safetensors"
-    if cache.is_file():
-        model.load_state_dict(_io.load_state(cache))
-    else:
-        gp.finetune(model, train, epochs=args.epochs, lr=0.05, generator=0)
-        _io.save_state(cache, model)
-    model.eval()
+    model, test, data, groups = trained_problem(args.arch, args.epochs, args.images)
     acc_full = gp.evaluate(model, test)
-    n = min(args.images, len(train))
-    data = calibration_set(train, test, n, torch.Generator().manual_seed(0), gp.labels_of(train))
+    n = len(data)
     example = torch.zeros(1, 3, 32, 32)
-    groups = gp.find_prunable_groups(model, example, residual=False)
     methods = _methods(args.swaps)
     rows = []
     gen = torch.Generator().manual_seed(0)

@@ -595,8 +595,12 @@ class _Run:
         ]
 
     def _run(self) -> tuple[Choice, list[LocalRecord]]:
+        t0 = time.perf_counter()
         inputs = self._input_cache()
+        t1 = time.perf_counter()
         targets, positions = self._targets(inputs)
+        # seconds of reading the images and of the dense targets pass (the rest is in the records)
+        phases = {"inputs_s": t1 - t0, "targets_s": time.perf_counter() - t1}
         work, here = inputs, 1  # the pruned stream, at the position right after the input
         kept, weights, records = {}, {}, []
         bar = tqdm(
@@ -622,7 +626,8 @@ class _Run:
             work, here = self._carry(work, pos, nxt), nxt
         self.store.drop_all(work)
         bar.close()
-        return Choice(kept, weights=weights), records
+        phases["store_peak_bytes"] = self.store.peak
+        return Choice(kept, weights=weights, info={"phases": phases}), records
 
     def _carry(self, work, a: int, b: int):
         return self._pass(self.seg_work, work, a, b)

@@ -285,7 +285,7 @@ def _plan_local(prep: Prepared, local: LocalSettings, seed: int) -> _LocalPlan:
     if local.memory_budget < need:
         raise ValueError(
             f"memory_budget={local.memory_budget} bytes is below one image's activations at a cut "
-            f"of both streams ({need} bytes); pass at least {-(-need // 2**20)} MiB"
+            f"and at the next one ({need} bytes); pass at least {-(-need // 2**20)} MiB"
         )
     gen = torch.Generator().manual_seed(seed)
     data = calibration_set(
