@@ -66,11 +66,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=ARCHS, action="append", help="default: both")
     p.add_argument("--seeds", default="0,1,2", help="comma list (default: 0,1,2)")
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="plot the units the run folders hold now (an unfinished study), running none",
+    )
     args = p.parse_args()
     archs = args.arch or ARCHS
     seeds = [int(s) for s in args.seeds.split(",")]
     apply_style()
-    df = pd.concat([results(arch, seeds) for arch in archs], ignore_index=True)
+    if args.plot_only:
+        folders = [ROOT / "runs" / f"compare-local-digits-{arch}" for arch in archs]
+        df = pd.concat([pd.read_csv(f / "results.csv") for f in folders], ignore_index=True)
+    else:
+        df = pd.concat([results(arch, seeds) for arch in archs], ignore_index=True)
     table = gp.summarize(df)
     cols = ["arch", "target", "method", "macs_fraction_mean", "acc_pruned_mean"]
     cols += ["acc_finetuned_mean", "acc_finetuned_std", "select_s_mean", "seeds"]
