@@ -70,6 +70,21 @@ def trained_problem(arch: str, epochs: float, images: int):
     return model, test, data, groups
 
 
+def observe_problems(model, data, groups, observe, settings) -> None:
+    """Local imitation of ``model`` (greedy-local-refit, 50% of every group, seed 0), with
+    ``observe(group, acc, G, b, weight)`` seeing every group's layer problem."""
+    request = gp.SelectionRequest(
+        model=model,
+        example=torch.zeros(1, 3, 32, 32),
+        groups=groups,
+        widths={g.name: max(1, g.n_channels // 2) for g in groups},
+        generator=torch.Generator().manual_seed(0),
+        data=data,
+        options={"local": settings, "observe": observe},
+    )
+    gp.select_channels("greedy-local-refit", request)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet18")
@@ -88,7 +103,6 @@ def main() -> None:
     model, test, data, groups = trained_problem(args.arch, args.epochs, args.images)
     acc_full = gp.evaluate(model, test)
     n = len(data)
-    example = torch.zeros(1, 3, 32, 32)
     methods = _methods(args.swaps)
     rows = []
     gen = torch.Generator().manual_seed(0)
@@ -118,16 +132,7 @@ def main() -> None:
         pd.DataFrame(rows).to_csv(path, index=False)  # after every group: nothing is lost
         print(g.name, "scored", flush=True)
 
-    request = gp.SelectionRequest(
-        model=model,
-        example=example,
-        groups=groups,
-        widths={g.name: max(1, g.n_channels // 2) for g in groups},
-        generator=torch.Generator().manual_seed(0),
-        data=data,
-        options={"local": gp.LocalSettings(ridge=RIDGE), "observe": observe},
-    )
-    gp.select_channels("greedy-local-refit", request)
+    observe_problems(model, data, groups, observe, gp.LocalSettings(ridge=RIDGE))
     df = pd.DataFrame(rows)
     print(f"{args.arch} trained {args.epochs:g} epochs on digits: top-1 {acc_full:.3f}; {n} images")
     table = df.pivot_table(

@@ -39,8 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import torch
-from bench_local_quality import trained_problem
+from bench_local_quality import observe_problems, trained_problem
 
 import greedyprune.prune as gp
 from greedyprune.select import GramLoss, greedy_select
@@ -109,7 +108,6 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1024)
     args = p.parse_args()
     model, _, data, groups = trained_problem("resnet18", args.epochs, args.images)
-    example = torch.zeros(1, 3, 32, 32)
     rows: list[dict] = []
 
     def observe(g, acc, G, b, weight):
@@ -118,16 +116,7 @@ def main() -> None:
         rows.extend(curves(g.name, "asymmetric", G, b, acc.const, acc.rows))
         print(g.name, "measured", flush=True)
 
-    request = gp.SelectionRequest(
-        model=model,
-        example=example,
-        groups=groups,
-        widths={g.name: max(1, g.n_channels // 2) for g in groups},
-        generator=torch.Generator().manual_seed(0),
-        data=data,
-        options={"local": gp.LocalSettings(), "observe": observe},
-    )
-    gp.select_channels("greedy-local-refit", request)
+    observe_problems(model, data, groups, observe, gp.LocalSettings())
     df = pd.DataFrame(rows)
     OUT.mkdir(exist_ok=True)
     df.to_csv(OUT / "local_theory.csv", index=False)
