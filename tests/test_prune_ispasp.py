@@ -12,6 +12,7 @@ import itertools
 import pytest
 import torch
 import torchvision
+from tiny import randomise_batch_norms
 from torch import nn
 
 from greedyprune.prune import BASELINES, METHODS, baseline_channels, find_prunable_groups
@@ -30,25 +31,13 @@ def _convs(*channels: int, seed: int) -> nn.Sequential:
     for c_in, c_out in itertools.pairwise(channels):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels[-1], 10)]
-    return _randomise_batch_norms(nn.Sequential(*layers))
+    return randomise_batch_norms(nn.Sequential(*layers))
 
 
 def _chain(hidden: int = 16) -> nn.Sequential:
     """stem conv -> bn -> relu -> conv "3" (the tested group) -> bn -> relu -> conv "6" -> bn
     -> relu -> pool -> linear."""
     return _convs(3, 8, hidden, 6, seed=0)
-
-
-def _randomise_batch_norms(net: nn.Module) -> nn.Module:
-    """Non-trivial eval-mode batch norms, and mostly positive hidden activations."""
-    with torch.no_grad():
-        for bn in net.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.running_mean.uniform_(-0.2, 0.2)
-                bn.running_var.uniform_(0.5, 2.0)
-                bn.weight.uniform_(0.5, 2.0)
-                bn.bias.uniform_(0.2, 1.0)
-    return net.eval()
 
 
 def _literal_contributions(model, group, x, bn_of: dict[str, nn.Module]) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from tiny import randomise_batch_norms
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -42,14 +43,7 @@ def _chain(seed=0) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(6, 10),
     )
-    with torch.no_grad():
-        for bn in net.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.running_mean.uniform_(-0.2, 0.2)
-                bn.running_var.uniform_(0.5, 2.0)
-                bn.weight.uniform_(0.5, 2.0)
-                bn.bias.uniform_(0.2, 1.0)
-    return net.eval()
+    return randomise_batch_norms(net)
 
 
 def _data(n=24, size=8, seed=1):

@@ -1,6 +1,10 @@
-"""Tiny settings shared by several test files: runs of seconds that still exercise every unit."""
+"""Tiny settings shared by several test files: runs of seconds that still exercise every unit,
+and small networks' helpers."""
 
 from dataclasses import replace
+
+import torch
+from torch import nn
 
 from greedyprune.sims import PRESETS
 from greedyprune.sims import deep as dx
@@ -37,3 +41,16 @@ def tiny_two_layer_preset(setting):
         finetune_sizes=(2, 4),
         finetune_steps=10,
     )
+
+
+def randomise_batch_norms(net: nn.Module) -> nn.Module:
+    """Non-trivial eval-mode batch norms (running statistics, scales and mostly positive shifts),
+    so that folding and imitation are tested off the identity; returns ``net`` in eval mode."""
+    with torch.no_grad():
+        for bn in net.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 2.0)
+                bn.bias.uniform_(0.2, 1.0)
+    return net.eval()

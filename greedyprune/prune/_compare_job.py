@@ -168,7 +168,7 @@ def compare(
     if local is not None:
         config["groups"] = "internal"
         config["local"] = local.as_dict()
-        _check_internal(prep, local)
+        _local.internal_groups(prep.model, prep.example, local, len(prep.train))
     loader = {"num_workers": workers, "amp": amp}
     study = _compare_study(
         prep, out, config, targets, methods, seeds, loader, progress, keep_models=latency_runs > 0
@@ -330,20 +330,6 @@ def _compare_study(
 
     name = f"compare {config['arch']}"
     return Study(name=name, config=config, units=units, summary=summarize)
-
-
-def _check_internal(prep: Prepared, local) -> None:
-    """With ``local``: the model has internal groups whose consumers the refit can rewrite, and
-    the split holds the calibration images (before the run folder exists)."""
-    groups = find_prunable_groups(prep.model, prep.example, residual=False)
-    if not groups:
-        raise ValueError("the model has no internal group (one consumer): pass --groups all")
-    _local.check_consumers(prep.model, groups)
-    if local.calibration_images > len(prep.train):
-        raise ValueError(
-            f"calibration_images={local.calibration_images} is more than the training split "
-            f"holds ({len(prep.train)}); pass at most {len(prep.train)}"
-        )
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

@@ -59,7 +59,7 @@ from greedyprune.select import (
 )
 
 from ._baselines import _bn_after, _bn_scale
-from ._gates import PrunableGroup, _live_counts
+from ._gates import PrunableGroup, _live_counts, find_prunable_groups
 from ._registry import Choice, SelectionRequest, register_method
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "calibration_set",
     "check_consumers",
     "check_local",
+    "internal_groups",
     "largest_activation_bytes",
     "local_select",
 ]
@@ -281,16 +282,43 @@ def largest_activation_bytes(model: nn.Module, example: Tensor) -> int:
     return max(sizes)
 
 
+def _check_calibration_size(n: int, available: int) -> None:
+    if n > available:
+        raise ValueError(
+            f"calibration_images={n} is more than the training split holds ({available}); "
+            f"pass at most {available}"
+        )
+
+
+def internal_groups(
+    model: nn.Module, example: Tensor, settings: LocalSettings, n_train: int
+) -> list[PrunableGroup]:
+    """The internal groups local imitation selects, with every check a job runs before its run
+    folder: at least one group, each consumer one the refit can rewrite, a memory budget above
+    one image's activations at a cut and the next, and no more calibration images than the
+    training split's ``n_train``."""
+    groups = find_prunable_groups(model, example, residual=False)
+    if not groups:
+        raise ValueError(
+            "the model has no internal group (one consumer each), which local imitation needs"
+        )
+    check_consumers(model, groups)
+    need = 2 * largest_activation_bytes(model, example)
+    if settings.memory_budget < need:
+        raise ValueError(
+            f"memory_budget={settings.memory_budget} bytes is below one image's activations at a "
+            f"cut and at the next one ({need} bytes); pass at least {-(-need // 2**20)} MiB"
+        )
+    _check_calibration_size(settings.calibration_images, n_train)
+    return groups
+
+
 def calibration_indices(labels: Tensor, n: int, generator: torch.Generator) -> list[int]:
     """``n`` indices spread over every class: a random order (``generator``), each image ranked
     within its class, the n lowest (rank, order) taken, so every class gets ``n / classes`` or
     one fewer; sorted."""
     labels = torch.as_tensor(labels)
-    if n > labels.numel():
-        raise ValueError(
-            f"calibration_images={n} is more than the training split holds ({labels.numel()}); "
-            f"pass at most {labels.numel()}"
-        )
+    _check_calibration_size(n, labels.numel())
     perm = torch.randperm(labels.numel(), generator=generator)
     seen: dict[int, int] = {}
     keys = []

@@ -18,14 +18,12 @@ from . import _finetune, _layerwise
 from ._data import class_count, eval_indices, labels_of
 from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
 from ._finetune import batch_stream, evaluate, stream_batches
-from ._gates import find_prunable_groups
 from ._io import load_pruned, save_pruned
 from ._local import (
     LocalSettings,
     calibration_set,
-    check_consumers,
     check_local,
-    largest_activation_bytes,
+    internal_groups,
 )
 from ._macs import MacsModel, count_macs, count_params, profile_layers
 from ._prepare import Prepared, auto_progress, check_settings, prepare, sgd, train_base
@@ -276,17 +274,8 @@ def _plan_local(prep: Prepared, local: LocalSettings, seed: int) -> _LocalPlan:
     check: every failure before the run folder exists."""
     if not prep.targets:
         raise ValueError("objective=local needs target_macs (e.g. 0.5 or 220M)")
-    groups = find_prunable_groups(prep.model, prep.example, residual=False)
-    if not groups:
-        raise ValueError("the model has no internal group (one consumer) for objective=local")
-    check_consumers(prep.model, groups)
+    groups = internal_groups(prep.model, prep.example, local, len(prep.train))
     widths = MacsModel(profile_layers(prep.model, prep.example), groups).plan(prep.targets[0])
-    need = 2 * largest_activation_bytes(prep.model, prep.example)
-    if local.memory_budget < need:
-        raise ValueError(
-            f"memory_budget={local.memory_budget} bytes is below one image's activations at a cut "
-            f"and at the next one ({need} bytes); pass at least {-(-need // 2**20)} MiB"
-        )
     gen = torch.Generator().manual_seed(seed)
     data = calibration_set(
         prep.train, prep.test, local.calibration_images, gen, labels_of(prep.train)
