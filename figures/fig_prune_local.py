@@ -9,8 +9,10 @@ Runs (or resumes, through the run folders under runs/) the same job as
 thinet,cp,osscar,ispasp-seq,taylor --image-size 16 --train-epochs 10 --finetune-epochs 1 \
         --candidates 8 --batch-size 8 --calibration-images 1024 --out runs/compare-local-digits-ARCH
 
-``--seeds 0`` first, then ``--seeds 0,1`` and ``--seeds 0,1,2`` add seeds to the same folder (each
-call under 10 minutes for ResNet-18 on 2 cores; global greedy takes most of it). ``--arch`` picks
+``--seeds 0`` first, then ``--seeds 0,1`` and ``--seeds 0,1,2`` add seeds to the same folder;
+``--seeds S --methods M --targets T`` runs one unit a call (an OSSCAR unit takes 5-8 minutes on
+2 cores, so a whole seed does not fit one 10-minute call), and the table and figure are drawn
+from every unit the folder holds. ``--arch`` picks
 one architecture (default: both). Writes figures/prune_local.png and .pdf with
 :func:`greedyprune.plots.plot_prune_compare` (accuracy after fine-tuning) and prints the table,
 with each method's selection seconds and its accuracy before fine-tuning.
@@ -39,19 +41,20 @@ METHODS = (
     "ispasp-seq",
     "taylor",
 )
+TARGETS = (0.5, 0.25)
 TITLES = {
     "resnet18": "ResNet-18, digits 16 px, internal groups",
     "mobilenet_v2": "MobileNetV2, digits 16 px, internal groups",
 }
 
 
-def results(arch: str, seeds) -> pd.DataFrame:
+def results(arch: str, seeds, methods=METHODS, targets=TARGETS) -> pd.DataFrame:
     return gp.compare(
         arch,
         "digits",
         ROOT / "runs" / f"compare-local-digits-{arch}",
-        targets=[0.5, 0.25],
-        methods=METHODS,
+        targets=list(targets),
+        methods=list(methods),
         seeds=seeds,
         image_size=16,
         train_epochs=10,
@@ -67,6 +70,12 @@ def main() -> None:
     p.add_argument("--arch", choices=ARCHS, action="append", help="default: both")
     p.add_argument("--seeds", default="0,1,2", help="comma list (default: 0,1,2)")
     p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma list, a subset of the study's (default: all); with --targets, one unit a call",
+    )
+    p.add_argument("--targets", default="0.5,0.25", help="comma list of MACs fractions")
+    p.add_argument(
         "--plot-only",
         action="store_true",
         help="plot the units the run folders hold now (an unfinished study), running none",
@@ -74,12 +83,18 @@ def main() -> None:
     args = p.parse_args()
     archs = args.arch or ARCHS
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    targets = [float(t) for t in args.targets.split(",")]
+    if not set(methods) <= set(METHODS) or not set(targets) <= set(TARGETS):
+        p.error(f"--methods must come from {','.join(METHODS)} and --targets from 0.5,0.25")
     apply_style()
-    if args.plot_only:
-        folders = [ROOT / "runs" / f"compare-local-digits-{arch}" for arch in archs]
-        df = pd.concat([pd.read_csv(f / "results.csv") for f in folders], ignore_index=True)
-    else:
-        df = pd.concat([results(arch, seeds) for arch in archs], ignore_index=True)
+    if not args.plot_only:
+        for arch in archs:
+            results(arch, seeds, methods, targets)
+    folders = [ROOT / "runs" / f"compare-local-digits-{arch}" for arch in archs]
+    folders = [f for f in folders if (f / "results.csv").exists()]
+    df = pd.concat([pd.read_csv(f / "results.csv") for f in folders], ignore_index=True)
+    archs = list(df["arch"].unique())
     table = gp.summarize(df)
     cols = ["arch", "target", "method", "macs_fraction_mean", "acc_pruned_mean"]
     cols += ["acc_finetuned_mean", "acc_finetuned_std", "select_s_mean", "seeds"]

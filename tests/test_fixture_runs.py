@@ -1,11 +1,14 @@
 """Run folders made by an earlier version still resume: nothing redone, renamed or rewritten.
 
-``tests/fixtures/run-folders`` holds a finished ``prune`` and a finished ``compare`` folder, made by the
-code of commit cc62914 with the commands in ``tests/fixtures/run-folders/README.md`` (their training
-caches ``base.safetensors`` and ``base-train.pt`` left out: a finished run never reads them). Every
-later change to the jobs must keep these folders working: the same command in the same folder is
-accepted (the same config keys), finds every unit done (the same unit ids), runs no selection and
-no training, and leaves every result file byte for byte as it was.
+``tests/fixtures/run-folders`` holds finished folders made with the commands in its README: a
+``prune`` and a ``compare`` folder (code of commit cc62914; their training caches
+``base.safetensors`` and ``base-train.pt`` left out: a finished run never reads them), and one
+folder of each study, ``verify two-layer``, ``verify deep``, ``verify two-layer-knee`` and
+``verify two-layer-budget`` (code of commit 009297b). Every later change to the jobs must keep
+these folders working: the same command in the same folder is accepted (the same config keys),
+finds every unit done (the same unit ids), runs no selection, no training and no study unit, and
+leaves every result file byte for byte as it was; for the studies that includes the verdicts and
+summaries judged again from the old rows.
 """
 
 import csv
@@ -32,6 +35,13 @@ ARGV = {
         "0.5",
     ],
 }
+STUDIES = {
+    "two-layer": ["verify", "two-layer", "--preset", "quick", "--seeds", "0", "--no-figures"],
+    "deep": ["verify", "deep", "--preset", "quick", "--seeds", "0"],
+    "two-layer-knee": ["verify", "two-layer-knee", "--preset", "quick"],
+    "two-layer-budget": ["verify", "two-layer-budget", "--preset", "quick"],
+}
+ARGV |= {job: [*argv, "--no-progress"] for job, argv in STUDIES.items()}
 # Written by every session that opens the folder (software versions, the call's seconds).
 SESSION_FILES = {"versions.json", "manifest.json"}
 
@@ -61,6 +71,9 @@ def forbid_work(monkeypatch):
 
     monkeypatch.setattr(ft, "finetune", refuse)
     monkeypatch.setattr(lw, "greedy_prune", refuse)
+    import greedyprune.runs as runs
+
+    monkeypatch.setattr(runs.RunDir, "append", refuse)  # a study unit's rows (run_study)
     for module in _job_modules():
         for name in ("finetune", "greedy_prune"):
             if hasattr(module, name):
@@ -78,16 +91,18 @@ def _job_modules():
         yield importlib.import_module(info.name)
 
 
-@pytest.mark.parametrize("job", ["prune", "compare"])
+@pytest.mark.parametrize("job", list(ARGV))
 def test_a_finished_fixture_run_resumes_unchanged(job, tmp_path, capsys, forbid_work):
     out = tmp_path / job
     shutil.copytree(FIXTURES / job, out)
     before = _files(out)
     config = json.loads((out / "config.json").read_text())
-    units = _units(out) if job == "compare" else None
+    units = _units(out) if (out / "results.csv").exists() else None
     assert main([*ARGV[job], "--out", str(out)]) == 0, capsys.readouterr().err
     assert _files(out) == before
     assert sorted(json.loads((out / "config.json").read_text())) == sorted(config)
+    if units is not None:
+        assert _units(out) == units
     if job == "compare":
         assert (
             _units(out) == units == [f"{m}-0.5-s0" for m in ("greedy", "l1", "random", "uniform")]
