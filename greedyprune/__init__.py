@@ -10,6 +10,8 @@ torchvision CNNs with the same kernel. Both select a deep network layer by layer
 ``greedyprune.layerwise.select_layerwise``.
 """
 
+from ._version import __version__
+from .errors import GreedypruneError, GreedypruneTypeError
 from .select import (
     CrossEntropyLoss,
     ElementwiseLoss,
@@ -25,12 +27,12 @@ from .select import (
     solve_simplex_ls,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CrossEntropyLoss",
     "ElementwiseLoss",
     "FactoredSquaredLoss",
+    "GreedypruneError",
+    "GreedypruneTypeError",
     "Objective",
     "Selection",
     "SquaredLoss",

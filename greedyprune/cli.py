@@ -79,14 +79,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from greedyprune._version import __version__
 
-    try:
-        return version("greedyprune")
-    except PackageNotFoundError:
-        import greedyprune
-
-        return getattr(greedyprune, "__version__", "unknown")
+    return __version__
 
 
 # -- the shared grammar --------------------------------------------------------------------------
@@ -206,23 +201,26 @@ def _flag_names(parser: argparse.ArgumentParser, extra: dict[str, str] | None) -
     return names
 
 
-_LEADING = re.compile(r"^([A-Za-z_]\w*)(?=[= ])")
-_ASSIGNED = re.compile(r"(?<![\w\-/.'\"])([A-Za-z_]\w*)(?==)")
-_SNAKE = re.compile(r"(?<![\w\-/.'\"])([A-Za-z]\w*_\w+)\b(?![/.'\"])")
-
-
 def flag_message(message: str, flags: dict[str, str]) -> str:
-    """``message`` on one line, with the library's argument names written as flags: a leading
-    ``name`` / ``name=``, any ``name=`` and any snake_case ``name`` that is a flag's Python name."""
+    """``message`` on one line, with the library's argument names written as flags through the
+    table ``flags`` (Python name -> flag), word by word: the first word's name (``n_eval`` or
+    ``n_eval=0``), any word ``name=...``, and any snake_case word that is a flag's Python name.
+    A name inside a longer word (a path, a quoted value) is left alone."""
+    words = " ".join(str(message).split()).split(" ")
+    return " ".join(_flag_word(w, flags, first=i == 0) for i, w in enumerate(words))
 
-    def sub(match: re.Match) -> str:
-        name = match.group(1)
-        return flags.get(name, name)
 
-    text = " ".join(str(message).split())
-    text = _LEADING.sub(sub, text)
-    text = _ASSIGNED.sub(sub, text)
-    return _SNAKE.sub(sub, text)
+def _flag_word(word: str, flags: dict[str, str], *, first: bool) -> str:
+    core = word.lstrip("([")
+    lead = word[: len(word) - len(core)]
+    name, sep, rest = core.partition("=")
+    tail = ""
+    if not sep:
+        bare = name.rstrip(",;:.)]")
+        name, tail = bare, name[len(bare) :]
+    if name in flags and (first or sep or "_" in name):
+        return f"{lead}{flags[name]}{sep}{rest}{tail}"
+    return word
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
+        # GreedypruneError is bad input; plain ValueError/TypeError still count as bad input
+        # until every layer raises GreedypruneError (then anything else is a bug, exit 1).
         from greedyprune.settings import SettingError
 
         text = str(exc)

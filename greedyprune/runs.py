@@ -168,7 +168,7 @@ def _git_commit(timeout: float = 2.0) -> str | None:
 @functools.lru_cache(maxsize=1)
 def software_versions() -> dict[str, str | None]:
     """The versions a run records: torch, torchvision, greedyprune and the git commit (or None)."""
-    from greedyprune import __version__
+    from greedyprune._version import __version__
 
     return {
         "torch": _package_version("torch"),

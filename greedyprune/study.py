@@ -38,6 +38,8 @@ from typing import Any
 
 import pandas as pd
 
+from greedyprune import errors
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.runs import RunDir, from_main, open_run
 
 __all__ = ["Study", "StudyResult", "check_device", "cpu_threads", "run_study"]
@@ -83,28 +85,8 @@ class StudyResult:
 
 def check_device(device) -> str:
     """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, a ``torch.device`` or None for the CPU) as
-    a string, or ``ValueError`` when it is not a device or names a CUDA device this machine lacks."""
-    import torch
-
-    if device is None:
-        return "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={str(device)!r} is not a device; pass 'cpu', 'cuda' or 'cuda:N'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={str(device)!r} but no CUDA device is available; pass --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA "
-                "device(s)"
-            )
-    return str(dev)
+    a string (:func:`greedyprune.errors.check_device`)."""
+    return errors.check_device("device", device)
 
 
 @contextlib.contextmanager
@@ -132,7 +114,7 @@ def _units(study: Study, device: str) -> list[Unit]:
     seen: set[str] = set()
     for u, _ in units:
         if u in seen:
-            raise ValueError(f"study {study.name!r}: unit id {u!r} occurs twice")
+            raise GreedypruneError(f"study {study.name!r}: unit id {u!r} occurs twice")
         seen.add(u)
     return units
 
@@ -163,9 +145,8 @@ def run_study(
     from greedyprune.dist import is_main, world_size
 
     if not isinstance(study, Study):
-        raise TypeError(f"study must be a Study, got {type(study).__name__}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise ValueError(f"n_boot={n_boot!r} must be an int >= 10 (1000 for reported intervals)")
+        raise GreedypruneTypeError(f"study must be a Study, got {type(study).__name__}")
+    n_boot = errors.check_int("n_boot", n_boot, minimum=10)  # 1000 for reported intervals
     device = check_device(device)
     units = _units(study, device)
     run = open_run(out, study.config)  # rank 0 writes; the other ranks read

@@ -424,7 +424,7 @@ def test_selection_arguments(tmp_path):
         sel.prefix_weights(1.0)
     with raises(ValueError, "path"):
         sel.save(tmp_path / "sel.pt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="path=.* must be an existing file"):
         Selection.load(tmp_path / "missing.json")
 
 
@@ -446,7 +446,7 @@ def test_baseline_messages_name_what_is_missing(tmp_path):
     ):
         backward_elimination(obj, 2)
     missing = tmp_path / "nowhere.json"
-    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(missing)))):
+    with pytest.raises(ValueError, match=re.escape(repr(str(missing)))):
         Selection.load(missing)
 
 

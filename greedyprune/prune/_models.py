@@ -12,6 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
+from greedyprune.errors import GreedypruneError, check_path
+
 from ._proxyless import proxylessnas_mobile
 
 __all__ = ["build_model", "list_archs", "load_checkpoint"]
@@ -47,13 +49,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Checkpoints that wrap the state dict (``{"state_dict": ...}`` or ``{"model": ...}``) are unwrapped
     and a ``module.`` prefix (DataParallel) is stripped. Anything that is not a readable state dict
-    raises ``ValueError`` (never unpickles arbitrary objects).
+    raises :class:`~greedyprune.errors.GreedypruneError` (never unpickles arbitrary objects).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights={str(path)!r} does not exist; pass a local checkpoint file"
-        )
+    path = check_path("weights", path)  # a missing file is bad input
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -63,7 +61,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # any parse failure of a user file is bad input, not a bug
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
+        raise GreedypruneError(
             f"weights={str(path)!r} is not a readable checkpoint ({first[:160]}); pass a state dict "
             "saved with torch.save(model.state_dict(), path) or a .safetensors file"
         ) from None

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 from ._checks import check_bool, check_positive_int
 from ._greedy import _check_objective, _declares, _device_of, make_generator
 from ._selection import Selection
@@ -18,7 +20,7 @@ def _n_for(objective, n, replacement: bool) -> int:
     n = check_positive_int("n", n)
     check_bool("replacement", replacement)
     if not replacement and n > N:
-        raise ValueError(f"n={n} exceeds the {N} candidates; pass n <= {N}")
+        raise GreedypruneError(f"n={n} exceeds the {N} candidates; pass n <= {N}")
     return n
 
 
@@ -59,16 +61,18 @@ def magnitude(objective, n: int, *, scores: Tensor | None = None) -> Selection:
     n = _n_for(objective, n, replacement=False)
     if scores is None:
         if not _declares(objective, "supports_feature_norms"):
-            raise TypeError(
+            raise GreedypruneTypeError(
                 "magnitude needs scores=... for an objective that does not declare "
                 "supports_feature_norms (feature_norms())"
             )
         scores = objective.feature_norms()
     scores = torch.as_tensor(scores).detach().flatten().cpu().double()
     if scores.numel() != objective.n_candidates:
-        raise ValueError(f"scores must have {objective.n_candidates} entries, got {scores.numel()}")
+        raise GreedypruneError(
+            f"scores must have {objective.n_candidates} entries, got {scores.numel()}"
+        )
     if not bool(torch.isfinite(scores).all()):
-        raise ValueError("scores hold NaN or inf")
+        raise GreedypruneError("scores hold NaN or inf")
     order = torch.sort(-scores, stable=True).indices[:n]
     return _trace(objective, order.tolist(), "magnitude")
 
@@ -83,7 +87,7 @@ def backward_elimination(objective, n: int, *, progress: bool = False) -> Select
     _check_objective(objective)
     n = _n_for(objective, n, replacement=False)
     if not _declares(objective, "supports_removal"):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"backward elimination needs an objective that declares supports_removal "
             f"(removal_losses()/remove()); {type(objective).__name__} does not"
         )

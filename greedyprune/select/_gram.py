@@ -35,6 +35,8 @@ import math
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
+
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from ._objectives import linesearch
 
@@ -59,18 +61,18 @@ def _check_terms(gram: Tensor, linear: Tensor, const, *, block: int = 1) -> tupl
     check_same_dtype(gram=gram, linear=linear)
     n = gram.shape[0]
     if tuple(gram.shape) != (n, n):
-        raise ValueError(f"gram must be square, got shape {tuple(gram.shape)}")
+        raise GreedypruneError(f"gram must be square, got shape {tuple(gram.shape)}")
     if linear.shape[0] != n:
-        raise ValueError(
+        raise GreedypruneError(
             f"linear must have {n} rows (one per row of gram), got shape {tuple(linear.shape)}"
         )
     if n % block:
-        raise ValueError(f"gram's size {n} is not a multiple of block={block}")
+        raise GreedypruneError(f"gram's size {n} is not a multiple of block={block}")
     check_finite("gram", gram)
     check_finite("linear", linear)
     const = float(const)
     if not const >= 0 or const == float("inf"):
-        raise ValueError(f"const must be ||target||^2, a finite number >= 0, got {const!r}")
+        raise GreedypruneError(f"const must be ||target||^2, a finite number >= 0, got {const!r}")
     return n // block, const
 
 
@@ -96,11 +98,11 @@ class GramLoss:
     def __init__(self, gram: Tensor, linear: Tensor, const, *, rows: int = 1, scale: float = 1.0):
         self.n_candidates, self.const = _check_terms(gram, linear, const)
         if linear.dim() != 1:
-            raise ValueError(f"linear must be 1-D [N] for GramLoss, got {tuple(linear.shape)}")
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ValueError(f"rows must be an int >= 1 (the data rows m), got {rows!r}")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"scale must be a number > 0, got {scale!r}")
+            raise GreedypruneError(
+                f"linear must be 1-D [N] for GramLoss, got {tuple(linear.shape)}"
+            )
+        rows = check_int("rows", rows, minimum=1)  # the data rows m
+        scale = check_number("scale", scale, above=0)
         self.gram, self.linear, self.rows, self.scale = gram, linear, rows, float(scale)
         self._diag = gram.diagonal().clone()
         self.reset()
@@ -132,7 +134,7 @@ class GramLoss:
 
     def remove(self, index: int) -> None:
         if self._size < 1:
-            raise ValueError("cannot remove from an empty subnetwork")
+            raise GreedypruneError("cannot remove from an empty subnetwork")
         self._move(int(index), -1)
         self._size -= 1
 
@@ -153,7 +155,7 @@ class GramLoss:
 
     def removal_losses(self, candidates: Tensor | None = None) -> Tensor:
         if self._size < 2:
-            raise ValueError("removal needs a subnetwork of at least 2 neurons")
+            raise GreedypruneError("removal needs a subnetwork of at least 2 neurons")
         return self._scores(candidates, -1)
 
     def best_addition(self, blocked: Tensor | None = None) -> tuple[int, float]:
@@ -234,7 +236,7 @@ class FixedWeightLoss(_KeptSet):
     def __init__(self, gram: Tensor, linear: Tensor, const):
         self.n_candidates, self.const = _check_terms(gram, linear, const)
         if linear.dim() != 1:
-            raise ValueError(f"linear must be 1-D [N], got {tuple(linear.shape)}")
+            raise GreedypruneError(f"linear must be 1-D [N], got {tuple(linear.shape)}")
         self.gram, self.linear = gram, linear
         self._diag = gram.diagonal().clone()
         self.reset()
@@ -256,7 +258,7 @@ class FixedWeightLoss(_KeptSet):
     def add(self, index: int) -> None:
         i = int(index)
         if self._in[i]:
-            raise ValueError(f"channel {i} is kept already (a set; pass replacement=False)")
+            raise GreedypruneError(f"channel {i} is kept already (a set; pass replacement=False)")
         self._err += float(self._add_delta(i))
         self._g += self.gram[:, i]
         self._in[i] = True
@@ -270,7 +272,7 @@ class FixedWeightLoss(_KeptSet):
     def remove(self, index: int) -> None:
         i = int(index)
         if not self._in[i]:
-            raise ValueError(f"channel {i} is not kept")
+            raise GreedypruneError(f"channel {i} is not kept")
         self._err = float(self.removal_losses(torch.tensor([i], device=self.device))[0])
         self._g -= self.gram[:, i]
         self._in[i] = False
@@ -311,13 +313,9 @@ class RefitLoss(_KeptSet):
     supports_swaps = True
 
     def __init__(self, gram: Tensor, cross: Tensor, const, *, block: int = 1, ridge: float = 0.0):
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise ValueError(f"block must be an int >= 1 (columns per candidate), got {block!r}")
+        block = check_int("block", block, minimum=1)  # columns per candidate
         self.n_candidates, self.const = _check_terms(gram, cross, const, block=block)
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
-            raise ValueError(f"ridge must be a number >= 0 (relative to mean(diag)), got {ridge!r}")
-        if ridge == float("inf"):
-            raise ValueError("ridge must be finite")
+        ridge = check_number("ridge", ridge, minimum=0)  # relative to mean(diag)
         self.block = block
         self.rho = float(ridge) * float(gram.diagonal().mean())
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
@@ -407,7 +405,7 @@ class RefitLoss(_KeptSet):
     def add(self, index: int) -> None:
         j = int(index)
         if self._in[j]:
-            raise ValueError(f"channel {j} is kept already (a set; pass replacement=False)")
+            raise GreedypruneError(f"channel {j} is kept already (a set; pass replacement=False)")
         K, C = self.block, self.n_candidates
         J = self._span(j)
         n = len(self.kept) * K
@@ -465,7 +463,7 @@ class RefitLoss(_KeptSet):
     def remove(self, index: int) -> None:
         i = int(index)
         if not self._in[i]:
-            raise ValueError(f"channel {i} is not kept")
+            raise GreedypruneError(f"channel {i} is not kept")
         pos = self.kept.index(i)
         P, m_inv, self._A, self._R, self._err = self._without(pos)
         keep = torch.ones(self._M.shape[0], dtype=torch.bool, device=self.device)
@@ -499,14 +497,13 @@ def swap_search(objective, rounds: int, *, rel_tol: float = 1e-12) -> list[tuple
     ``rel_tol`` times the loss; stops after ``rounds`` rounds or when no swap lowers it. The
     objective ends holding the improved set. Returns the swaps made: (out, in, loss after)."""
     if getattr(objective, "supports_swaps", False) is not True:
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"swap_search needs an objective that declares supports_swaps = True (RefitLoss, "
             f"FixedWeightLoss); {type(objective).__name__} does not"
         )
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-        raise ValueError(f"rounds must be an int >= 0, got {rounds!r}")
+    rounds = check_int("rounds", rounds, minimum=0)
     if objective.size < 1 and rounds:
-        raise ValueError("swap_search needs a non-empty kept set: select first")
+        raise GreedypruneError("swap_search needs a non-empty kept set: select first")
     done = []
     for _ in range(rounds):
         current = objective.current_loss()
@@ -538,8 +535,7 @@ class PatchGram:
         self, channels: int, taps: int, outputs: int, *, dtype=torch.float64, device="cpu"
     ):
         for name, v in (("channels", channels), ("taps", taps), ("outputs", outputs)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+            check_int(name, v, minimum=1)
         self.channels, self.taps, self.outputs = channels, taps, outputs
         ck = channels * taps
         self.H = torch.zeros(ck, ck, dtype=dtype, device=device)
@@ -552,11 +548,13 @@ class PatchGram:
         check_tensor("target", target, ndims=(2,))
         n = patches.shape[0]
         if tuple(patches.shape[1:]) != (self.channels, self.taps):
-            raise ValueError(
+            raise GreedypruneError(
                 f"patches must be [n, {self.channels}, {self.taps}], got {tuple(patches.shape)}"
             )
         if tuple(target.shape) != (n, self.outputs):
-            raise ValueError(f"target must be [{n}, {self.outputs}], got {tuple(target.shape)}")
+            raise GreedypruneError(
+                f"target must be [{n}, {self.outputs}], got {tuple(target.shape)}"
+            )
         x = patches.reshape(n, -1).to(self.H)
         z = target.to(self.H)
         self.H.addmm_(x.T, x)
@@ -588,8 +586,7 @@ def backward_to(objective, n: int) -> list[tuple[int, float]]:
     (the nested path below n is not needed) and leaves the objective holding the n survivors.
     Returns the removals: (index, loss after)."""
     N = objective.n_candidates
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= N:
-        raise ValueError(f"n must be an int in 1..{N}, got {n!r}")
+    n = check_int("n", n, minimum=1, maximum=N)
     objective.reset()
     for i in range(N):
         objective.add(i)
@@ -644,8 +641,7 @@ def lasso_support(gram: Tensor, linear: Tensor, n: int, *, steps: int = 40) -> l
     ``n`` channels; if that support holds more, the n with the largest ``|w_c| sqrt(gram_cc)``
     (their contributions' norms) are kept. Sorted indices."""
     N = gram.shape[0]
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= N:
-        raise ValueError(f"n must be an int in 1..{N}, got {n!r}")
+    n = check_int("n", n, minimum=1, maximum=N)
     hi = float(linear.abs().max())  # at or above this penalty every weight is zero
     if hi <= 0:
         return list(range(n))

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_choice, refuse
+
 from ._checks import check_bool, check_positive_int
 from ._objectives import FeatureObjective, Objective
 from ._selection import Selection
@@ -30,7 +32,7 @@ def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
     elif isinstance(generator, int) and not isinstance(generator, bool):
         g.manual_seed(generator)
     else:
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"generator must be a torch.Generator, an int seed or None, got {generator!r}"
         )
     return g
@@ -42,12 +44,12 @@ def candidates_per_step(candidates, n_candidates: int, n: int) -> int | None:
         return None
     if isinstance(candidates, tuple) and len(candidates) == 2 and candidates[0] == "eps":
         eps = candidates[1]
-        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ValueError(f"candidates=('eps', eps) needs 0 < eps < 1, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise refuse("candidates", candidates, "('eps', eps) with 0 < eps < 1")
         return max(1, math.ceil(n_candidates / n * math.log(1 / eps)))
     if isinstance(candidates, numbers.Integral) and not isinstance(candidates, bool):
         return check_positive_int("candidates", int(candidates))
-    raise ValueError(
+    raise GreedypruneError(
         f"candidates must be None (score all), an int s >= 1 (s random candidates per step) or "
         f"('eps', eps) for s = (N/n) log(1/eps); got {candidates!r}"
     )
@@ -59,10 +61,10 @@ def stop_rule(stop) -> StopRule | None:
         return stop
     if isinstance(stop, (int, float)) and not isinstance(stop, bool):
         if not math.isfinite(stop):
-            raise ValueError(f"stop must be a finite loss threshold, got {stop!r}")
+            raise GreedypruneError(f"stop must be a finite loss threshold, got {stop!r}")
         threshold = float(stop)
         return lambda step, loss: loss <= threshold
-    raise TypeError(
+    raise GreedypruneTypeError(
         f"stop must be None, a loss threshold or a callable(step, loss) -> bool; got {stop!r}"
     )
 
@@ -78,7 +80,7 @@ def _declares(objective, flag: str) -> bool:
 
 def _check_corrective(objective) -> None:
     if not _declares(objective, "supports_corrective"):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"weights='corrective' needs an objective that declares supports_corrective = True, "
             f"as the squared losses do (SquaredLoss, FactoredSquaredLoss, GramLoss); "
             f"{type(objective).__name__} does not declare it (the capability needs "
@@ -89,12 +91,12 @@ def _check_corrective(objective) -> None:
 def _check_objective(objective) -> None:
     for attr in ("n_candidates", "losses", "add", "current_loss"):
         if not hasattr(objective, attr):
-            raise TypeError(
+            raise GreedypruneTypeError(
                 f"objective must follow greedyprune.select.Objective (missing {attr!r}); got "
                 f"{type(objective).__name__}"
             )
     if getattr(objective, "size", 0) != 0:
-        raise ValueError(
+        raise GreedypruneError(
             f"objective already holds {objective.size} neurons; call objective.reset() first"
         )
 
@@ -198,21 +200,19 @@ def greedy_select(
     replacement = check_bool("replacement", replacement)
     progress = check_bool("progress", progress)
     if not replacement and n > N:
-        raise ValueError(
+        raise GreedypruneError(
             f"n={n} exceeds the {N} candidates; without replacement pass n <= {N} or replacement=True"
         )
-    if weights not in ("average", "corrective"):
-        raise ValueError(f"weights must be 'average' or 'corrective', got {weights!r}")
+    check_choice("weights", weights, ("average", "corrective"))
     corrective = weights == "corrective"
     if corrective:
         _check_corrective(objective)
     if on_step is not None and not callable(on_step):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"on_step must be None or a callable(step, index, loss); got {type(on_step).__name__}"
         )
     s = candidates_per_step(candidates, N, n)
-    if candidate_order not in ("random", "lowest-index"):
-        raise ValueError(f"candidate_order={candidate_order!r} must be 'random' or 'lowest-index'")
+    check_choice("candidate_order", candidate_order, ("random", "lowest-index"))
     lowest = candidate_order == "lowest-index"
     should_stop = stop_rule(stop)
     gen = make_generator(generator) if s is not None else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["PER_SAMPLE_LOSSES", "per_sample_loss"]
 
 PER_SAMPLE_LOSSES = ("squared", "cross_entropy")
@@ -24,11 +26,11 @@ def per_sample_loss(loss: str, output: Tensor, target: Tensor) -> Tensor:
     if loss == "squared":
         if target.shape != output.shape:
             # broadcasting [B, 1] against [B] would silently compare every pair of samples
-            raise ValueError(
+            raise GreedypruneError(
                 f"the squared loss needs targets shaped like the outputs {tuple(output.shape)}, "
                 f"got {tuple(target.shape)}; reshape y to [m, c] (e.g. y[:, None])"
             )
         return 0.5 * (output - target).pow(2).reshape(output.shape[0], -1).sum(1)
     if loss == "cross_entropy":
         return F.cross_entropy(output, target, reduction="none")
-    raise ValueError(f"loss={loss!r} is not known; pass 'squared' or 'cross_entropy'")
+    raise GreedypruneError(f"loss={loss!r} is not known; pass 'squared' or 'cross_entropy'")

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from ._simplex import simplex_terms
 
@@ -98,11 +100,7 @@ class Objective(Protocol):
 
 
 def _check_max_bytes(max_bytes) -> None:
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-        raise ValueError(
-            f"max_bytes must be a positive int (bytes per chunk of candidate predictions), got "
-            f"{max_bytes!r}"
-        )
+    check_int("max_bytes", max_bytes, minimum=1)  # bytes per chunk of candidate predictions
 
 
 def _chunks(n: int, chunk: int):
@@ -236,7 +234,7 @@ class FeatureObjective:
 
     def remove(self, index: int) -> None:
         if self._size < 1:
-            raise ValueError("cannot remove from an empty subnetwork")
+            raise GreedypruneError("cannot remove from an empty subnetwork")
         self._total = self._total - self._feature(int(index))
         self._size -= 1
 
@@ -278,7 +276,7 @@ class FeatureObjective:
     def removal_losses(self, candidates: Tensor | None = None) -> Tensor:
         """Tensor [K]: the loss after removing each candidate once (it must be in the subnetwork)."""
         if self._size < 2:
-            raise ValueError("removal needs a subnetwork of at least 2 neurons")
+            raise GreedypruneError("removal needs a subnetwork of at least 2 neurons")
         return self._scores(candidates, -1)
 
     def current_loss(self) -> float:
@@ -291,7 +289,7 @@ class FeatureObjective:
         g = 0 is allowed, so the best candidate never raises the loss. Two matrix-vector products.
         """
         if not self.supports_corrective:
-            raise TypeError(
+            raise GreedypruneTypeError(
                 f"{type(self).__name__} has no closed-form line search (squared losses only)"
             )
         f = self.prediction()
@@ -322,7 +320,7 @@ def _check_target(features: Tensor, target: Tensor, name: str = "target") -> Ten
     check_same_device(features=features, **{name: target})
     check_same_dtype(features=features, **{name: target})
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise ValueError(
+        raise GreedypruneError(
             f"{name} must have shape {tuple(features.shape[1:])} (features' shape without N), "
             f"got {tuple(target.shape)}"
         )
@@ -408,15 +406,17 @@ class CrossEntropyLoss(FeatureObjective):
         check_tensor("features", features, ndims=(3,))
         super().__init__(features, max_bytes=max_bytes)
         if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32):
-            raise TypeError("labels must be an integer torch.Tensor [m]; convert with .long()")
+            raise GreedypruneTypeError(
+                "labels must be an integer torch.Tensor [m]; convert with .long()"
+            )
         if labels.dim() != 1 or labels.shape[0] != features.shape[1]:
-            raise ValueError(
+            raise GreedypruneError(
                 f"labels must have shape ({features.shape[1]},), got {tuple(labels.shape)}"
             )
         check_same_device(features=features, labels=labels)
         c = features.shape[2]
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
-            raise ValueError(
+            raise GreedypruneError(
                 f"labels must lie in [0, {c}) for {c} classes, got range [{int(labels.min())}, {int(labels.max())}]"
             )
         self.labels = labels.long()
@@ -444,15 +444,17 @@ class ElementwiseLoss(FeatureObjective):
     ):
         super().__init__(features, max_bytes=max_bytes)
         if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+            raise GreedypruneTypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         if not isinstance(target, Tensor):
-            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+            raise GreedypruneTypeError(
+                f"target must be a torch.Tensor, got {type(target).__name__}"
+            )
         check_finite("target", target)
         check_same_device(features=features, target=target)
         try:
             torch.broadcast_shapes(tuple(target.shape), self.pred_shape)
         except RuntimeError:
-            raise ValueError(
+            raise GreedypruneError(
                 f"target of shape {tuple(target.shape)} does not broadcast against one prediction "
                 f"{self.pred_shape}"
             ) from None
@@ -462,7 +464,7 @@ class ElementwiseLoss(FeatureObjective):
     def _loss_of(self, pred: Tensor) -> Tensor:
         out = self.loss_fn(pred, self.target.unsqueeze(0))
         if out.shape[0] != pred.shape[0]:
-            raise ValueError(
+            raise GreedypruneError(
                 f"loss_fn must keep the candidate axis: returned shape {tuple(out.shape)} for "
                 f"predictions of shape {tuple(pred.shape)}"
             )
@@ -501,12 +503,12 @@ class FactoredSquaredLoss(FeatureObjective):
         check_same_dtype(activations=activations, out_weights=out_weights, target=target)
         n, m = activations.shape
         if out_weights.shape[0] != n:
-            raise ValueError(
+            raise GreedypruneError(
                 f"out_weights must have {n} rows (one per neuron), got {tuple(out_weights.shape)}"
             )
         c = out_weights.shape[1]
         if tuple(target.shape) != (m, c):
-            raise ValueError(f"target must have shape ({m}, {c}), got {tuple(target.shape)}")
+            raise GreedypruneError(f"target must have shape ({m}, {c}), got {tuple(target.shape)}")
         _check_max_bytes(max_bytes)
         self.activations, self.out_weights, self.target = activations, out_weights, target
         # The base class's bookkeeping works on any tensor whose first axis indexes neurons.

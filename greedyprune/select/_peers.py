@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 from ._baselines import _n_for, _trace
 from ._checks import check_positive_int
 from ._greedy import _check_objective, _declares, _device_of, make_generator
@@ -34,7 +36,7 @@ __all__ = ["empirical_sensitivity", "ispasp", "losses_at_sizes", "sensitivity_sa
 
 def _check_features_readable(objective, method: str) -> None:
     if not _declares(objective, "supports_feature_reads"):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"{method} needs an objective that declares supports_feature_reads = True (a squared "
             f"loss with target and feature_rows), as SquaredLoss and FactoredSquaredLoss do; "
             f"{type(objective).__name__} does not declare it"
@@ -175,19 +177,19 @@ def _check_points(points, m: int, device: torch.device) -> Tensor | None:
     if points is None:
         return None
     if not isinstance(points, Tensor) or points.dtype not in (torch.int64, torch.int32):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"points must be None (every data point) or an integer torch.Tensor of data-point "
             f"indices, got {type(points).__name__}"
             + (f" of {points.dtype}" if isinstance(points, Tensor) else "")
         )
     if points.dim() != 1 or points.numel() == 0:
-        raise ValueError(
+        raise GreedypruneError(
             f"points must be a non-empty 1-D tensor of data-point indices, got shape "
             f"{tuple(points.shape)}"
         )
     lo, hi = int(points.min()), int(points.max())
     if lo < 0 or hi >= m:
-        raise ValueError(
+        raise GreedypruneError(
             f"points must lie in [0, {m}) (the objective's {m} data points), got range [{lo}, {hi}]"
         )
     return points.long().to(device)
@@ -288,7 +290,7 @@ def sensitivity_sampling(
     s = empirical_sensitivity(objective, points=points)
     total = float(s.sum())
     if not total > 0:
-        raise ValueError(
+        raise GreedypruneError(
             "every neuron's empirical sensitivity is 0: the features are zero on the data points "
             "used; pass other points or check the features"
         )
@@ -348,13 +350,17 @@ def losses_at_sizes(
     ``losses[j] = selections[j].losses[-1]``.
     """
     if not callable(select):
-        raise TypeError(f"select must be a selection function, got {type(select).__name__}")
+        raise GreedypruneTypeError(
+            f"select must be a selection function, got {type(select).__name__}"
+        )
     _check_objective(objective)
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
-        raise TypeError(f"sizes must be an iterable of ints >= 1, got {type(sizes).__name__}")
+        raise GreedypruneTypeError(
+            f"sizes must be an iterable of ints >= 1, got {type(sizes).__name__}"
+        )
     sizes = [check_positive_int("sizes", v) for v in sizes]
     if not sizes:
-        raise ValueError("sizes is empty; pass at least one size n >= 1")
+        raise GreedypruneError("sizes is empty; pass at least one size n >= 1")
     selections = []
     for v in sizes:
         objective.reset()

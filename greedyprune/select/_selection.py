@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, check_int, check_path
+
 __all__ = ["Selection"]
 
 
@@ -50,10 +52,7 @@ class Selection:
 
     def prefix_weights(self, k: int) -> Tensor:
         """Tensor [N] (float64): uniform-average weights of the size-k prefix ``order[:k]``."""
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"k must be an int, got {type(k).__name__} ({k!r})")
-        if not 1 <= k <= self.n:
-            raise ValueError(f"k must be in 1..{self.n} (the selection's size), got {k}")
+        k = check_int("k", k, minimum=1, maximum=self.n)  # at most the selection's size
         c = torch.bincount(self.order[:k], minlength=self.n_candidates).to(torch.float64)
         return c / k
 
@@ -70,13 +69,13 @@ class Selection:
     ) -> Selection:
         order = torch.as_tensor(order, dtype=torch.long).flatten().cpu()
         if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n_candidates):
-            raise ValueError(
+            raise GreedypruneError(
                 f"order must hold indices in [0, {n_candidates}) for n_candidates={n_candidates}, "
                 f"got range [{int(order.min())}, {int(order.max())}]"
             )
         losses = torch.as_tensor(losses, dtype=torch.float64).flatten().cpu()
         if losses.numel() != order.numel():
-            raise ValueError(
+            raise GreedypruneError(
                 f"losses must hold one loss per step ({order.numel()}), got {losses.numel()}"
             )
         counts = torch.bincount(order, minlength=n_candidates)
@@ -129,14 +128,12 @@ class Selection:
             )
             atomic_write_bytes(path, buf.getvalue())
         else:
-            raise ValueError(f"path must end in .json or .npz, got {str(path)!r}")
+            raise GreedypruneError(f"path must end in .json or .npz, got {str(path)!r}")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no selection file at {str(path)!r}")
+        path = check_path("path", path)
         if path.suffix == ".json":
             d = json.loads(path.read_text())
             return cls(
@@ -160,4 +157,4 @@ class Selection:
                     method=meta["method"],
                     info=meta.get("info", {}),
                 )
-        raise ValueError(f"path must end in .json or .npz, got {str(path)!r}")
+        raise GreedypruneError(f"path must end in .json or .npz, got {str(path)!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, check_number
+
 from ._checks import (
     check_finite,
     check_positive_int,
@@ -48,7 +50,7 @@ def solve_simplex_ls(
     check_same_device(features=features, target=target)
     check_same_dtype(features=features, target=target)
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise ValueError(
+        raise GreedypruneError(
             f"target must have shape {tuple(features.shape[1:])} (features' shape without k), "
             f"got {tuple(target.shape)}"
         )
@@ -91,7 +93,7 @@ def solve_simplex_gram(
     check_same_dtype(gram=gram, lin=lin)
     k = lin.shape[0]
     if tuple(gram.shape) != (k, k):
-        raise ValueError(
+        raise GreedypruneError(
             f"gram must have shape ({k}, {k}) (lin has {k} entries), got {tuple(gram.shape)}"
         )
     check_finite("gram", gram)
@@ -107,11 +109,10 @@ def _check_solver(init, k: int, rows: str, max_iter, tol, patience) -> tuple[int
     if init is not None:
         check_tensor("init", init, ndims=(1,))
         if init.shape[0] != k:
-            raise ValueError(
+            raise GreedypruneError(
                 f"init must have shape ({k},), one weight per row of {rows}, got {tuple(init.shape)}"
             )
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
-        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
+    check_number("tol", tol, minimum=0)
     return check_positive_int("max_iter", max_iter), check_positive_int("patience", patience)
 
 

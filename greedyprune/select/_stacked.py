@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+
 from ._objectives import DEFAULT_MAX_BYTES
 
 __all__ = ["CPU_MAX_BYTES", "StackedObjective"]
@@ -73,28 +75,27 @@ class StackedObjective:
         self._tuple = isinstance(inputs, (tuple, list))
         self.inputs = tuple(inputs) if self._tuple else (inputs,)
         if not self.inputs or not all(isinstance(t, Tensor) for t in self.inputs):
-            raise TypeError("inputs must be a torch.Tensor [B, ...] or a tuple of them")
+            raise GreedypruneTypeError("inputs must be a torch.Tensor [B, ...] or a tuple of them")
         batch = self.inputs[0].shape[0]
         if any(t.shape[0] != batch for t in self.inputs):
-            raise ValueError(
+            raise GreedypruneError(
                 f"all inputs must share the batch size {batch}, got {[tuple(t.shape) for t in self.inputs]}"
             )
         if target is not None and not isinstance(target, Tensor):
-            raise TypeError(
+            raise GreedypruneTypeError(
                 f"target must be a torch.Tensor [B, ...] or None, got {type(target).__name__}"
             )
         if target is not None and target.shape[0] != batch:
-            raise ValueError(
+            raise GreedypruneError(
                 f"target must have batch size {batch}, got shape {tuple(target.shape)}"
             )
         if not callable(forward) or not callable(loss_fn):
-            raise TypeError("forward and loss_fn must be callables")
-        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
-            raise ValueError(f"n_candidates must be a positive int, got {n_candidates!r}")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+            raise GreedypruneTypeError("forward and loss_fn must be callables")
+        n_candidates = check_int("n_candidates", n_candidates, minimum=1)
+        if chunk_size is not None:
+            chunk_size = check_int("chunk_size", chunk_size, minimum=1)
         if reduce is not None and not callable(reduce):
-            raise TypeError("reduce must be None or a callable([K, B]) -> [K]")
+            raise GreedypruneTypeError("reduce must be None or a callable([K, B]) -> [K]")
         self.forward, self.loss_fn, self.target, self.reduce = forward, loss_fn, target, reduce
         self.n_candidates, self.scale, self.batch = int(n_candidates), float(scale), int(batch)
         x0 = self.inputs[0]
@@ -134,7 +135,7 @@ class StackedObjective:
         out = self.forward(xs if self._tuple else xs[0], gates)
         per_sample = self.loss_fn(out, ts)
         if per_sample.numel() != k * self.batch:
-            raise ValueError(
+            raise GreedypruneError(
                 f"loss_fn must return one loss per stacked sample ({k * self.batch}), got shape {tuple(per_sample.shape)}"
             )
         per_sample = per_sample.reshape(k, self.batch)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 __all__ = [
     "b_n",
     "bound_constants",
@@ -24,11 +26,13 @@ __all__ = [
 
 def _flat(features: Tensor, target: Tensor) -> tuple[Tensor, Tensor, int]:
     if not isinstance(features, Tensor) or not isinstance(target, Tensor):
-        raise TypeError("features and target must be tensors")
+        raise GreedypruneTypeError("features and target must be tensors")
     if features.dim() not in (2, 3):
-        raise ValueError(f"features must be [N, m] or [N, m, c], got shape {tuple(features.shape)}")
+        raise GreedypruneError(
+            f"features must be [N, m] or [N, m, c], got shape {tuple(features.shape)}"
+        )
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise ValueError(
+        raise GreedypruneError(
             f"target must have shape {tuple(features.shape[1:])} (features' [m(, c)]), got "
             f"{tuple(target.shape)}"
         )
@@ -150,7 +154,7 @@ def b_n(n, e_n) -> np.ndarray:
     n = np.asarray(n, dtype=float)
     e = np.asarray(e_n, dtype=float)
     if n.shape != e.shape:
-        raise ValueError(f"n and e_n must have the same shape, got {n.shape} and {e.shape}")
+        raise GreedypruneError(f"n and e_n must have the same shape, got {n.shape} and {e.shape}")
     return n * np.sqrt(np.clip(e, 0, None))
 
 
@@ -161,7 +165,9 @@ def fast_rate_envelope(n, *, D: float, r: float, b1: float) -> np.ndarray:
     step from below adds at most ``D^2``. With an *estimated* r this is an estimate, not a bound.
     """
     if not r > 0:
-        raise ValueError(f"r={r!r} must be > 0 (t interior to the hull) for the fast-rate envelope")
+        raise GreedypruneError(
+            f"r={r!r} must be > 0 (t interior to the hull) for the fast-rate envelope"
+        )
     n = np.asarray(n, dtype=float)
     top = max(b1**2, (D**2 / (2 * r)) ** 2 + D**2)
     return top / n**2

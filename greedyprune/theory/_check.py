@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 from ._claims import Claim
 from ._fit import fit_rate, slope_difference_interval
 
@@ -72,7 +74,7 @@ def register_condition(name: str, fn: Condition) -> None:
     True/False, or None when the rows cannot decide (the claim is then judged anyway).
     """
     if not isinstance(name, str) or not callable(fn):
-        raise TypeError("register_condition(name: str, fn: callable)")
+        raise GreedypruneTypeError("register_condition(name: str, fn: callable)")
     CONDITIONS[name] = fn
 
 
@@ -283,17 +285,23 @@ def check(
     measured slope is still reported.
     """
     if not isinstance(results, pd.DataFrame):
-        raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+        raise GreedypruneTypeError(
+            f"results must be a pandas DataFrame, got {type(results).__name__}"
+        )
     missing = {"experiment", "method", "n", "seed"} - set(results.columns)
     if missing:
-        raise ValueError(f"results lacks the columns {sorted(missing)}; pass the long-format table")
+        raise GreedypruneError(
+            f"results lacks the columns {sorted(missing)}; pass the long-format table"
+        )
     conds = dict(CONDITIONS, **(conditions or {}))
     for c in claims:
         if not isinstance(c, Claim):
-            raise TypeError(f"claims must be Claim objects, got {type(c).__name__}")
+            raise GreedypruneTypeError(f"claims must be Claim objects, got {type(c).__name__}")
         for name in c.conditions:
             if name not in conds:
-                raise ValueError(f"claim {c.id!r} names unknown condition {name!r}; register it")
+                raise GreedypruneError(
+                    f"claim {c.id!r} names unknown condition {name!r}; register it"
+                )
     df = results if "setting" in results else results.assign(setting="default")
     out = []
     for setting, rows in df.groupby("setting", sort=False):

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["FORMS", "Claim", "deep_claims", "halves", "level_claims", "two_layer_claims"]
 
 FORMS = ("power", "exponential", "bound", "faster_than", "less_than", "decreasing")
@@ -67,19 +69,19 @@ class Claim:
 
     def __post_init__(self):
         if self.form not in FORMS:
-            raise ValueError(f"Claim {self.id!r}: form={self.form!r}; pass one of {FORMS}")
+            raise GreedypruneError(f"Claim {self.id!r}: form={self.form!r}; pass one of {FORMS}")
         if self.direction not in ("at_most", "at_least", "about"):
-            raise ValueError(
+            raise GreedypruneError(
                 f"Claim {self.id!r}: direction={self.direction!r}; pass at_most, at_least or about"
             )
         if self.form == "power" and self.predicted_slope is None:
-            raise ValueError(f"Claim {self.id!r}: a power claim needs predicted_slope")
+            raise GreedypruneError(f"Claim {self.id!r}: a power claim needs predicted_slope")
         if self.form in ("faster_than", "less_than") and not self.versus:
-            raise ValueError(f"Claim {self.id!r}: form {self.form!r} needs versus=<method>")
+            raise GreedypruneError(f"Claim {self.id!r}: form {self.form!r} needs versus=<method>")
         if self.form == "bound" and not self.bound_column:
-            raise ValueError(f"Claim {self.id!r}: form 'bound' needs bound_column")
+            raise GreedypruneError(f"Claim {self.id!r}: form 'bound' needs bound_column")
         if self.form == "decreasing" and not self.by:
-            raise ValueError(f"Claim {self.id!r}: form 'decreasing' needs by=<column>")
+            raise GreedypruneError(f"Claim {self.id!r}: form 'decreasing' needs by=<column>")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -249,7 +251,7 @@ def deep_claims(sizes, *, replacement: bool | None = None) -> list[Claim]:
         replacement = bool(getattr(sizes, "replacement", True))
     sizes = tuple(getattr(sizes, "sizes", sizes))
     if not sizes:
-        raise ValueError("deep_claims needs at least one size n")
+        raise GreedypruneError("deep_claims needs at least one size n")
     big = max(sizes)
     upper = (max(min(sizes), big / 4), big)
     levels = level_claims(

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number
+
 __all__ = ["RateFit", "fit_rate", "slope_difference_interval"]
 
 _FORMS = ("power", "exponential")
@@ -95,25 +97,24 @@ def fit_rate(
 
     Returns a ``RateFit``. Raises ``ValueError`` when fewer than two distinct n remain.
     """
-    if form not in _FORMS:
-        raise ValueError(f"form={form!r} is not known; pass one of {_FORMS}")
+    check_choice("form", form, _FORMS)
     n = np.asarray(n, dtype=float).reshape(-1)
     loss = np.asarray(loss, dtype=float).reshape(-1)
     if n.shape != loss.shape:
-        raise ValueError(f"n has {n.size} rows but loss has {loss.size}; pass one loss per n")
+        raise GreedypruneError(f"n has {n.size} rows but loss has {loss.size}; pass one loss per n")
     seed = np.zeros(n.size, dtype=np.int64) if seed is None else np.asarray(seed).reshape(-1)
     if seed.shape != n.shape:
-        raise ValueError(f"seed has {seed.size} rows but n has {n.size}; pass one seed per row")
-    if not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot={n_boot!r} must be an int >= 1")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level!r} must lie in (0, 1)")
+        raise GreedypruneError(
+            f"seed has {seed.size} rows but n has {n.size}; pass one seed per row"
+        )
+    check_int("n_boot", n_boot, minimum=1)
+    check_number("level", level, above=0, below=1)
     if np.any(~np.isfinite(n)) or np.any(n <= 0):
-        raise ValueError("n must be positive and finite")
+        raise GreedypruneError("n must be positive and finite")
     if n_range is not None:
         lo, hi = n_range
         if not lo <= hi:
-            raise ValueError(f"n_range={n_range!r} must be (low, high) with low <= high")
+            raise GreedypruneError(f"n_range={n_range!r} must be (low, high) with low <= high")
         keep = (n >= lo) & (n <= hi)
         n, loss, seed = n[keep], loss[keep], seed[keep]
     ok = np.isfinite(loss) & (loss > 0)
@@ -121,7 +122,7 @@ def fit_rate(
     n, loss, seed = n[ok], loss[ok], seed[ok]
     grid = np.unique(n)
     if grid.size < 2:
-        raise ValueError(
+        raise GreedypruneError(
             f"need at least two distinct n to fit a rate, got {grid.size} in n_range={n_range!r}; "
             "widen n_range or measure more sizes"
         )
@@ -187,7 +188,7 @@ def _check_unique(n: np.ndarray, seed: np.ndarray) -> None:
     if dup.any():
         k = int(np.argmax(dup.to_numpy()))
         label = seed[k].item() if isinstance(seed[k], np.generic) else seed[k]
-        raise ValueError(
+        raise GreedypruneError(
             f"more than one row has n={n[k]:g} and seed={label!r}; a rate fit takes one row "
             "per (seed, n): pass seed= to tell replicates apart, or average them first"
         )
@@ -224,8 +225,7 @@ def slope_difference_interval(
     removes the variation the two methods share (the same data and pretrained network).
     Returns ``(low, high)``; NaNs when fewer than two seeds are shared.
     """
-    if form not in _FORMS:
-        raise ValueError(f"form={form!r} is not known; pass one of {_FORMS}")
+    check_choice("form", form, _FORMS)
     sa, xa, ta = _log_table(*a, n_range, form)
     sb, xb, tb = _log_table(*b, n_range, form)
     shared = np.intersect1d(sa, sb)

@@ -1,0 +1,184 @@
+"""One error type for bad input (``greedyprune.errors``), its checkers, and where it is raised."""
+
+import ast
+import importlib.metadata
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import greedyprune
+from greedyprune import errors
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_number,
+    check_path,
+    check_range,
+)
+
+PACKAGE = Path(greedyprune.__file__).parent
+# The layers already migrated: every error they raise for a caller's value is GreedypruneError.
+MIGRATED = [PACKAGE / "select", PACKAGE / "theory", PACKAGE / "study.py", PACKAGE / "errors.py"]
+
+
+def _refused(call, *args, **kwargs) -> GreedypruneError:
+    with pytest.raises(GreedypruneError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+def test_the_error_types_are_value_and_type_errors():
+    assert issubclass(GreedypruneError, ValueError)
+    assert issubclass(GreedypruneTypeError, GreedypruneError)
+    assert issubclass(GreedypruneTypeError, TypeError)
+    assert greedyprune.GreedypruneError is GreedypruneError
+
+
+@given(
+    st.integers(-(2**70), 2**70),
+    st.one_of(st.none(), st.integers(-50, 50)),
+    st.one_of(st.none(), st.integers(-50, 50)),
+)
+def test_check_int_takes_exactly_the_ints_in_bounds(value, low, high):
+    inside = (low is None or value >= low) and (high is None or value <= high)
+    if inside:
+        assert check_int("n", value, minimum=low, maximum=high) == value
+    else:
+        exc = _refused(check_int, "n", value, minimum=low, maximum=high)
+        assert not isinstance(exc, TypeError)
+        assert str(exc).startswith(f"n={value} must be an int") and exc.name == "n"
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "3", None, np.float64(2.0)])
+def test_check_int_refuses_other_types_as_type_errors(value):
+    exc = _refused(check_int, "width", value, minimum=1)
+    assert isinstance(exc, TypeError)
+    assert str(exc) == f"width={value!r} must be an int >= 1"
+
+
+def test_check_int_takes_numpy_ints():
+    assert check_int("n", np.int64(3), minimum=1) == 3
+    assert type(check_int("n", np.int32(3))) is int
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_check_number_bounds_and_non_finite_values(value):
+    ok = math.isfinite(value) and 0 <= value < 1
+    if ok:
+        assert check_number("lr", value, minimum=0, below=1) == value
+    else:
+        exc = _refused(check_number, "lr", value, minimum=0, below=1)
+        assert str(exc) == f"lr={value!r} must be a finite number >= 0 and < 1"
+
+
+def test_check_number_edges():
+    assert check_number("x", math.inf, finite=False) == math.inf
+    _refused(check_number, "x", math.nan, finite=False)
+    _refused(check_number, "x", 0.0, above=0)
+    assert check_number("x", 3, maximum=3) == 3.0
+    assert isinstance(_refused(check_number, "x", True), TypeError)
+    assert isinstance(_refused(check_number, "x", "1"), TypeError)
+
+
+def test_check_bool_choice_range():
+    assert check_bool("flag", np.bool_(True)) is True
+    exc = _refused(check_bool, "flag", "no")
+    assert isinstance(exc, TypeError) and str(exc) == "flag='no' must be True or False"
+    assert check_choice("loss", "ce", ["ce", "mse"]) == "ce"
+    assert str(_refused(check_choice, "loss", "l1", ["ce", "mse"])) == (
+        "loss='l1' must be one of 'ce', 'mse'"
+    )
+    assert check_range("n_range", (1, 10), minimum=1) == (1.0, 10.0)
+    for bad in [(10, 1), (1,), (0, 5), (1, math.nan)]:
+        _refused(check_range, "n_range", bad, minimum=1)
+    assert isinstance(_refused(check_range, "n_range", "1,10"), TypeError)
+
+
+def test_check_device_and_path(tmp_path):
+    assert check_device("device", None) == "cpu"
+    assert check_device("device", "cpu") == "cpu"
+    assert str(_refused(check_device, "device", "tpu")).startswith("device='tpu' must be a device")
+    f = tmp_path / "w.pt"
+    exc = _refused(check_path, "weights", f)
+    assert str(exc) == f"weights={str(f)!r} must be an existing file; check the path"
+    f.write_bytes(b"")
+    assert check_path("weights", str(f)) == f
+    _refused(check_path, "weights", f, kind="dir")
+    assert isinstance(_refused(check_path, "weights", 3), TypeError)
+
+
+def test_a_message_names_its_argument():
+    assert GreedypruneError("tol=-1 must be >= 0").name == "tol"
+    assert GreedypruneError("n_eval must be set").name == "n_eval"
+    assert GreedypruneError("the features are zero").name == "the"  # a word, not checked
+    assert GreedypruneError("'x' is bad").name is None
+    assert GreedypruneError("x", name="y").name == "y"
+
+
+def _raises(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for file in [path] if path.is_file() else sorted(path.rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, ast.Name) and exc.id in ("ValueError", "TypeError"):
+                    found.append((str(file.relative_to(PACKAGE)), node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("path", MIGRATED, ids=lambda p: p.name)
+def test_the_migrated_layers_raise_only_the_one_error_type(path):
+    assert _raises(path) == []
+
+
+def test_the_version_is_written_once():
+    from greedyprune._version import __version__
+
+    assert greedyprune.__version__ == __version__
+    assert importlib.metadata.version("greedyprune") == __version__
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and '\nversion = "' not in pyproject
+    # no module below the package face reads the version from it
+    for file in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "greedyprune":
+                assert "__version__" not in [a.name for a in node.names], file
+
+
+def test_the_cli_writes_flags_through_its_table():
+    from greedyprune.cli import flag_message
+
+    flags = {"n_eval": "--n-eval", "out": "--out", "tol": "--tol"}
+    assert flag_message("tol must be >= 0; or set (n_eval).", flags) == (
+        "--tol must be >= 0; or set (--n-eval)."
+    )
+    assert flag_message("x=1 and out=2, tol", flags) == "x=1 and --out=2, tol"
+
+
+def test_bad_input_exits_2_and_a_bug_keeps_its_traceback(monkeypatch, tmp_path, capsys):
+    import greedyprune.sims.two_layer.cli as two
+    from greedyprune.cli import main
+
+    argv = ["verify", "two-layer", "--out", str(tmp_path / "r")]
+
+    def bad_input(args):
+        raise errors.refuse("n_eval", 0, "an int >= 1")
+
+    monkeypatch.setattr(two, "run", bad_input)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "greedyprune: error: n_eval=0 must be an int >= 1\n"
+
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(two, "run", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(argv)
