@@ -87,6 +87,9 @@ def _version() -> str:
 # -- the shared grammar --------------------------------------------------------------------------
 
 
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes at most this
+
+
 def seeds_type(text: str) -> tuple[int, ...]:
     """``--seeds 0,1,2``: integers >= 0, each once (a repeated seed would run twice)."""
     try:
@@ -95,8 +98,10 @@ def seeds_type(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"--seeds {text!r} must be comma-separated integers, e.g. 0,1,2"
         ) from None
-    if not values or any(s < 0 for s in values):
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} must list integers >= 0, e.g. 0,1,2")
+    if not values or any(not 0 <= s <= SEED_MAX for s in values):
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r} must list integers in 0..2^63-1 (a generator's seed), e.g. 0,1,2"
+        )
     return tuple(dict.fromkeys(values))
 
 

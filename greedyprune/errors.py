@@ -28,6 +28,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_device",
+    "check_fits",
     "check_int",
     "check_number",
     "check_path",
@@ -179,6 +180,28 @@ def check_path(name: str, value, *, kind: str = "file") -> Path:
     if not exists:
         raise refuse(name, str(path), f"an existing {kind}", "check the path")
     return path
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits(name: str, value, nbytes: float, what: str) -> None:
+    """Refuse ``name=value`` when ``what`` (one allocation the run cannot avoid, ``nbytes`` by a
+    conservative count: a lower bound of what the run needs) exceeds this machine's memory;
+    checked before anything is allocated or written."""
+    total = memory_bytes()
+    if total and nbytes > total:
+        raise refuse(
+            name,
+            value,
+            f"small enough that {what} fits in memory",
+            f"it needs at least {nbytes / 2**30:.1f} GiB, this machine has {total / 2**30:.1f} GiB",
+        )
 
 
 def _bounds(minimum, maximum) -> str:

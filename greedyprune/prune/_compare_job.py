@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 
+from greedyprune.errors import check_int
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
@@ -121,7 +122,8 @@ def compare(
                     f"methods={m} needs {need} too: its budget counts {need}'s selection"
                 )
     targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
-    seeds = unique(int(s) for s in ([seeds] if isinstance(seeds, int) else seeds))
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    seeds = unique(check_int("seeds", s, minimum=0, maximum=2**63 - 1) for s in seeds)
     targets = unique(targets)
     needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
     methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
@@ -134,7 +136,7 @@ def compare(
         amp=amp,
         positive_ints=[("greedy_batch", greedy_batch)],
         non_negative_ints=[("workers", workers), ("latency_runs", latency_runs)],
-        positive=[("finetune_epochs", finetune_epochs)]
+        positive=[("finetune_epochs", finetune_epochs), ("finetune_lr", finetune_lr)]
         + ([("train_epochs", train_epochs)] if weights is None else []),
     )
     device = init_from_env(device)

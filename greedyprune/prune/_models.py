@@ -24,6 +24,16 @@ _OWN_MODELS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+# Listed by torchvision but refused here, by name prefix, with why (checked before any folder).
+_REFUSED = {
+    "googlenet": "its training forward returns auxiliary outputs (a tuple), not logits",
+    "inception_v3": "its training forward returns auxiliary outputs (a tuple), not logits",
+    "vit_": "a vision transformer (fixed 224 px input, no convolution channels to select)",
+    "swin_": "a vision transformer (no convolution channel groups to select)",
+    "maxvit": "a vision transformer (fixed 224 px input)",
+}
+
+
 def list_archs() -> list[str]:
     """Names ``build_model`` knows: the torchvision classification models
     (``torchvision.models.get_model`` names) and this package's own (``proxylessnas_mobile``)."""
@@ -91,6 +101,11 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
             f"arch={arch!r} is not a torchvision classification model nor proxylessnas_mobile"
             f"{hint}; see greedyprune.prune.list_archs()"
         )
+    for prefix, why in _REFUSED.items():
+        if arch.startswith(prefix):
+            raise GreedypruneError(
+                f"arch={arch!r} is not supported: {why}; pick a CNN", name="arch"
+            )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if arch in _OWN_MODELS:

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from greedyprune.errors import check_fits, check_int, check_number
+
 from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
 from ._distributed import barrier, is_main
@@ -59,8 +61,9 @@ def prepare(
     same seed gives the same base model."""
     spec = parse_data(data)
     size = _DEFAULT_SIZE[spec.kind] if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"image_size must be an int >= 8, got {size!r}")
+    check_int("image_size", size, minimum=8)
+    # one input image in float32: a lower bound of what any forward pass holds
+    check_fits("image_size", size, 3.0 * size * size * 4, "one 3-channel float32 image")
     if weights is None and spec.kind == "folder":
         raise ValueError(
             "data=folder:... needs weights=PATH (a trained checkpoint); only digits and "
@@ -111,17 +114,13 @@ def check_settings(
         candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
     )
     for name, value in positive_ints:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an int >= 1")
+        check_int(name, value, minimum=1)
     for name, value in non_negative_ints:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}={value!r} must be an int >= 0")
+        check_int(name, value, minimum=0)
     for name, value in positive:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name}={value!r} must be a number > 0")
+        check_number(name, value, above=0)  # finite: an epoch count of inf never ends
     for name, value in non_negative:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name}={value!r} must be a number >= 0")
+        check_number(name, value, minimum=0)
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):

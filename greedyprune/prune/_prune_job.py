@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from greedyprune.errors import check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _layerwise
@@ -102,6 +103,7 @@ def prune(
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name")
     r = recipe
+    check_int("seed", seed, minimum=0, maximum=2**63 - 1)  # a generator's seed
     check_settings(
         candidates=r.candidates,
         candidate_order=r.candidate_order,

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from greedyprune.errors import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_range,
+    refuse,
+)
+
 __all__ = ["RECIPES", "UNSET", "FinetuneSettings", "Recipe", "resolve_recipe"]
 
 
@@ -46,8 +55,40 @@ class Recipe:
     between: FinetuneSettings
     final: FinetuneSettings
 
+    def __post_init__(self):
+        """Every knob checked where the recipe is made (a named one, or one with overrides), so a
+        bad value is refused before any run folder; names are the override names (flags)."""
+        if self.candidates is not None:
+            check_int("candidates", self.candidates, minimum=1)
+        check_choice("candidate_order", self.candidate_order, ("random", "lowest-index"))
+        check_int("batch_size", self.batch_size, minimum=1)
+        low, high = check_range("crop_scale", self.crop_scale, minimum=0)
+        if not 0 < low or high > 1:
+            raise refuse("crop_scale", self.crop_scale, "(low, high) with 0 < low < high <= 1")
+        for key in ("tol", "precheck"):
+            if getattr(self, key) is not None:
+                check_number(key, getattr(self, key), above=0, maximum=1)
+        for key in ("eval_every", "n_eval"):
+            if getattr(self, key) is not None:
+                check_int(key, getattr(self, key), minimum=1)
+        for prefix, phase in (("between_", self.between), ("finetune_", self.final)):
+            _check_phase(prefix, phase)
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_phase(prefix: str, p: FinetuneSettings) -> None:
+    """One SGD phase's values, named as their overrides (``finetune_lr``, ``between_epochs``)."""
+    check_number(prefix + "epochs", p.epochs, minimum=0)
+    check_number(prefix + "lr", p.lr, above=0)
+    check_int(prefix + "batch_size", p.batch_size, minimum=1)
+    check_number(prefix + "momentum", p.momentum, minimum=0, below=1)
+    check_bool(prefix + "nesterov", p.nesterov)
+    check_number(prefix + "weight_decay", p.weight_decay, minimum=0)
+    check_bool(prefix + "decay_all", p.decay_all)
+    check_number(prefix + "label_smoothing", p.label_smoothing, minimum=0, below=1)
+    check_choice(prefix + "schedule", p.schedule, ("cosine", "constant"))
 
 
 # The authors' between-layer step: 0.1 epoch, batch 128, fixed lr 2.5e-3, weight decay 4e-5 on

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from greedyprune.errors import check_fits, check_int, check_number
+
 from .._common import DTYPES, check_dtype
 from .._twolayer import activation_fn
 
@@ -77,6 +79,16 @@ class DeepSetting:
             raise ValueError(
                 f"setting {self.name!r}: sizes up to {max(self.sizes)} exceed width={self.width}"
             )
+        for i, w in enumerate(self.teacher_widths):
+            check_int(f"teacher_widths[{i}]", w, minimum=1)
+        for key in ("batch_size", "global_batch", "global_candidates"):
+            if getattr(self, key) is not None:
+                check_int(key, getattr(self, key), minimum=1)  # None: every point or candidate
+        check_number("lr", self.lr, above=0)
+        # a hidden layer's weights and its activations on the larger data set
+        points = max(self.m, self.m_test, self.num_samples if self.data == "mnist1d" else 0)
+        nbytes = float(self.width) * (self.width + points) * DTYPES[self.dtype].itemsize
+        check_fits("width", self.width, nbytes, "one hidden layer's weights and activations")
         bad = set(self.methods) - set(DEEP_METHODS)
         if bad:
             raise ValueError(

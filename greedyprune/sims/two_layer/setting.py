@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from greedyprune.errors import check_fits, check_number
+
 from .._common import DTYPES, check_dtype
 from .._twolayer import activation_fn
 
@@ -52,6 +54,13 @@ class Setting:
             raise ValueError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
         check_dtype(self.name, self.dtype)
         activation_fn(self.activation)
+        check_number("lr", self.lr, above=0)
+        for key in ("noise", "weight_decay", "init_b_std", "delta"):
+            check_number(key, getattr(self, key), minimum=0)
+        # the features of the N neurons on the larger data set: an allocation no run avoids
+        points = max(self.m, self.m_test)
+        nbytes = float(self.width) * points * DTYPES[self.dtype].itemsize
+        check_fits("width", self.width, nbytes, f"the width x {points} feature matrix")
 
     @property
     def torch_dtype(self) -> torch.dtype:

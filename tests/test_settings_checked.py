@@ -1,0 +1,46 @@
+"""Settings checked before anything is written: each bad value is one line naming its flag, exit
+2, and no run folder (a corrected rerun in the same ``--out`` is then not refused as "other
+settings"). The cases are the reproductions that used to be caught only after ``config.json``
+(or not at all: a traceback), run in-process through ``cli.main``."""
+
+import pytest
+
+from greedyprune.cli import main
+
+P = ["--arch", "resnet18", "--data", "synthetic", "--image-size", "16", "--target-macs", "0.5"]
+P += ["--train-epochs", "0.05", "--no-progress"]
+CASES = {
+    "prune-finetune-lr": (["prune", *P, "--finetune-lr", "-1"], "--finetune-lr=-1.0"),
+    "prune-precheck": (["prune", *P, "--precheck", "nan"], "--precheck=nan"),
+    "prune-between-lr": (["prune", *P, "--recipe", "authors", "--between-lr", "0"], "--between-lr"),
+    "prune-train-epochs": (["prune", *P, "--train-epochs", "inf"], "--train-epochs=inf"),
+    "prune-finetune-epochs": (["prune", *P, "--finetune-epochs", "inf"], "--finetune-epochs=inf"),
+    "prune-image-size": (["prune", *P, "--image-size", "100000"], "--image-size=100000"),
+    "prune-seed": (["prune", *P, "--seeds", str(10**20)], "--seeds"),
+    "prune-googlenet": (["prune", *P, "--arch", "googlenet"], "--arch='googlenet'"),
+    "prune-vit": (["prune", *P, "--arch", "vit_b_16"], "--arch='vit_b_16'"),
+    "compare-finetune-lr": (["compare", *P, "--finetune-lr", "nan"], "--finetune-lr=nan"),
+    "compare-seed": (["compare", *P, "--seeds", f"0,{2**63}"], "--seeds"),
+    "two-layer-noise": (["verify", "two-layer", "--set", "noise=-1"], "noise=-1.0"),
+    "two-layer-decay": (["verify", "two-layer", "--set", "weight_decay=-1"], "weight_decay=-1.0"),
+    "two-layer-width": (["verify", "two-layer", "--set", f"width={10**13}"], "fits in memory"),
+    "deep-batch": (["verify", "deep", "--set", "batch_size=0"], "batch_size=0"),
+    "deep-teacher": (["verify", "deep", "--set", "teacher_widths=0"], "teacher_widths[0]=0"),
+    "deep-candidates": (["verify", "deep", "--set", "global_candidates=0"], "global_candidates=0"),
+    "deep-width": (["verify", "deep", "--set", f"width={10**10}"], "fits in memory"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_value_is_one_line_before_any_folder(case, tmp_path, capsys):
+    argv, words = CASES[case]
+    out = tmp_path / "run"
+    try:
+        code = main([*argv, "--out", str(out)])
+    except SystemExit as exc:  # argparse's own refusals (--seeds)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("greedyprune: error: ") and err.count("\n") == 1, err
+    assert words in err
+    assert not out.exists()
