@@ -234,6 +234,10 @@ def _complete_part(text: str) -> tuple[str, list[str] | None]:
     return (text[: ends[-2][1]] if len(ends) > 1 else ""), last
 
 
+# Files every opening writes; a folder holding only these has no result of its run yet.
+_BOOKKEEPING = frozenset({"config.json", "versions.json", "manifest.json"})
+
+
 class RunDir:
     """A run folder at ``path`` for one configuration.
 
@@ -328,9 +332,22 @@ class RunDir:
             changed = sorted(
                 k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k)
             )
+            made = sorted(p.name for p in self.path.iterdir() if p.name not in _BOOKKEEPING)
+            if not made:  # a run stopped before its first result: nothing would be mixed
+                if self.writer:
+                    self.write_json("config.json", self.config)
+                    log.warning(
+                        "out=%r held a run with other settings (differs in: %s) that stopped "
+                        "before writing any result; starting it afresh with these settings",
+                        str(self.path),
+                        ", ".join(changed),
+                    )
+                return
+            shown = ", ".join(made[:3]) + (", ..." if len(made) > 3 else "")
             raise ValueError(
                 f"out={str(self.path)!r} holds a run with other settings (differs in: "
-                f"{', '.join(changed)}); pass a new --out or the same settings to resume"
+                f"{', '.join(changed)}) and what it wrote ({shown}); pass a new --out or the "
+                f"same settings to resume"
             )
 
     def _record_versions(self, versions: Mapping[str, Any] | None = None) -> None:

@@ -177,7 +177,7 @@ def test_cli_errors_are_one_line_and_exit_2(argv, capsys):
 
 
 def test_cli_refuses_a_folder_with_other_settings(tmp_path, capsys):
-    RunDir(tmp_path, {"kind": "two-layer"})
+    RunDir(tmp_path, {"kind": "two-layer"}).append("u", [{"n": 1}])  # a run with a result
     assert main(["verify", "deep", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "other settings" in err and len(err.splitlines()) == 1

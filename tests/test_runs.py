@@ -31,9 +31,24 @@ def test_config_written_and_guarded(tmp_path):
         "seeds": 2,
     }
     RunDir(tmp_path / "r", {"preset": "quick", "seeds": 2})  # same settings: resume is allowed
-    with pytest.raises(ValueError, match="seeds"):
-        RunDir(tmp_path / "r", {"preset": "quick", "seeds": 3})
     assert run.read().empty
+    run.append("u", [{"n": 1}])  # a result: other settings would now mix with it
+    with pytest.raises(ValueError, match=r"seeds\) and what it wrote \(results.csv\)"):
+        RunDir(tmp_path / "r", {"preset": "quick", "seeds": 3})
+
+
+def test_a_run_that_wrote_no_result_does_not_block_other_settings(tmp_path, caplog):
+    """A crash before the first result leaves config.json (and versions.json, manifest.json):
+    a rerun with other settings takes the folder over and says so; one result makes it refuse."""
+    RunDir(tmp_path / "r", {"seeds": 2}).write_json("manifest.json", {})
+    with caplog.at_level("WARNING", logger="greedyprune.runs"):
+        run = RunDir(tmp_path / "r", {"seeds": 3})
+    assert "stopped before writing any result" in caplog.text and "seeds" in caplog.text
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == {"seeds": 3}
+    run.append("u", [{"n": 1}])
+    with pytest.raises(ValueError, match="other settings"):
+        RunDir(tmp_path / "r", {"seeds": 2})
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == {"seeds": 3}
 
 
 def test_out_must_be_a_folder(tmp_path):
