@@ -390,12 +390,19 @@ class RunDir:
             return pd.DataFrame()
         text = p.read_text(encoding="utf-8", errors="replace")
         good, partial = _complete_part(text)
-        if not good.strip():
-            df = pd.DataFrame()
-        elif as_text:
-            df = pd.read_csv(io.StringIO(good), dtype=str, keep_default_na=False)
-        else:
-            df = pd.read_csv(io.StringIO(good))
+        try:
+            if not good.strip():
+                df = pd.DataFrame()
+            elif as_text:
+                df = pd.read_csv(io.StringIO(good), dtype=str, keep_default_na=False)
+            else:
+                df = pd.read_csv(io.StringIO(good))
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ValueError(
+                f"{str(p)!r} is damaged ({detail}); fix or delete that line, or delete the file "
+                f"to run its units again"
+            ) from None
         if partial is None:
             return df
         bad = None
@@ -425,9 +432,23 @@ class RunDir:
         return self._read(table)
 
     def done_units(self, table: str = "results") -> set[str]:
+        """The units whose rows the table holds; a table that is not one this class wrote (no
+        ``unit`` column, or a row without a unit) is refused, naming the file and the line."""
         df = self._read(table, as_text=True)
-        if df.empty or "unit" not in df.columns:
+        if df.empty:
             return set()
+        p = self.table_path(table)
+        if "unit" not in df.columns:
+            raise ValueError(
+                f"{str(p)!r} has no 'unit' column, so it was not written by a run; move it away "
+                f"or delete it to run its units again"
+            )
+        empty = (df["unit"].astype(str).str.strip() == "").to_numpy().nonzero()[0]
+        if len(empty):
+            raise ValueError(
+                f"{str(p)!r} line {int(empty[0]) + 2} has no unit; fix or delete that line, or "
+                f"delete the file to run its units again"
+            )
         return set(df["unit"].astype(str))
 
     def append(
@@ -450,6 +471,17 @@ class RunDir:
         if self.writer:
             atomic_write_text(p, df.to_csv(index=False))
         return p
+
+    def read_json(self, name: str) -> Any:
+        """The JSON file ``name`` of the folder; a damaged one is refused naming it and the fix."""
+        p = self.path / name
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise ValueError(
+                f"{str(p)!r} is damaged ({detail}); delete it to redo the step that wrote it"
+            ) from None
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path / name

@@ -115,3 +115,12 @@ def test_the_fixture_folders_are_what_the_readme_says():
     for job, argv in ARGV.items():
         command = " ".join(["greedyprune", *argv, "--out", f"tests/fixtures/run-folders/{job}"])
         assert command in readme, command
+
+
+def test_a_broken_summary_in_a_finished_prune_folder_is_named(tmp_path, capsys, forbid_work):
+    out = tmp_path / "prune"
+    shutil.copytree(FIXTURES / "prune", out)
+    (out / "summary.json").write_text("{broken")
+    assert main([*ARGV["prune"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json' is damaged" in err and err.count("\n") == 1

@@ -395,3 +395,29 @@ def test_atomic_writes_honour_the_umask(tmp_path, mask):
     os.chmod(tmp_path / "atomic.txt", 0o640)
     atomic_write_text(tmp_path / "atomic.txt", "y")
     assert stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode) == 0o640
+
+
+def test_a_foreign_or_damaged_table_is_refused_naming_the_file(tmp_path):
+    """Garbage in results.csv is not adopted as finished work: the file (and line) is named."""
+    run = RunDir(tmp_path / "r", {"a": 1})
+    path = tmp_path / "r" / "results.csv"
+    path.write_text("hello\nworld\n")
+    with pytest.raises(ValueError, match=r"results\.csv' has no 'unit' column"):
+        run.done_units()
+    path.write_text("n,unit\n1,a\n2,\n3,c\n")
+    with pytest.raises(ValueError, match=r"results\.csv' line 3 has no unit"):
+        run.done_units()
+    path.write_text("n,unit\n1,a\n2,b,x,y\n3,c\n")
+    with pytest.raises(ValueError, match=r"results\.csv' is damaged \(.*line 3"):
+        run.done_units()
+    path.write_text("n,unit\n1,a\n")
+    assert run.done_units() == {"a"}
+
+
+def test_a_damaged_json_file_is_named(tmp_path):
+    run = RunDir(tmp_path / "r", {"a": 1})
+    run.write_json("summary.json", {"x": 1})
+    assert run.read_json("summary.json") == {"x": 1}
+    (tmp_path / "r" / "summary.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"summary\.json' is damaged .*; delete it"):
+        run.read_json("summary.json")

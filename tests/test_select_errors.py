@@ -424,7 +424,7 @@ def test_selection_arguments(tmp_path):
         sel.prefix_weights(1.0)
     with raises(ValueError, "path"):
         sel.save(tmp_path / "sel.pt")
-    with pytest.raises(ValueError, match="path=.* must be an existing file"):
+    with pytest.raises(ValueError, match=r"path=.* must be an existing file"):
         Selection.load(tmp_path / "missing.json")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ def prune(
         config["local"] = local.as_dict()
     run = open_run(out, config)  # rank 0 writes; the other ranks read
     if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
-        return json.loads((run.path / "summary.json").read_text())  # finished: nothing to redo
+        return run.read_json("summary.json")  # finished: nothing to redo
     loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
     if weights is None:
         train_base(prep, run.path, train_epochs, seed, progress, **loader)
