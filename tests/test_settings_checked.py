@@ -19,6 +19,8 @@ CASES = {
     "prune-seed": (["prune", *P, "--seeds", str(10**20)], "--seeds"),
     "prune-googlenet": (["prune", *P, "--arch", "googlenet"], "--arch='googlenet'"),
     "prune-vit": (["prune", *P, "--arch", "vit_b_16"], "--arch='vit_b_16'"),
+    "prune-shufflenet": (["prune", *P, "--arch", "shufflenet_v2_x0_5"], "torch-pruning"),
+    "prune-squeezenet-16px": (["prune", *P, "--arch", "squeezenet1_1"], "--image-size=16"),
     "compare-finetune-lr": (["compare", *P, "--finetune-lr", "nan"], "--finetune-lr=nan"),
     "compare-seed": (["compare", *P, "--seeds", f"0,{2**63}"], "--seeds"),
     "two-layer-noise": (["verify", "two-layer", "--set", "noise=-1"], "noise=-1.0"),

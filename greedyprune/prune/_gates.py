@@ -26,6 +26,8 @@ import torch.fx
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["Gate", "GatedModel", "PrunableGroup", "find_prunable_groups"]
 
 
@@ -66,6 +68,13 @@ def find_prunable_groups(
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
         raw = list(dg.get_all_groups(root_module_types=[nn.Conv2d]))
+    except Exception as exc:  # the tracer's own failure on a model it cannot group (a shuffle)
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise GreedypruneError(
+            f"model={type(model).__name__} cannot be split into channel groups by torch-pruning's "
+            f"dependency graph ({detail}); this model is not supported, pick another --arch",
+            name="arch",
+        ) from None
     finally:
         model.train(was_training)
     order = {n: i for i, n in enumerate(names.values())}

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from greedyprune.errors import check_fits, check_int, check_number
+from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number
 
 from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
@@ -76,6 +76,16 @@ def prepare(
         torch.manual_seed(seed)
         model = build_model(arch, n_classes, weights)
     example = torch.zeros(1, 3, size, size)
+    try:  # the one input-dependent failure of a forward pass here is a size the model cannot take
+        with torch.no_grad():
+            model(example)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise GreedypruneError(
+            f"image_size={size} is not an input size {arch} can take ({detail}); pass a larger "
+            "--image-size",
+            name="image_size",
+        ) from None
     groups = find_prunable_groups(model, example)
     macs_model = MacsModel(profile_layers(model, example), groups)
     smallest = macs_model.macs({g.name: 1 for g in groups})
