@@ -158,10 +158,10 @@ def add_settings(
     parser: argparse.ArgumentParser, cls, example: str, scopes: str, table: str, **never
 ) -> None:
     """``--set [SETTING.]KEY=VALUE`` (repeatable) and ``--config FILE.toml``: override fields of
-    the preset's settings (``cls``, a setting dataclass); see :mod:`greedyprune.settings`.
+    the preset's settings (``cls``, a setting dataclass); see :mod:`greedyprune.overrides`.
     example: one ``KEY=VALUE``; scopes: the preset's settings in words; table: one's name.
     never: keys this command does not let override, each with why (e.g. ``data="use --data"``)."""
-    from greedyprune.settings import describe_fields
+    from greedyprune.overrides import describe_fields
 
     parser.add_argument(
         "--set",
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         # GreedypruneError is bad input; plain ValueError/TypeError still count as bad input
         # until every layer raises GreedypruneError (then anything else is a bug, exit 1).
-        from greedyprune.settings import SettingError
+        from greedyprune.overrides import SettingError
 
         text = str(exc)
         if not isinstance(exc, SettingError):  # that one names its --set/--config already

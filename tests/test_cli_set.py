@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from greedyprune.cli import main
-from greedyprune.settings import Override, SettingError, apply_overrides, parse_set
+from greedyprune.overrides import Override, SettingError, apply_overrides, parse_set
 from greedyprune.sims.deep import DeepSetting
 from greedyprune.sims.deep import presets as deep_presets
 from greedyprune.sims.two_layer import Setting

@@ -17,8 +17,8 @@ from greedyprune.theory import deep_claims  # the claims live in theory; kept im
 
 from . import deep, two_layer
 from ._data import Dataset, gaussian_classification, make_dataset, teacher_student
+from ._mean_field_net import ACTIVATIONS, TwoLayerNet, activation_fn
 from ._train import LOSSES, lr_scales, squared_loss, train_many_mean_field, train_mean_field
-from ._twolayer import ACTIVATIONS, TwoLayerNet, activation_fn
 from .deep import (
     DATA_KINDS,
     DEEP_METHODS,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._twolayer import TwoLayerNet, _check_int, activation_fn
+from ._mean_field_net import TwoLayerNet, _check_int, activation_fn
 
 __all__ = ["Dataset", "gaussian_classification", "make_dataset", "teacher_student"]
 

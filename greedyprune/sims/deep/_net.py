@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._twolayer import activation_fn
+from .._mean_field_net import activation_fn
 
 __all__ = ["DeepMeanFieldNet"]
 

@@ -62,7 +62,7 @@ def run(args) -> int:
     import pandas as pd
 
     from greedyprune.cli import resolve_progress
-    from greedyprune.settings import apply_overrides, overrides_from_args
+    from greedyprune.overrides import apply_overrides, overrides_from_args
 
     from .presets import deep_preset, run_deep
 

@@ -9,7 +9,7 @@ import torch
 from greedyprune.errors import check_fits, check_int, check_number
 
 from .._common import DTYPES, check_dtype
-from .._twolayer import activation_fn
+from .._mean_field_net import activation_fn
 
 __all__ = ["DEEP_METHODS", "SELECTION_METHODS", "DeepSetting"]
 

@@ -46,8 +46,8 @@ from greedyprune.select import SquaredLoss, greedy_select
 from greedyprune.study import Study, StudyResult, run_study
 
 from .._common import sub_seed
+from .._mean_field_net import TwoLayerNet
 from .._train import train_many_mean_field
-from .._twolayer import TwoLayerNet
 from .experiments import make_data
 from .setting import Setting
 

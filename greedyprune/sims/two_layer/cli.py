@@ -62,7 +62,7 @@ def _seed_count(seeds: tuple[int, ...] | None) -> int | None:
 
 def _preset(args):
     """The preset of ``--preset`` with ``--config`` and ``--set`` applied to its settings."""
-    from greedyprune.settings import apply_overrides, overrides_from_args
+    from greedyprune.overrides import apply_overrides, overrides_from_args
 
     from .._data import _KINDS
 

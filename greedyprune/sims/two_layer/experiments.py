@@ -32,8 +32,8 @@ from greedyprune.theory import bound_constants, hull_membership, margin_estimate
 
 from .._common import PretrainCache, sub_seed
 from .._data import Dataset, make_dataset
+from .._mean_field_net import TwoLayerNet
 from .._train import train_many_mean_field, train_mean_field
-from .._twolayer import TwoLayerNet
 from .setting import Setting
 
 __all__ = [
