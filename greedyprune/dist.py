@@ -42,6 +42,8 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 from .select import (
     DEFAULT_MAX_BYTES,
     Selection,
@@ -120,7 +122,7 @@ def init_from_env(device: str) -> str:
     if is_distributed():
         backend = tdist.get_backend()
         if kind == "cuda" and backend == "gloo":
-            raise ValueError(
+            raise GreedypruneError(
                 f"device={device!r} in a process group launched with the gloo backend, which "
                 "cannot reduce CUDA tensors here; launch with NCCL or pass --device cpu"
             )
@@ -129,14 +131,14 @@ def init_from_env(device: str) -> str:
         return device
     backend = os.environ.get("GREEDYPRUNE_DIST_BACKEND", "nccl" if kind == "cuda" else "gloo")
     if kind == "cuda" and backend == "gloo":
-        raise ValueError(
+        raise GreedypruneError(
             f"device={device!r} with GREEDYPRUNE_DIST_BACKEND=gloo: gloo runs on the CPU here; "
             "unset it (NCCL on GPUs) or pass --device cpu"
         )
     if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise ValueError(
+            raise GreedypruneError(
                 f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} CUDA devices; "
                 "pass --nproc_per_node at most the number of GPUs"
             )
@@ -159,7 +161,7 @@ def _close_group() -> None:
 
 def _check_world(n_rows: int, world: int) -> None:
     if world > n_rows:
-        raise ValueError(
+        raise GreedypruneError(
             f"world size {world} is larger than the {n_rows} rows of the features: every rank "
             f"needs at least one row; launch at most {n_rows} processes"
         )
@@ -175,7 +177,7 @@ def shard_range(n_total: int, rank: int | None = None, world_size: int | None = 
     w = _world_size() if world_size is None else check_positive_int("world_size", world_size)
     r = _rank() if rank is None else check_positive_int("rank", rank, minimum=0)
     if r >= w:
-        raise ValueError(f"rank {r} must be below world_size {w}")
+        raise GreedypruneError(f"rank {r} must be below world_size {w}")
     _check_world(n_total, w)
     base, extra = divmod(n_total, w)
     return r * base + min(r, extra), base + (1 if r < extra else 0)
@@ -288,11 +290,11 @@ class ShardedSquaredLoss:
         if err is not None:
             raise err
         if failed:
-            raise ValueError(
+            raise GreedypruneError(
                 f"rank(s) {failed} rejected their features_shard or target (see their error)"
             )
         if not bool((flags[:, 1:] == flags[0, 1:]).all()):
-            raise ValueError(
+            raise GreedypruneError(
                 "target differs between ranks: every rank must pass the same target tensor"
             )
         self._comm = comm
@@ -306,49 +308,53 @@ class ShardedSquaredLoss:
         """Offsets and counts of all ranks from the gathered layouts; the same error on every rank."""
         counts = [row[1] for row in table]
         if any(row[0] == -3 or row[2] == -3 for row in table):
-            raise TypeError("row_offset and n_total must be None or an int >= 0 on every rank")
+            raise GreedypruneTypeError(
+                "row_offset and n_total must be None or an int >= 0 on every rank"
+            )
         if any(c < 0 for c in counts) or any(row[4] == -2 for row in table):
             bad = [q for q in range(W) if table[q][1] < 0 or table[q][4] == -2]
-            raise TypeError(
+            raise GreedypruneTypeError(
                 f"features_shard must be a torch.Tensor [N_r, m] or [N_r, m, c] on every rank; "
                 f"rank(s) {bad} passed something else"
             )
         totals = {row[2] for row in table}
         if len(totals) > 1:
-            raise ValueError(f"n_total differs between ranks: {sorted(totals)}")
+            raise GreedypruneError(f"n_total differs between ranks: {sorted(totals)}")
         given_total = totals.pop()
         n_rows = given_total if given_total >= 0 else sum(counts)
         _check_world(n_rows, W)
         empty = [q for q in range(W) if counts[q] == 0]
         if empty:
-            raise ValueError(
+            raise GreedypruneError(
                 f"rank(s) {empty} hold no rows (world size {W}, {n_rows} rows): give every rank "
                 f"at least one row, e.g. with greedyprune.dist.shard_range"
             )
         if sum(counts) != n_rows:
-            raise ValueError(
+            raise GreedypruneError(
                 f"the shards hold {sum(counts)} rows in all (per rank: {counts}) but n_total="
                 f"{n_rows}"
             )
         widths = {row[3] for row in table}
         if len(widths) > 1:
-            raise ValueError(
+            raise GreedypruneError(
                 f"every rank's features must have the same shape per row; got {sorted(widths)} "
                 f"values per row"
             )
         if len({row[4] for row in table}) > 1:
-            raise TypeError("features_shard must have the same dtype on every rank")
+            raise GreedypruneTypeError("features_shard must have the same dtype on every rank")
         given = [row[0] for row in table]
         if all(o < 0 for o in given):
             offsets = [sum(counts[:q]) for q in range(W)]
         elif any(o < 0 for o in given):
-            raise ValueError("pass row_offset on every rank or on none (None stacks in rank order)")
+            raise GreedypruneError(
+                "pass row_offset on every rank or on none (None stacks in rank order)"
+            )
         else:
             offsets = given
             end = 0
             for o, q in sorted(zip(offsets, range(W))):
                 if o != end:
-                    raise ValueError(
+                    raise GreedypruneError(
                         f"the shards must tile rows [0, {n_rows}) without gaps or overlaps; rank "
                         f"{q} starts at row {o}, expected {end} (offsets {offsets}, rows {counts})"
                     )
@@ -403,7 +409,7 @@ class ShardedSquaredLoss:
     def add(self, index: int) -> None:
         i = int(index)
         if not 0 <= i < self.n_candidates:
-            raise ValueError(f"index {i} outside [0, {self.n_candidates})")
+            raise GreedypruneError(f"index {i} outside [0, {self.n_candidates})")
         if self._pending is not None and self._pending[0] == i:
             row = self._pending[1]
         else:
@@ -500,12 +506,12 @@ def sharded_greedy_select(
         For "greedi", stop applies to round two.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise GreedypruneError(f"method must be one of {METHODS}, got {method!r}")
     n = check_positive_int("n", n)
     replacement = check_bool("replacement", replacement)
     if method == "central":
         if local_n is not None:
-            raise ValueError("local_n is an option of method='greedi' only")
+            raise GreedypruneError("local_n is an option of method='greedi' only")
         obj = ShardedSquaredLoss(
             features_shard, target, row_offset=row_offset, n_total=n_total, max_bytes=max_bytes
         )
@@ -523,7 +529,9 @@ def sharded_greedy_select(
         sel.info["distributed"] = _info(obj, "central")
         return sel
     if candidates is not None:
-        raise ValueError("method='greedi' runs exact greedy in both rounds; pass candidates=None")
+        raise GreedypruneError(
+            "method='greedi' runs exact greedy in both rounds; pass candidates=None"
+        )
     return _greedi(
         features_shard,
         target,
@@ -566,12 +574,12 @@ def _greedi(
     )
     N, comm = obj.n_candidates, obj._comm
     if not replacement and n > N:
-        raise ValueError(
+        raise GreedypruneError(
             f"n={n} exceeds the {N} candidates; without replacement pass n <= {N} or replacement=True"
         )
     local_n = n if local_n is None else check_positive_int("local_n", local_n)
     if local_n < n:
-        raise ValueError(f"local_n={local_n} must be >= n={n} (each rank's round-one size)")
+        raise GreedypruneError(f"local_n={local_n} must be >= n={n} (each rank's round-one size)")
 
     # Round one: greedy on this rank's rows alone.
     local = obj._local

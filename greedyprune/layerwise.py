@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneTypeError
 from greedyprune.select import Objective, Selection, greedy_select
 
 __all__ = ["LayerPlan", "layer_generator", "select_layerwise"]
@@ -67,7 +68,7 @@ def layer_generator(generator: torch.Generator | int | None) -> torch.Generator:
     if generator is None:
         generator = 0
     if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
-        raise TypeError(
+        raise GreedypruneTypeError(
             f"generator must be a torch.Generator, an int seed or None (seed 0), got {generator!r}"
         )
     return torch.Generator().manual_seed(int(generator))

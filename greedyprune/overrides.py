@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["SettingError", "apply_overrides", "describe_fields", "overrides_from_args"]
 
 # fields no override may change: the setting's label (unit ids and tables key on it) and the
@@ -34,7 +36,7 @@ __all__ = ["SettingError", "apply_overrides", "describe_fields", "overrides_from
 _NEVER = {"name": "it is the setting's label", "extra": "it is not a setting value"}
 
 
-class SettingError(ValueError):
+class SettingError(GreedypruneError):
     """A bad ``--set`` / ``--config`` entry: the message is one line, ready for the user."""
 
 

@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = [
     "RunDir",
     "atomic_write_bytes",
@@ -127,11 +129,11 @@ def load_checkpoint_file(
         reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         if len(reason) > 160:
             reason = reason[:157] + "..."
-        raise ValueError(_damaged(path, reason)) from None
+        raise GreedypruneError(_damaged(path, reason)) from None
     if keys:
         missing = [k for k in keys if not isinstance(obj, Mapping) or k not in obj]
         if missing:
-            raise ValueError(_damaged(path, f"lacks {', '.join(map(str, missing))}"))
+            raise GreedypruneError(_damaged(path, f"lacks {', '.join(map(str, missing))}"))
     return obj
 
 
@@ -264,14 +266,14 @@ class RunDir:
             self._open()
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ValueError(
+            raise GreedypruneError(
                 f"out={str(self.path)!r} cannot be written ({reason}); pass an --out in a "
                 f"folder you can write to"
             ) from None
 
     def _open(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise ValueError(
+            raise GreedypruneError(
                 f"out={str(self.path)!r} exists and is not a folder; pass another --out"
             )
         cfg_file = self.path / "config.json"
@@ -288,7 +290,7 @@ class RunDir:
             )
             if found:
                 shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-                raise ValueError(
+                raise GreedypruneError(
                     f"out={str(self.path)!r} holds {shown} but no config.json, so the settings "
                     f"behind them are unknown; pass a new --out or delete the folder"
                 )
@@ -324,7 +326,7 @@ class RunDir:
         except (ValueError, UnicodeDecodeError):
             old = None
         if not isinstance(old, dict):
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(cfg_file)!r} is damaged (not a JSON object); pass a new --out or delete "
                 f"the folder"
             )
@@ -344,7 +346,7 @@ class RunDir:
                     )
                 return
             shown = ", ".join(made[:3]) + (", ..." if len(made) > 3 else "")
-            raise ValueError(
+            raise GreedypruneError(
                 f"out={str(self.path)!r} holds a run with other settings (differs in: "
                 f"{', '.join(changed)}) and what it wrote ({shown}); pass a new --out or the "
                 f"same settings to resume"
@@ -399,7 +401,7 @@ class RunDir:
                 df = pd.read_csv(io.StringIO(good))
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             detail = " ".join(str(exc).split())[:160]
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(p)!r} is damaged ({detail}); fix or delete that line, or delete the file "
                 f"to run its units again"
             ) from None
@@ -439,13 +441,13 @@ class RunDir:
             return set()
         p = self.table_path(table)
         if "unit" not in df.columns:
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(p)!r} has no 'unit' column, so it was not written by a run; move it away "
                 f"or delete it to run its units again"
             )
         empty = (df["unit"].astype(str).str.strip() == "").to_numpy().nonzero()[0]
         if len(empty):
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(p)!r} line {int(empty[0]) + 2} has no unit; fix or delete that line, or "
                 f"delete the file to run its units again"
             )
@@ -479,7 +481,7 @@ class RunDir:
             return json.loads(p.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             detail = " ".join(str(exc).split())[:120]
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(p)!r} is damaged ({detail}); delete it to redo the step that wrote it"
             ) from None
 
@@ -527,7 +529,7 @@ def from_main(fn: Callable[[], R]) -> R:
     tdist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "value":
-        raise ValueError(value)
+        raise GreedypruneError(value)
     if kind == "other":
         raise RuntimeError(f"rank 0 failed ({value})")
     return value

@@ -26,7 +26,8 @@ from greedyprune.errors import (
 
 PACKAGE = Path(greedyprune.__file__).parent
 # The layers already migrated: every error they raise for a caller's value is GreedypruneError.
-MIGRATED = [PACKAGE / "select", PACKAGE / "theory", PACKAGE / "study.py", PACKAGE / "errors.py"]
+MIGRATED = [PACKAGE / "select", PACKAGE / "theory", PACKAGE / "errors.py"]
+MIGRATED += [PACKAGE / f for f in ("study.py", "runs.py", "dist.py", "layerwise.py")]
 
 
 def _refused(call, *args, **kwargs) -> GreedypruneError:
