@@ -120,35 +120,35 @@ def _convert(tp, value) -> Any:
         elif isinstance(value, list):
             items = value
         else:
-            raise ValueError
+            raise GreedypruneError("")
         return tuple(_convert(elem, v) for v in items)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise ValueError
+        raise GreedypruneError("")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str):
             return int(value.strip())
-        raise ValueError
+        raise GreedypruneError("")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             v = float(value)
         elif isinstance(value, str):
             v = float(value.strip())
         else:
-            raise ValueError
+            raise GreedypruneError("")
         if not math.isfinite(v):
-            raise ValueError
+            raise GreedypruneError("")
         return v
     if tp is str:
         if isinstance(value, str):
             return value.strip()
-        raise ValueError
-    raise ValueError
+        raise GreedypruneError("")
+    raise GreedypruneError("")
 
 
 def _fields(cls) -> dict[str, Any]:

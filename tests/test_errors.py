@@ -25,9 +25,9 @@ from greedyprune.errors import (
 )
 
 PACKAGE = Path(greedyprune.__file__).parent
-# The layers already migrated: every error they raise for a caller's value is GreedypruneError.
-MIGRATED = [PACKAGE / "select", PACKAGE / "theory", PACKAGE / "errors.py"]
-MIGRATED += [PACKAGE / f for f in ("study.py", "runs.py", "dist.py", "layerwise.py")]
+# Every error the package raises for a caller's value is GreedypruneError (ValueError/TypeError
+# from torch, pandas and the like still reach the CLI as bad input until Part 2 narrows it).
+MIGRATED = sorted(PACKAGE.rglob("*.py"))  # every module of the package
 
 
 def _refused(call, *args, **kwargs) -> GreedypruneError:
@@ -135,9 +135,8 @@ def _raises(path: Path) -> list[tuple[str, int]]:
     return found
 
 
-@pytest.mark.parametrize("path", MIGRATED, ids=lambda p: p.name)
-def test_the_migrated_layers_raise_only_the_one_error_type(path):
-    assert _raises(path) == []
+def test_the_package_raises_only_the_one_error_type():
+    assert [hit for path in MIGRATED for hit in _raises(path)] == []
 
 
 def test_the_version_is_written_once():

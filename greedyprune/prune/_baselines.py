@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError
+
 from ..select import SquaredLoss, ispasp
 from . import _layerwise  # noqa: F401  (registers greedy first: the registry's order is compare's)
 from ._gates import PrunableGroup
@@ -117,7 +119,9 @@ def baseline_channels(
     :func:`_ispasp_channels`.
     """
     if method not in BASELINES:
-        raise ValueError(f"method={method!r} is not a baseline; use one of {', '.join(BASELINES)}")
+        raise GreedypruneError(
+            f"method={method!r} is not a baseline; use one of {', '.join(BASELINES)}"
+        )
     request = SelectionRequest(
         model=model,
         example=example_input,
@@ -160,7 +164,7 @@ def _importance_channels(
                 # No batch norm in the group (squeeze-excitation convolutions): rank by L1.
                 scores = l1(group)
             if scores is None or scores.numel() != d:
-                raise ValueError(f"{method} importance could not score group {g.name!r}")
+                raise GreedypruneError(f"{method} importance could not score group {g.name!r}")
             # Ties broken toward the lower index so the choice is reproducible.
             order = sorted(range(d), key=lambda i: (-float(scores[i]), i))
             kept[g.name] = sorted(order[: widths.get(g.name, d)])
@@ -209,7 +213,7 @@ def _contributions(module: nn.Module, x: Tensor, n_channels: int, positions: int
     x = x.float()
     if isinstance(module, nn.Conv2d):
         if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
-            raise ValueError(
+            raise GreedypruneError(
                 "i-SpaSP handles consumer convolutions with groups=1 and integer zero padding"
             )
         cols = F.unfold(
@@ -227,12 +231,12 @@ def _contributions(module: nn.Module, x: Tensor, n_channels: int, positions: int
         return torch.einsum("bckp,ock->cbop", cols, w)
     if isinstance(module, nn.Linear):
         if x.dim() != 2 or x.shape[1] % C:
-            raise ValueError(
+            raise GreedypruneError(
                 f"i-SpaSP needs a linear consumer's input to be [B, {C} * r], got {tuple(x.shape)}"
             )
         w = module.weight.float().reshape(module.out_features, C, -1)
         return torch.einsum("bcr,ocr->cbo", x.reshape(B, C, -1), w).unsqueeze(-1)
-    raise ValueError(f"i-SpaSP cannot read a consumer of type {type(module).__name__}")
+    raise GreedypruneError(f"i-SpaSP cannot read a consumer of type {type(module).__name__}")
 
 
 def _ispasp_channels(

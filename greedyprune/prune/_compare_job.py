@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 
-from greedyprune.errors import check_int
+from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
@@ -104,21 +104,21 @@ def compare(
     known = (*SELECTION_METHODS, *WIDTH_RULES)  # read now: a method registered later counts
     bad = [m for m in methods if m not in known]
     if bad or not methods:
-        raise ValueError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
+        raise GreedypruneError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
     local_methods = [m for m in methods if m in _local.CRITERIA]
     if local is None and local_methods:
-        raise ValueError(
+        raise GreedypruneError(
             f"methods={','.join(local_methods)}: local imitation handles internal groups only; "
             "pass --groups internal (local=LocalSettings(...)) so every method prunes those"
         )
     if local is not None:
         if not isinstance(local, _local.LocalSettings):
-            raise ValueError(f"local={local!r} must be a LocalSettings or None")
+            raise GreedypruneError(f"local={local!r} must be a LocalSettings or None")
         _local.check_local(local)
     for m in methods:
         for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
             if need not in methods:
-                raise ValueError(
+                raise GreedypruneError(
                     f"methods={m} needs {need} too: its budget counts {need}'s selection"
                 )
     targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
@@ -128,7 +128,7 @@ def compare(
     needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
     methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
     if not isinstance(curves, bool):
-        raise ValueError(f"curves={curves!r} must be True or False")
+        raise GreedypruneError(f"curves={curves!r} must be True or False")
     check_settings(
         candidates=candidates,
         loss=loss,

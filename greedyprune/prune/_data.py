@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 __all__ = [
     "DataSpec",
     "check_images",
@@ -37,7 +39,7 @@ class DataSpec:
 def parse_data(spec: str) -> DataSpec:
     """``folder:PATH`` | ``digits`` | ``synthetic`` -> DataSpec (checks that the folder exists)."""
     if not isinstance(spec, str):
-        raise TypeError(f"data must be a string, got {type(spec).__name__}")
+        raise GreedypruneTypeError(f"data must be a string, got {type(spec).__name__}")
     if spec in ("digits", "synthetic"):
         return DataSpec(spec)
     if spec.startswith("folder:"):
@@ -54,7 +56,7 @@ def parse_data(spec: str) -> DataSpec:
                     "subfolders, one folder per class inside each"
                 )
         return DataSpec("folder", str(path))
-    raise ValueError(f"data={spec!r} is not one of folder:PATH, digits, synthetic")
+    raise GreedypruneError(f"data={spec!r} is not one of folder:PATH, digits, synthetic")
 
 
 def _digits(image_size: int) -> tuple[Dataset, Dataset, int]:
@@ -104,12 +106,14 @@ def _folder(path: str, image_size: int, crop_scale: tuple[float, float]):
         val = datasets.ImageFolder(str(Path(path) / "val"), transform=val_tf)
     except (FileNotFoundError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise ValueError(
+        raise GreedypruneError(
             f"data folder {path!r} holds no usable images ({first}); put images "
             f"({', '.join(IMAGE_EXTENSIONS[:3])}, ...) in train/CLASS/ and val/CLASS/"
         ) from None
     if train.classes != val.classes:
-        raise ValueError(f"data folder {path!r}: train/ and val/ hold different class folders")
+        raise GreedypruneError(
+            f"data folder {path!r}: train/ and val/ hold different class folders"
+        )
     return train, val, len(train.classes)
 
 
@@ -130,10 +134,10 @@ def load_data(
     ``crop_scale`` + flip for training; resize to 256/224 of the size and centre crop for testing).
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        raise GreedypruneError(f"image_size must be an int >= 8, got {image_size!r}")
     lo, hi = crop_scale
     if not 0 < lo <= hi <= 1:
-        raise ValueError(
+        raise GreedypruneError(
             f"crop_scale={crop_scale!r} must satisfy 0 < low <= high <= 1, e.g. (0.2, 1)"
         )
     spec = parse_data(spec) if isinstance(spec, str) else spec
@@ -163,13 +167,15 @@ def eval_indices(n_total: int, *, n_eval: int | None = None, every: int | None =
     (the authors take every 200th), or, with ``n_eval``, every ``max(1, n_total // n_eval)``-th
     image, ``n_eval`` of them. Never the first n: an ImageNet-layout folder is sorted by class."""
     if (n_eval is None) == (every is None):
-        raise ValueError("pass exactly one of n_eval (a count) and every (a stride)")
+        raise GreedypruneError("pass exactly one of n_eval (a count) and every (a stride)")
     if every is not None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"eval stride every={every!r} must be an int >= 1 (the authors: 200)")
+            raise GreedypruneError(
+                f"eval stride every={every!r} must be an int >= 1 (the authors: 200)"
+            )
         return list(range(0, n_total, every))
     if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"n_eval={n_eval!r} must be an int >= 1")
+        raise GreedypruneError(f"n_eval={n_eval!r} must be an int >= 1")
     stride = max(1, n_total // n_eval)
     return list(range(0, n_total, stride))[:n_eval]
 
@@ -207,7 +213,7 @@ def check_images(dataset: Dataset, *, workers: int = 8, progress: bool = False) 
         bar = tqdm(found_all, total=len(paths), desc="checking images", disable=not progress)
         for found in bar:
             if found is not None:
-                raise ValueError(
+                raise GreedypruneError(
                     f"unreadable image {found}: remove or replace the file, then run again"
                 )
     return len(paths)

@@ -23,6 +23,7 @@ import torch.distributed as tdist
 from torch import Tensor
 
 from greedyprune.dist import barrier, init_from_env, is_distributed, is_main, rank, world_size
+from greedyprune.errors import GreedypruneError
 
 __all__ = [
     "all_sum",
@@ -41,7 +42,7 @@ def local_slice(n: int) -> slice:
     """This rank's contiguous share of ``n`` items (``n`` divisible by the world size)."""
     k = world_size()
     if n % k:
-        raise ValueError(
+        raise GreedypruneError(
             f"a batch of {n} images cannot be split evenly over {k} processes; pass a batch size "
             f"that is a multiple of {k}"
         )

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneError
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._distributed import all_sum, barrier, is_distributed, is_main, local_slice, world_size
@@ -174,7 +175,7 @@ def batch_stream(
     its contiguous slice (the batch size must be a multiple of the world size); ``shard=False``
     gives every rank the whole batch."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise GreedypruneError(f"batch_size must be >= 1, got {batch_size}")
     n = len(dataset)
     device = torch.device(device)
     tensors = getattr(dataset, "tensors", None)
@@ -245,13 +246,13 @@ def finetune(
     the last finished epoch (same model architecture required).
     """
     if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs!r}")
+        raise GreedypruneError(f"epochs must be > 0, got {epochs!r}")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+        raise GreedypruneError(f"lr must be > 0, got {lr!r}")
     if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule={schedule!r} must be 'cosine' or 'constant'")
+        raise GreedypruneError(f"schedule={schedule!r} must be 'cosine' or 'constant'")
     if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+        raise GreedypruneError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
     device = _device_of(model)
     gen = (
         generator

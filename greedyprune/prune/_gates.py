@@ -26,7 +26,7 @@ import torch.fx
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 
 __all__ = ["Gate", "GatedModel", "PrunableGroup", "find_prunable_groups"]
 
@@ -60,7 +60,7 @@ def find_prunable_groups(
     example_input: [1, C, H, W] on the model's device and dtype (used to trace the graph).
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise GreedypruneTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = {m: n for n, m in model.named_modules()}
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     was_training = model.training
@@ -132,7 +132,7 @@ class Gate:
     def _apply(self, x: Tensor) -> Tensor:
         c = self.n_channels
         if x.shape[1] != c:
-            raise ValueError(f"gate of {c} channels met an input of shape {tuple(x.shape)}")
+            raise GreedypruneError(f"gate of {c} channels met an input of shape {tuple(x.shape)}")
         rest = (1,) * (x.dim() - 2)
         if self.stacked is not None:
             k = self.stacked.shape[0]
@@ -178,14 +178,14 @@ class GatedModel:
             list(groups) if groups is not None else find_prunable_groups(model, example_input)
         )
         if not self.groups:
-            raise ValueError(
+            raise GreedypruneError(
                 f"found no prunable channel group in {type(model).__name__}; only groups that are "
                 "not coupled by residual additions or concatenations can be pruned here"
             )
         try:
             self.graph_module = torch.fx.symbolic_trace(model)
         except Exception as exc:
-            raise TypeError(
+            raise GreedypruneTypeError(
                 f"{type(model).__name__} could not be traced by torch.fx ({exc}); greedy selection "
                 "needs a traceable model"
             ) from None
@@ -203,7 +203,9 @@ class GatedModel:
         for g in self.groups:
             if g.name == name:
                 return g
-        raise ValueError(f"no prunable group {name!r}; groups are {[g.name for g in self.groups]}")
+        raise GreedypruneError(
+            f"no prunable group {name!r}; groups are {[g.name for g in self.groups]}"
+        )
 
     def detach(self) -> None:
         for gate in self.gates.values():
@@ -216,7 +218,7 @@ class GatedModel:
         for p in range(q, 0, -1):
             if len(self._live[p]) == 1:
                 return p
-        raise ValueError(f"no single-tensor cut before group {name!r}")
+        raise GreedypruneError(f"no single-tensor cut before group {name!r}")
 
     def split(self, name: str) -> tuple[nn.Module, nn.Module]:
         """(prefix, suffix): ``prefix(x) -> h`` and ``suffix(h) -> logits``, sharing the model's

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.runs import atomic_write_bytes, atomic_write_text
 
 from ._models import build_model, list_archs
@@ -66,7 +67,7 @@ def save_pruned(
     if arch is None:
         arch = type(model).__name__
     if not isinstance(arch, str) or not arch:
-        raise ValueError(f"arch must be a non-empty string, got {arch!r}")
+        raise GreedypruneError(f"arch must be a non-empty string, got {arch!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_state(folder / "model.safetensors", model)
@@ -87,9 +88,9 @@ def _read_record(rec_path: Path) -> dict[str, Any]:
     try:
         record = json.loads(rec_path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(rec_path)!r} is not valid JSON ({exc})") from None
+        raise GreedypruneError(f"{str(rec_path)!r} is not valid JSON ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{str(rec_path)!r} is not a greedyprune record (format {FORMAT!r})")
+        raise GreedypruneError(f"{str(rec_path)!r} is not a greedyprune record (format {FORMAT!r})")
     bad = [
         key
         for key, ok in (
@@ -100,7 +101,7 @@ def _read_record(rec_path: Path) -> dict[str, Any]:
         if not ok
     ]
     if bad:
-        raise ValueError(f"{str(rec_path)!r} lacks a valid {', '.join(bad)}; it is damaged")
+        raise GreedypruneError(f"{str(rec_path)!r} lacks a valid {', '.join(bad)}; it is damaged")
     return record
 
 
@@ -127,20 +128,22 @@ def load_pruned(
     arch = record["arch"]
     if model is None:
         if arch not in list_archs():
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(rec_path)!r} names arch={arch!r}, which build_model does not know (a custom "
                 "module): build the unpruned model with your own code and pass it, "
                 f"load_pruned({str(folder)!r}, model=YourModel(...))"
             )
         if record.get("num_classes") is None:
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(rec_path)!r} has no num_classes to rebuild {arch}; pass the unpruned model "
                 "as load_pruned(folder, model=...)"
             )
         model = build_model(arch, int(record["num_classes"]))
         given = False
     elif not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+        raise GreedypruneTypeError(
+            f"model must be a torch.nn.Module or None, got {type(model).__name__}"
+        )
     else:
         model = copy.deepcopy(model)
         given = True
@@ -164,22 +167,24 @@ def load_pruned(
     except Exception as exc:  # a model that does not fit the record, or cannot be traced
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         what = "model=" if given else f"the rebuilt {arch}"
-        raise ValueError(
+        raise GreedypruneError(
             f"{what} does not fit the kept channels of {str(rec_path)!r} ({first}){fix}"
         ) from None
     try:
         state = load_file(str(w_path))
     except Exception as exc:
-        raise ValueError(f"{str(w_path)!r} is not a readable safetensors file ({exc})") from None
+        raise GreedypruneError(
+            f"{str(w_path)!r} is not a readable safetensors file ({exc})"
+        ) from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         detail = " ".join(s.strip() for s in str(exc).strip().splitlines()[:2])[:200]
         if given:
-            raise ValueError(
+            raise GreedypruneError(
                 f"model= does not fit {str(w_path)!r} once cut to the kept channels ({detail}){fix}"
             ) from None
-        raise ValueError(
+        raise GreedypruneError(
             f"{str(w_path)!r} does not match the architecture in {str(rec_path)!r} ({detail})"
         ) from None
     return model.eval(), record

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.layerwise import LayerPlan, layer_generator, select_layerwise
 from greedyprune.select import StackedObjective, per_sample_loss
 
@@ -42,7 +43,9 @@ _LOSS_NAMES = {"ce": "cross_entropy", "imitation": "squared"}
 def _loss_fn(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
     """The per-sample loss of ``greedy_prune(loss=...)``: ``per_sample_loss`` with its name bound."""
     if loss not in _LOSS_NAMES:
-        raise ValueError(f"loss={loss!r} must be 'ce' (labels) or 'imitation' (unpruned logits)")
+        raise GreedypruneError(
+            f"loss={loss!r} must be 'ce' (labels) or 'imitation' (unpruned logits)"
+        )
     return functools.partial(per_sample_loss, _LOSS_NAMES[loss])
 
 
@@ -150,7 +153,7 @@ def check_selection_settings(
     if not isinstance(candidates, (tuple, type(None))) and (
         isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
     ):
-        raise ValueError(
+        raise GreedypruneError(
             f"candidates={candidates!r} must be an int >= 1 (the authors: 50), None (all) or "
             "('eps', e) (stochastic greedy)"
         )
@@ -158,11 +161,11 @@ def check_selection_settings(
     if tol is not None and (
         isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
     ):
-        raise ValueError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
+        raise GreedypruneError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
     if mode not in ("batched", "sequential"):
-        raise ValueError(f"mode={mode!r} must be 'batched' or 'sequential'")
+        raise GreedypruneError(f"mode={mode!r} must be 'batched' or 'sequential'")
     if candidate_order not in CANDIDATE_ORDERS:
-        raise ValueError(
+        raise GreedypruneError(
             f"candidate_order={candidate_order!r} must be one of {', '.join(CANDIDATE_ORDERS)}"
         )
 
@@ -172,7 +175,7 @@ def _check_batches(batches) -> Callable[[], Batch]:
         return batches
     if isinstance(batches, Iterator):
         return lambda: next(batches)
-    raise TypeError(
+    raise GreedypruneTypeError(
         "batches must be a callable returning (x [B, C, H, W], y [B]) or an iterator of such pairs"
     )
 
@@ -343,27 +346,31 @@ def greedy_prune(
         candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
     )
     if target_macs is None and tol is None and widths is None:
-        raise ValueError("pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)")
+        raise GreedypruneError("pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)")
     if target_macs is not None and widths is not None:
-        raise ValueError("pass target_macs or widths, not both")
+        raise GreedypruneError("pass target_macs or widths, not both")
     if eval_data is None:
         eval_data = eval_batch
     if tol is not None and eval_data is None:
-        raise ValueError("tol needs eval_data: the images the top-1 is measured on")
+        raise GreedypruneError("tol needs eval_data: the images the top-1 is measured on")
     if precheck is not None and (
         isinstance(precheck, bool)
         or not isinstance(precheck, (int, float))
         or not 0 < precheck <= 1
     ):
-        raise ValueError(f"precheck={precheck!r} must be in (0, 1] (the authors: 0.95) or None")
+        raise GreedypruneError(
+            f"precheck={precheck!r} must be in (0, 1] (the authors: 0.95) or None"
+        )
     if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
-        raise ValueError(f"eval_chunk={eval_chunk!r} must be an int >= 1")
+        raise GreedypruneError(f"eval_chunk={eval_chunk!r} must be an int >= 1")
     if (
         isinstance(eval_cache_bytes, bool)
         or not isinstance(eval_cache_bytes, int)
         or eval_cache_bytes < 0
     ):
-        raise ValueError(f"eval_cache_bytes={eval_cache_bytes!r} must be an int >= 0 (0: no cache)")
+        raise GreedypruneError(
+            f"eval_cache_bytes={eval_cache_bytes!r} must be an int >= 0 (0: no cache)"
+        )
     loss_fn = _loss_fn(loss)
     next_batch = _check_batches(batches)
     gen = layer_generator(generator)
@@ -391,7 +398,7 @@ def greedy_prune(
         elif widths is not None:
             cap = int(widths.get(g.name, d))
             if not 1 <= cap <= d:
-                raise ValueError(f"widths[{g.name!r}]={cap} must be in 1..{d}")
+                raise GreedypruneError(f"widths[{g.name!r}]={cap} must be in 1..{d}")
         if cap >= d and tol is None:
             done[g.name] = d
             result.layers.append(LayerRecord(g.name, d, [], list(range(d)), [1.0] * d, []))

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneError
 from greedyprune.select import (
     FixedWeightLoss,
     GramLoss,
@@ -217,23 +218,25 @@ def check_local(settings: LocalSettings, criterion: str | None = None) -> None:
     for name in ("positions", "calibration_images", "chunk", "memory_budget"):
         v = getattr(settings, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be an int >= 1")
+            raise GreedypruneError(f"{name}={v!r} must be an int >= 1")
     if (
         isinstance(settings.swaps, bool)
         or not isinstance(settings.swaps, int)
         or settings.swaps < 0
     ):
-        raise ValueError(f"swaps={settings.swaps!r} must be an int >= 0 (rounds of swap search)")
+        raise GreedypruneError(
+            f"swaps={settings.swaps!r} must be an int >= 0 (rounds of swap search)"
+        )
     r = settings.ridge
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
-        raise ValueError(f"ridge={r!r} must be a finite number >= 0 (relative to mean(diag))")
+        raise GreedypruneError(f"ridge={r!r} must be a finite number >= 0 (relative to mean(diag))")
     if criterion not in CRITERIA:
-        raise ValueError(
+        raise GreedypruneError(
             f"method={criterion!r} is not a local method; use one of {', '.join(CRITERIA)}"
         )
     if settings.swaps and not CRITERIA[criterion].swaps:
         takers = ", ".join(k for k, v in CRITERIA.items() if v.swaps)
-        raise ValueError(
+        raise GreedypruneError(
             f"swaps need a refit criterion ({takers}); method={criterion!r} takes none: pass "
             "swaps=0"
         )
@@ -244,19 +247,19 @@ def check_consumers(model: nn.Module, groups: list[PrunableGroup]) -> None:
     mods = dict(model.named_modules())
     for g in groups:
         if len(g.consumers) != 1:
-            raise ValueError(
+            raise GreedypruneError(
                 f"group {g.name!r} has {len(g.consumers)} consumers ({', '.join(g.consumers)}): "
                 "local imitation handles internal groups with one consumer; residual-stream "
                 "groups span a stage (use find_prunable_groups(residual=False))"
             )
         c = mods[g.consumers[0]]
         if not isinstance(c, nn.Conv2d):
-            raise ValueError(
+            raise GreedypruneError(
                 f"consumer {g.consumers[0]!r} of group {g.name!r} is a {type(c).__name__}: the "
                 "refit rewrites convolutions only"
             )
         if c.groups != 1 or c.padding_mode != "zeros" or isinstance(c.padding, str):
-            raise ValueError(
+            raise GreedypruneError(
                 f"consumer {g.consumers[0]!r} of group {g.name!r} has groups={c.groups}, "
                 f"padding_mode={c.padding_mode!r}, padding={c.padding!r}: the patches are read "
                 "with zero integer padding and one group only"
@@ -284,7 +287,7 @@ def largest_activation_bytes(model: nn.Module, example: Tensor) -> int:
 
 def _check_calibration_size(n: int, available: int) -> None:
     if n > available:
-        raise ValueError(
+        raise GreedypruneError(
             f"calibration_images={n} is more than the training split holds ({available}); "
             f"pass at most {available}"
         )
@@ -299,13 +302,13 @@ def internal_groups(
     training split's ``n_train``."""
     groups = find_prunable_groups(model, example, residual=False)
     if not groups:
-        raise ValueError(
+        raise GreedypruneError(
             "the model has no internal group (one consumer each), which local imitation needs"
         )
     check_consumers(model, groups)
     need = 2 * largest_activation_bytes(model, example)
     if settings.memory_budget < need:
-        raise ValueError(
+        raise GreedypruneError(
             f"memory_budget={settings.memory_budget} bytes is below one image's activations at a "
             f"cut and at the next one ({need} bytes); pass at least {-(-need // 2**20)} MiB"
         )
@@ -405,7 +408,7 @@ class _Segments:
         try:
             self.gm = torch.fx.symbolic_trace(model)
         except Exception as exc:
-            raise ValueError(
+            raise GreedypruneError(
                 f"{type(model).__name__} could not be traced by torch.fx ({exc}); local "
                 "imitation needs a traceable model"
             ) from None
@@ -429,7 +432,7 @@ class _Segments:
         for p in range(self.node_of(module_name), 0, -1):
             if len(self.live[p]) == 1:
                 return p
-        raise ValueError(f"no single-tensor cut before {module_name!r}")
+        raise GreedypruneError(f"no single-tensor cut before {module_name!r}")
 
     def module(self, a: int, b: int | None) -> nn.Module:
         if (a, b) in self._cache:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["LayerCost", "MacsModel", "count_macs", "count_params", "parse_macs", "profile_layers"]
 
 
@@ -39,7 +41,7 @@ class LayerCost:
 def profile_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost]:
     """The cost of every Conv2d/Linear layer for one sample; ``example_input: [1, C, H, W]``."""
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
-        raise ValueError(
+        raise GreedypruneError(
             "example_input must be a tensor [1, C, H, W], got "
             f"{getattr(example_input, 'shape', type(example_input).__name__)}"
         )
@@ -96,7 +98,7 @@ def parse_macs(value: str | float | int, full_macs: int) -> int:
     text = str(value).strip()
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMG%]?)", text, re.IGNORECASE)
     if not m:
-        raise ValueError(
+        raise GreedypruneError(
             f"target_macs={value!r} is not a MACs target; use e.g. 220M, 1.5G, 0.5 or 50%"
         )
     number, unit = float(m.group(1)), m.group(2).upper()
@@ -107,9 +109,9 @@ def parse_macs(value: str | float | int, full_macs: int) -> int:
     else:
         target = number * _UNITS[unit]
     if target <= 0:
-        raise ValueError(f"target_macs={value!r} must be positive")
+        raise GreedypruneError(f"target_macs={value!r} must be positive")
     if target > full_macs:
-        raise ValueError(
+        raise GreedypruneError(
             f"target_macs={value!r} ({target / 1e6:.2f}M) is above the model's {full_macs / 1e6:.2f}M "
             "MACs; pass a smaller target (or a fraction like 0.5)"
         )
@@ -161,7 +163,7 @@ class MacsModel:
         free = [n for n in self.full if n not in fixed]
         lo_w = {**fixed, **self.uniform_widths(0.0, free)}
         if self.macs(lo_w) > target:
-            raise ValueError(
+            raise GreedypruneError(
                 f"target_macs={target / 1e6:.3f}M is below the smallest reachable "
                 f"{self.macs(lo_w) / 1e6:.3f}M (one channel per prunable group); pass a larger target"
             )

@@ -79,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
+        raise GreedypruneError(
             f"weights={str(path)!r} does not hold a state dict of tensors; save one with "
             "torch.save(model.state_dict(), path)"
         )
@@ -97,7 +97,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
     if not isinstance(arch, str) or arch not in list_archs():
         near = difflib.get_close_matches(str(arch), list_archs(), n=6, cutoff=0.6)
         hint = f" (did you mean one of {', '.join(near)}?)" if near else ""
-        raise ValueError(
+        raise GreedypruneError(
             f"arch={arch!r} is not a torchvision classification model nor proxylessnas_mobile"
             f"{hint}; see greedyprune.prune.list_archs()"
         )
@@ -107,7 +107,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
                 f"arch={arch!r} is not supported: {why}; pick a CNN", name="arch"
             )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        raise GreedypruneError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if arch in _OWN_MODELS:
         model = _OWN_MODELS[arch](num_classes)
     else:
@@ -115,7 +115,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
     if weights is not None:
         w = str(weights)
         if not Path(w).exists() and w in _weight_names(arch):
-            raise ValueError(
+            raise GreedypruneError(
                 f"weights={w!r} is a torchvision weight name, which would need a download; nothing is "
                 "downloaded here: save the state dict to a local file and pass its path"
             )
@@ -125,7 +125,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
             detail = " ".join(s.strip() for s in first[:2])[:200]
-            raise ValueError(
+            raise GreedypruneError(
                 f"weights={w!r} does not fit {arch} with {num_classes} classes ({detail}); check "
                 "--arch and the number of classes of the data"
             ) from None

@@ -65,7 +65,7 @@ def prepare(
     # one input image in float32: a lower bound of what any forward pass holds
     check_fits("image_size", size, 3.0 * size * size * 4, "one 3-channel float32 image")
     if weights is None and spec.kind == "folder":
-        raise ValueError(
+        raise GreedypruneError(
             "data=folder:... needs weights=PATH (a trained checkpoint); only digits and "
             "synthetic models are trained here from scratch"
         )
@@ -95,7 +95,7 @@ def prepare(
             continue
         target = parse_macs(t, macs_model.full_macs)
         if target < smallest:
-            raise ValueError(
+            raise GreedypruneError(
                 f"target_macs={t!r} ({target / 1e6:.3f}M) is below the smallest reachable "
                 f"{smallest / 1e6:.3f}M MACs of {arch} at {size} px (one channel per prunable "
                 "group); pass a larger target"
@@ -134,16 +134,16 @@ def check_settings(
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
-        raise ValueError(
+        raise GreedypruneError(
             f"device={device!r} is not a torch device; pass cpu, cuda or cuda:1"
         ) from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA device is available; pass cpu")
+        raise GreedypruneError(f"device={device!r} but no CUDA device is available; pass cpu")
     if amp is not None:
         if amp not in AMP_DTYPES:
-            raise ValueError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+            raise GreedypruneError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
         if kind != "cuda":
-            raise ValueError(
+            raise GreedypruneError(
                 f"amp={amp!r} needs a CUDA device (device={device!r}); drop amp on the CPU"
             )
 
@@ -156,7 +156,7 @@ def train_base(prep: Prepared, folder: Path, train_epochs, seed, progress, **loa
         try:
             prep.model.load_state_dict(_io.load_state(base))
         except Exception:
-            raise ValueError(
+            raise GreedypruneError(
                 f"{str(base)!r} is damaged; delete it and run again to retrain the base model"
             ) from None
     else:

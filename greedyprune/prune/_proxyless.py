@@ -21,6 +21,8 @@ import math
 
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = ["PROXYLESS_MOBILE_SPEC", "ProxylessNAS", "proxylessnas_mobile"]
 
 STEM = 32
@@ -143,11 +145,11 @@ def proxylessnas_mobile(num_classes: int = 1000, width_mult: float = 1.0) -> Pro
     differently, so ``width_mult=1.4`` is close to, not equal to, their ``proxyless_mobile_14``.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        raise GreedypruneError(f"num_classes must be a positive int, got {num_classes!r}")
     if (
         isinstance(width_mult, bool)
         or not isinstance(width_mult, (int, float))
         or not (math.isfinite(width_mult) and width_mult > 0)
     ):
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+        raise GreedypruneError(f"width_mult must be a positive number, got {width_mult!r}")
     return ProxylessNAS(num_classes=num_classes, width_mult=float(width_mult))

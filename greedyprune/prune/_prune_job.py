@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from greedyprune.errors import check_int
+from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _layerwise
@@ -95,12 +95,14 @@ def prune(
     rt = runtime if runtime is not None else Runtime()
     if isinstance(recipe, str):
         if recipe not in RECIPES:
-            raise ValueError(
+            raise GreedypruneError(
                 f"recipe={recipe!r} is not a recipe; choose one of {', '.join(RECIPES)}"
             )
         recipe = RECIPES[recipe]
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name")
+        raise GreedypruneError(
+            f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name"
+        )
     r = recipe
     check_int("seed", seed, minimum=0, maximum=2**63 - 1)  # a generator's seed
     check_settings(
@@ -137,9 +139,9 @@ def prune(
         seed=seed,
     )
     if target_macs is None and r.tol is None:
-        raise ValueError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
+        raise GreedypruneError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
-        raise ValueError("tol needs n_eval or eval_every: the images top-1 is measured on")
+        raise GreedypruneError("tol needs n_eval or eval_every: the images top-1 is measured on")
     plan = _plan_local(prep, local, seed) if local is not None else None
     config = {
         "job": "prune",
@@ -252,20 +254,20 @@ class _LocalPlan:
 def _check_local_recipe(r: Recipe, local: LocalSettings) -> None:
     """Local imitation against the recipe: what a cached prefix cannot honour is refused."""
     if not isinstance(local, LocalSettings):
-        raise ValueError(f"local={local!r} must be a LocalSettings or None")
+        raise GreedypruneError(f"local={local!r} must be a LocalSettings or None")
     check_local(local)
     if r.name == "authors":
-        raise ValueError(
+        raise GreedypruneError(
             "recipe=authors needs objective=global: its tolerance stop and between-layer "
             "fine-tuning change the network while the local objective reads a cached prefix; "
             "pass --recipe default with --objective local"
         )
     if r.tol is not None:
-        raise ValueError(
+        raise GreedypruneError(
             "tol is the global objective's stop; with objective=local pass target_macs"
         )
     if r.between.epochs:
-        raise ValueError(
+        raise GreedypruneError(
             f"between_epochs={r.between.epochs!r}: between-layer fine-tuning needs objective=global"
         )
 
@@ -274,7 +276,7 @@ def _plan_local(prep: Prepared, local: LocalSettings, seed: int) -> _LocalPlan:
     """The internal groups, their widths for the MACs target, the calibration set and the memory
     check: every failure before the run folder exists."""
     if not prep.targets:
-        raise ValueError("objective=local needs target_macs (e.g. 0.5 or 220M)")
+        raise GreedypruneError("objective=local needs target_macs (e.g. 0.5 or 220M)")
     groups = internal_groups(prep.model, prep.example, local, len(prep.train))
     widths = MacsModel(profile_layers(prep.model, prep.example), groups).plan(prep.targets[0])
     gen = torch.Generator().manual_seed(seed)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
     check_bool,
     check_choice,
     check_int,
@@ -183,12 +185,16 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
     ``n_eval`` given explicitly replaces the recipe's ``eval_every`` (and the reverse).
     """
     if name not in RECIPES:
-        raise ValueError(f"recipe={name!r} is not a recipe; choose one of {', '.join(RECIPES)}")
+        raise GreedypruneError(
+            f"recipe={name!r} is not a recipe; choose one of {', '.join(RECIPES)}"
+        )
     recipe = RECIPES[name]
     top, phases = {}, {"between": {}, "final": {}}
     for key, value in overrides.items():
         if key not in _OVERRIDES:
-            raise TypeError(f"{key!r} is not a recipe setting; settings: {', '.join(_OVERRIDES)}")
+            raise GreedypruneTypeError(
+                f"{key!r} is not a recipe setting; settings: {', '.join(_OVERRIDES)}"
+            )
         if value is UNSET:
             continue
         phase, field = _OVERRIDES[key]

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from greedyprune.errors import GreedypruneError
+
 from ._finetune import batch_stream
 from ._gates import PrunableGroup
 from ._surgery import fold_into_consumers, prune_channels
@@ -76,7 +78,9 @@ class SelectionRequest:
         keeps the same channels)."""
         if self.batch is None:
             if self.data is None:
-                raise ValueError(f"method={method!r} needs batch=(x, y) or data to draw one from")
+                raise GreedypruneError(
+                    f"method={method!r} needs batch=(x, y) or data to draw one from"
+                )
             self.batch = batch_stream(
                 self.data,
                 self.batch_size * 8,
@@ -119,7 +123,7 @@ def register_method(name: str, description: str):
 
     def add(fn: Callable[[SelectionRequest], Choice]):
         if name in SELECTION_METHODS:
-            raise ValueError(f"a selection method named {name!r} is registered already")
+            raise GreedypruneError(f"a selection method named {name!r} is registered already")
         SELECTION_METHODS[name] = MethodSpec(name, description, fn)
         return fn
 
@@ -129,13 +133,13 @@ def register_method(name: str, description: str):
 def select_channels(method: str, request: SelectionRequest) -> Choice:
     """Run the registered ``method`` on ``request``, after checking its widths."""
     if method not in SELECTION_METHODS:
-        raise ValueError(
+        raise GreedypruneError(
             f"method={method!r} is not a selection method; use one of {', '.join(SELECTION_METHODS)}"
         )
     for g in request.groups:
         w = request.widths.get(g.name, g.n_channels)
         if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= g.n_channels:
-            raise ValueError(f"widths[{g.name!r}]={w!r} must be an int in 1..{g.n_channels}")
+            raise GreedypruneError(f"widths[{g.name!r}]={w!r} must be an int in 1..{g.n_channels}")
     return SELECTION_METHODS[method].select(request)
 
 

@@ -6,6 +6,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError
+
 from ._gates import GatedModel
 
 __all__ = ["fold_and_prune", "fold_into_consumers", "prune_channels"]
@@ -24,11 +26,11 @@ def prune_channels(
     removed = {}
     for name, keep in kept.items():
         if name not in mods or not isinstance(mods[name], nn.Conv2d):
-            raise ValueError(f"kept names {name!r}, which is not a convolution of this model")
+            raise GreedypruneError(f"kept names {name!r}, which is not a convolution of this model")
         d = mods[name].out_channels
         keep_set = {int(i) for i in keep}
         if not keep_set or min(keep_set) < 0 or max(keep_set) >= d:
-            raise ValueError(
+            raise GreedypruneError(
                 f"kept[{name!r}] must be a non-empty subset of range({d}), got {keep!r}"
             )
         drop = [i for i in range(d) if i not in keep_set]

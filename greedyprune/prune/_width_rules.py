@@ -18,6 +18,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError
+
 from ._macs import count_macs
 from ._surgery import prune_channels
 
@@ -175,7 +177,7 @@ def metapruner(base: nn.Module, example: Tensor, target: int) -> nn.Module:
     lo, hi = 0.0, 0.95
     best = run(hi)
     if best[1] > target:
-        raise ValueError(
+        raise GreedypruneError(
             f"metapruner cannot reach {target / 1e6:.3f}M MACs (pruning ratio {hi}); pass a "
             "larger target"
         )

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from greedyprune.errors import GreedypruneError
+
 __all__ = [
     "DTYPES",
     "PretrainCache",
@@ -25,7 +27,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 def check_dtype(name: str, dtype: str) -> None:
     """Refuse a setting's ``dtype`` that is not a key of :data:`DTYPES`."""
     if dtype not in DTYPES:
-        raise ValueError(f"setting {name!r}: dtype={dtype!r}; use {sorted(DTYPES)}")
+        raise GreedypruneError(f"setting {name!r}: dtype={dtype!r}; use {sorted(DTYPES)}")
 
 
 def sub_seed(seed: int, *tags) -> int:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError
+
 from ._mean_field_net import TwoLayerNet, _check_int, activation_fn
 
 __all__ = ["Dataset", "gaussian_classification", "make_dataset", "teacher_student"]
@@ -93,7 +95,7 @@ def teacher_student(
     if x_std is None:
         x_std = 2.0 / d**0.5
     if not x_std > 0:
-        raise ValueError(f"x_std={x_std!r} must be > 0")
+        raise GreedypruneError(f"x_std={x_std!r} must be > 0")
     g = torch.Generator().manual_seed(int(seed))
     teacher = TwoLayerNet.random(
         teacher_width, d, activation=activation, b_std=teacher_b_std, seed=int(seed) + 7919
@@ -140,7 +142,7 @@ def gaussian_classification(
     """
     _check_common(m, d, m_test)
     if not isinstance(delta, (int, float)) or not 0 < delta < 1:
-        raise ValueError(f"delta={delta!r} must lie in (0, 1)")
+        raise GreedypruneError(f"delta={delta!r} must lie in (0, 1)")
     g = torch.Generator().manual_seed(int(seed))
     n = m + m_test
     y = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
@@ -163,5 +165,7 @@ _KINDS = {"teacher_student": teacher_student, "gaussian_classification": gaussia
 def make_dataset(kind: str, **kwargs) -> Dataset:
     """``teacher_student(**kwargs)`` or ``gaussian_classification(**kwargs)`` by name."""
     if kind not in _KINDS:
-        raise ValueError(f"data={kind!r} is not a known data set; pass one of {sorted(_KINDS)}")
+        raise GreedypruneError(
+            f"data={kind!r} is not a known data set; pass one of {sorted(_KINDS)}"
+        )
     return _KINDS[kind](**kwargs)

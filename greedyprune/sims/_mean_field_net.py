@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 __all__ = ["ACTIVATIONS", "TwoLayerNet", "activation_fn"]
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -20,15 +22,17 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 def activation_fn(name: str):
     """The activation called ``name`` (one of ``ACTIVATIONS``)."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}")
+        raise GreedypruneError(
+            f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int >= {minimum}")
+        raise GreedypruneTypeError(f"{name}={value!r} must be an int >= {minimum}")
     if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
+        raise GreedypruneError(f"{name}={value} must be >= {minimum}")
     return value
 
 
@@ -48,17 +52,19 @@ class TwoLayerNet(nn.Module):
     def __init__(self, a: Tensor, b: Tensor, activation: str = "tanh"):
         super().__init__()
         if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-            raise TypeError(f"a and b must be tensors, got {type(a).__name__}, {type(b).__name__}")
+            raise GreedypruneTypeError(
+                f"a and b must be tensors, got {type(a).__name__}, {type(b).__name__}"
+            )
         if a.dim() != 2:
-            raise ValueError(f"a must be [N, d], got shape {tuple(a.shape)}")
+            raise GreedypruneError(f"a must be [N, d], got shape {tuple(a.shape)}")
         if b.dim() not in (1, 2) or b.shape[0] != a.shape[0]:
-            raise ValueError(
+            raise GreedypruneError(
                 f"b must be [N] or [N, c] with N={a.shape[0]} matching a, got shape {tuple(b.shape)}"
             )
         if a.shape[0] < 1:
-            raise ValueError("a network needs at least one neuron (N >= 1)")
+            raise GreedypruneError("a network needs at least one neuron (N >= 1)")
         if a.device != b.device or a.dtype != b.dtype:
-            raise ValueError(
+            raise GreedypruneError(
                 f"a and b must share device and dtype, got {a.device}/{a.dtype} and "
                 f"{b.device}/{b.dtype}; convert one with .to(...)"
             )
@@ -92,7 +98,7 @@ class TwoLayerNet(nn.Module):
             _check_int("outputs", outputs)
         for name, v in (("a_std", a_std), ("b_std", b_std)):
             if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{name}={v!r} must be a number >= 0")
+                raise GreedypruneError(f"{name}={v!r} must be a number >= 0")
         g = torch.Generator().manual_seed(int(seed))
         a = torch.randn(width, dim, generator=g, dtype=dtype) * a_std
         shape = (width,) if outputs is None else (width, outputs)
@@ -116,9 +122,9 @@ class TwoLayerNet(nn.Module):
 
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
+            raise GreedypruneTypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
+            raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
 
     def hidden(self, x: Tensor) -> Tensor:
         """Activations ``act(a_i . x_j)``: ``x [m, d] -> [N, m]``."""
@@ -163,15 +169,17 @@ class TwoLayerNet(nn.Module):
         """
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.a.device).reshape(-1)
         if idx.numel() == 0:
-            raise ValueError("indices is empty; a subnetwork needs at least one neuron")
+            raise GreedypruneError("indices is empty; a subnetwork needs at least one neuron")
         if int(idx.min()) < 0 or int(idx.max()) >= self.width:
-            raise ValueError(f"indices must lie in [0, {self.width}), got {idx.min()}..{idx.max()}")
+            raise GreedypruneError(
+                f"indices must lie in [0, {self.width}), got {idx.min()}..{idx.max()}"
+            )
         a = self.a[idx]
         b = self.b[idx]
         if weights is not None:
             w = torch.as_tensor(weights, dtype=self.b.dtype, device=self.b.device).reshape(-1)
             if w.numel() != idx.numel():
-                raise ValueError(
+                raise GreedypruneError(
                     f"weights has {w.numel()} entries but indices has {idx.numel()}; pass one "
                     "weight per index"
                 )

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.select import per_sample_loss
 
 __all__ = [
@@ -59,22 +60,24 @@ def lr_scales(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
         for p, s in model.mean_field_lr_scales():
             if isinstance(s, Tensor):
                 if not bool((s > 0).all()):
-                    raise ValueError(
+                    raise GreedypruneError(
                         "mean_field_lr_scales gave a multiplier tensor with entries <= 0"
                     )
                 listed[id(p)] = s
                 continue
             if not isinstance(s, (int, float)) or not s > 0:
-                raise ValueError(f"mean_field_lr_scales gave multiplier {s!r}; it must be > 0")
+                raise GreedypruneError(
+                    f"mean_field_lr_scales gave multiplier {s!r}; it must be > 0"
+                )
             listed[id(p)] = float(s)
     return [(p, listed.get(id(p), 1.0)) for p in model.parameters() if p.requires_grad]
 
 
 def _check_number(name: str, value, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name}={value!r} must be a number")
+        raise GreedypruneTypeError(f"{name}={value!r} must be a number")
     if value < 0 or (positive and value == 0):
-        raise ValueError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")
+        raise GreedypruneError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")
     return float(value)
 
 
@@ -113,32 +116,34 @@ def train_mean_field(
     ``(x, y)`` before the step with that number (step == steps is after the last update).
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise GreedypruneTypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps={steps!r} must be an int >= 0")
+        raise GreedypruneError(f"steps={steps!r} must be an int >= 0")
     lr = _check_number("lr", lr, positive=True)
     noise = _check_number("noise", noise)
     weight_decay = _check_number("weight_decay", weight_decay)
     if isinstance(loss, str):
         if loss not in LOSSES:
-            raise ValueError(
+            raise GreedypruneError(
                 f"loss={loss!r} is not known; pass one of {sorted(LOSSES)} or a callable"
             )
         loss_fn = LOSSES[loss]
     elif callable(loss):
         loss_fn = loss
     else:
-        raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+        raise GreedypruneTypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError("x and y must be tensors")
+        raise GreedypruneTypeError("x and y must be tensors")
     m = x.shape[0]
     if y.shape[0] != m:
-        raise ValueError(f"x has {m} rows but y has {y.shape[0]}; pass matching data")
+        raise GreedypruneError(f"x has {m} rows but y has {y.shape[0]}; pass matching data")
     if batch_size is not None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be None (full batch) or an int >= 1")
+            raise GreedypruneError(
+                f"batch_size={batch_size!r} must be None (full batch) or an int >= 1"
+            )
     if record_every is not None and (not isinstance(record_every, int) or record_every < 1):
-        raise ValueError(f"record_every={record_every!r} must be None or an int >= 1")
+        raise GreedypruneError(f"record_every={record_every!r} must be None or an int >= 1")
 
     groups = lr_scales(model)
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
@@ -159,7 +164,7 @@ def train_mean_field(
         model.zero_grad(set_to_none=True)
         value = loss_fn(model(xb), yb)
         if not torch.isfinite(value):
-            raise ValueError(
+            raise GreedypruneError(
                 f"training diverged at step {step} (loss {float(value)}); lower lr={lr}"
             )
         value.backward()
@@ -190,7 +195,9 @@ class _Stack(nn.Module):
         super().__init__()
         acts = {net.activation for net in nets}
         if len(acts) != 1 or any(net.n_outputs is not None for net in nets):
-            raise ValueError("train_many_mean_field needs single-output nets with one activation")
+            raise GreedypruneError(
+                "train_many_mean_field needs single-output nets with one activation"
+            )
         self._act = nets[0]._act
         self.a = nn.Parameter(torch.cat([net.a.detach() for net in nets]))
         self.b = nn.Parameter(torch.cat([net.b.detach() for net in nets]))
@@ -221,12 +228,12 @@ def train_many_mean_field(nets, x: Tensor, y: Tensor, **kwargs) -> list[float]:
     """
     nets = list(nets)
     if not nets:
-        raise ValueError("nets is empty; pass at least one network")
+        raise GreedypruneError("nets is empty; pass at least one network")
     if "loss" in kwargs:
-        raise ValueError("train_many_mean_field uses the squared loss; do not pass loss=")
+        raise GreedypruneError("train_many_mean_field uses the squared loss; do not pass loss=")
     if kwargs.get("batch_size") is not None or kwargs.get("noise"):
         # mini-batches and noise would be shared across the nets, unlike separate runs
-        raise ValueError("train_many_mean_field supports full-batch noiseless training only")
+        raise GreedypruneError("train_many_mean_field supports full-batch noiseless training only")
     stack = _Stack(nets)
 
     def summed(out: Tensor, target: Tensor) -> Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from greedyprune.errors import GreedypruneError
+
 from .._recipes import RECIPES
 
 
@@ -96,7 +98,7 @@ def local_settings(args, enabled: bool, need: str):
     if not enabled:
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ValueError(f"{flags} need {need}")
+            raise GreedypruneError(f"{flags} need {need}")
         return None
     values = {_LOCAL_FLAGS[k]: v for k, v in given.items()}
     if "memory_budget" in values:
@@ -104,7 +106,7 @@ def local_settings(args, enabled: bool, need: str):
         if isinstance(mib, int) and mib >= 1:
             values["memory_budget"] = mib << 20
         else:
-            raise ValueError(f"--memory-budget {mib!r} must be an int >= 1 (MiB)")
+            raise GreedypruneError(f"--memory-budget {mib!r} must be an int >= 1 (MiB)")
     return LocalSettings(**values)
 
 

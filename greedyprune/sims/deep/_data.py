@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError
+
 from .._data import Dataset
 from ._net import DeepMeanFieldNet, _check_width
 
@@ -47,7 +49,7 @@ def deep_teacher(
     for name, v in (("m", m), ("d", d), ("m_test", m_test)):
         _check_width(name, v)
     if not isinstance(noise, (int, float)) or noise < 0:
-        raise ValueError(f"noise={noise!r} must be a number >= 0")
+        raise GreedypruneError(f"noise={noise!r} must be a number >= 0")
     teacher = DeepMeanFieldNet.random(
         d, list(widths), 1, activation=activation, standard_scale=True, seed=int(seed) + 7919
     )
@@ -92,7 +94,7 @@ def mnist1d_data(
     """
     _check_width("num_samples", num_samples)
     if num_samples < 20:
-        raise ValueError(f"num_samples={num_samples} is too small; pass at least 20")
+        raise GreedypruneError(f"num_samples={num_samples} is too small; pass at least 20")
     x, y, xt, yt = _mnist1d_arrays(int(num_samples), int(seed))
     ds = Dataset(
         torch.as_tensor(x, dtype=torch.float64),
@@ -120,7 +122,7 @@ def digits_data(
     from sklearn.datasets import load_digits
 
     if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction!r} must lie in (0, 1)")
+        raise GreedypruneError(f"test_fraction={test_fraction!r} must lie in (0, 1)")
     bunch = load_digits()
     x = torch.as_tensor(bunch.data, dtype=torch.float64)
     y = torch.as_tensor(bunch.target, dtype=torch.long)
@@ -141,7 +143,7 @@ def load_data(kind: str, **kwargs) -> Dataset:
     """``deep_teacher``, ``mnist1d_data`` or ``digits_data`` by name (``DATA_KINDS``)."""
     fns = {"teacher": deep_teacher, "mnist1d": mnist1d_data, "digits": digits_data}
     if kind not in fns:
-        raise ValueError(f"data={kind!r} is not known; pass one of {list(DATA_KINDS)}")
+        raise GreedypruneError(f"data={kind!r} is not known; pass one of {list(DATA_KINDS)}")
     return fns[kind](**kwargs)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.layerwise import LayerPlan, select_layerwise
 from greedyprune.select import (
     FactoredSquaredLoss,
@@ -80,7 +81,7 @@ class LayerwiseResult:
 
 def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> list[int]:
     if isinstance(sizes, bool):
-        raise TypeError(f"{name} must be an int or a list of ints, got {sizes!r}")
+        raise GreedypruneTypeError(f"{name} must be an int or a list of ints, got {sizes!r}")
     if sizes is None:
         sizes = list(widths)
     elif isinstance(sizes, int):
@@ -88,14 +89,14 @@ def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> 
     else:
         sizes = list(sizes)
     if len(sizes) != len(widths):
-        raise ValueError(
+        raise GreedypruneError(
             f"{name} must give one size per hidden layer ({len(widths)}), got {len(sizes)}"
         )
     for l, (n, N) in enumerate(zip(sizes, widths)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name}[{l}]={n!r} must be an int >= 1")
+            raise GreedypruneError(f"{name}[{l}]={n!r} must be an int >= 1")
         if not replacement and n > N:
-            raise ValueError(
+            raise GreedypruneError(
                 f"{name}[{l}]={n} exceeds layer {l + 1}'s {N} neurons; without replacement pass "
                 f"at most {N}"
             )
@@ -198,25 +199,29 @@ def layerwise_select(
     and applies its selection as the gates of the layers above.
     """
     if not isinstance(net, DeepMeanFieldNet):
-        raise TypeError(f"net must be a DeepMeanFieldNet, got {type(net).__name__}")
+        raise GreedypruneTypeError(f"net must be a DeepMeanFieldNet, got {type(net).__name__}")
     if method not in METHODS:
-        raise ValueError(f"method={method!r} is not known; pass one of {list(METHODS)}")
+        raise GreedypruneError(f"method={method!r} is not known; pass one of {list(METHODS)}")
     net._check_x(x)
     if method == "global":
         if y is None:
-            raise ValueError("method='global' scores the training loss; pass the targets y")
+            raise GreedypruneError("method='global' scores the training loss; pass the targets y")
         if y.shape[0] != x.shape[0]:
-            raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}; pass matching data")
+            raise GreedypruneError(
+                f"y has {y.shape[0]} rows but x has {x.shape[0]}; pass matching data"
+            )
         per_sample_loss(loss, net(x[:1]), y[:1])
     if method in ("random", "magnitude") and loss_tol is not None:
-        raise ValueError(f"loss_tol applies to the greedy methods only, not method={method!r}")
+        raise GreedypruneError(
+            f"loss_tol applies to the greedy methods only, not method={method!r}"
+        )
     if loss_tol is not None and (
         isinstance(loss_tol, bool)
         or not isinstance(loss_tol, (int, float))
         or not math.isfinite(loss_tol)
         or loss_tol < 0
     ):
-        raise ValueError(
+        raise GreedypruneError(
             f"loss_tol={loss_tol!r} must be a finite number >= 0 (or None to stop by size)"
         )
     repl = replacement and method in ("local", "global")
@@ -224,7 +229,7 @@ def layerwise_select(
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size={batch_size!r} must be None or an int >= 1")
+        raise GreedypruneError(f"batch_size={batch_size!r} must be None or an int >= 1")
 
     def plan(l: int, gen: torch.Generator) -> LayerPlan:
         if method == "global":

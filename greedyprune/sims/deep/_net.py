@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
 from .._mean_field_net import activation_fn
 
 __all__ = ["DeepMeanFieldNet"]
@@ -29,15 +31,15 @@ Gates = Sequence[Tensor | None] | None
 
 def _check_width(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int >= 1")
+        raise GreedypruneTypeError(f"{name}={value!r} must be an int >= 1")
     if value < 1:
-        raise ValueError(f"{name}={value} must be >= 1")
+        raise GreedypruneError(f"{name}={value} must be >= 1")
     return value
 
 
 def _check_std(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name}={value!r} must be a number >= 0")
+        raise GreedypruneError(f"{name}={value!r} must be a number >= 0")
     return float(value)
 
 
@@ -60,34 +62,36 @@ class DeepMeanFieldNet(nn.Module):
         super().__init__()
         weights, biases = list(weights), list(biases)
         if len(weights) < 2:
-            raise ValueError(
+            raise GreedypruneError(
                 f"weights must hold at least two matrices (one hidden layer and the output), "
                 f"got {len(weights)}"
             )
         if len(biases) != len(weights) - 1:
-            raise ValueError(
+            raise GreedypruneError(
                 f"biases must hold one vector per hidden layer ({len(weights) - 1}), got {len(biases)}"
             )
         for i, t in enumerate([*weights, *biases]):
             if not isinstance(t, Tensor) or not t.is_floating_point():
-                raise TypeError(f"weights and biases must be floating tensors (entry {i})")
+                raise GreedypruneTypeError(
+                    f"weights and biases must be floating tensors (entry {i})"
+                )
         ref = weights[0]
         for i, w in enumerate(weights):
             if w.dim() != 2:
-                raise ValueError(f"weights[{i}] must be a matrix, got shape {tuple(w.shape)}")
+                raise GreedypruneError(f"weights[{i}] must be a matrix, got shape {tuple(w.shape)}")
             if i > 0 and w.shape[1] != weights[i - 1].shape[0]:
-                raise ValueError(
+                raise GreedypruneError(
                     f"weights[{i}] must have {weights[i - 1].shape[0]} columns (the width below), "
                     f"got shape {tuple(w.shape)}"
                 )
         for i, b in enumerate(biases):
             if tuple(b.shape) != (weights[i].shape[0],):
-                raise ValueError(
+                raise GreedypruneError(
                     f"biases[{i}] must have shape ({weights[i].shape[0]},), got {tuple(b.shape)}"
                 )
         for t in [*weights, *biases]:
             if t.device != ref.device or t.dtype != ref.dtype:
-                raise ValueError(
+                raise GreedypruneError(
                     f"weights and biases must share one device and dtype, got {t.device}/{t.dtype} "
                     f"and {ref.device}/{ref.dtype}; convert with .to(...)"
                 )
@@ -125,7 +129,7 @@ class DeepMeanFieldNet(nn.Module):
         _check_width("outputs", outputs)
         widths = [_check_width(f"widths[{i}]", w) for i, w in enumerate(widths)]
         if not widths:
-            raise ValueError("widths must name at least one hidden layer, e.g. [64, 64]")
+            raise GreedypruneError("widths must name at least one hidden layer, e.g. [64, 64]")
         stds = {
             "input_std": input_std,
             "weight_std": weight_std,
@@ -171,12 +175,12 @@ class DeepMeanFieldNet(nn.Module):
     # -- forward -----------------------------------------------------------------------------------
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
+            raise GreedypruneTypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
+            raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
         w = self.weights[0]
         if x.dtype != w.dtype or x.device != w.device:
-            raise ValueError(
+            raise GreedypruneError(
                 f"x is {x.dtype} on {x.device} but the network is {w.dtype} on {w.device}; "
                 f"convert with x.to(device, dtype) or net.to(...)"
             )
@@ -186,13 +190,13 @@ class DeepMeanFieldNet(nn.Module):
             return [None] * self.depth
         gates = list(gates)
         if len(gates) != self.depth:
-            raise ValueError(
+            raise GreedypruneError(
                 f"gates must hold one entry per hidden layer ({self.depth}, None for ungated), "
                 f"got {len(gates)}"
             )
         for l, g in enumerate(gates):
             if g is not None and (not isinstance(g, Tensor) or g.shape[-1] != self.widths[l]):
-                raise ValueError(
+                raise GreedypruneError(
                     f"gates[{l}] must be None or a tensor [{self.widths[l]}] or [B, {self.widths[l]}]"
                 )
         return gates
@@ -210,7 +214,7 @@ class DeepMeanFieldNet(nn.Module):
         """
         self._check_x(x)
         if not 1 <= layer <= self.depth:
-            raise ValueError(f"layer must lie in 1..{self.depth}, got {layer}")
+            raise GreedypruneError(f"layer must lie in 1..{self.depth}, got {layer}")
         gates = self._gates(gates)
         h = self._act(self._layer(0, x))
         for l in range(1, layer):
@@ -224,9 +228,9 @@ class DeepMeanFieldNet(nn.Module):
         h: the layer's ungated activations; ``gates[layer - 1:]`` act (the ones below are ignored).
         """
         if not 1 <= layer <= self.depth:
-            raise ValueError(f"layer must lie in 1..{self.depth}, got {layer}")
+            raise GreedypruneError(f"layer must lie in 1..{self.depth}, got {layer}")
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.widths[layer - 1]:
-            raise ValueError(
+            raise GreedypruneError(
                 f"h must be [B, {self.widths[layer - 1]}] (layer {layer}'s activations), got "
                 f"{tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__}"
             )
@@ -267,7 +271,7 @@ class DeepMeanFieldNet(nn.Module):
         """
         counts = list(counts)
         if len(counts) != self.depth:
-            raise ValueError(
+            raise GreedypruneError(
                 f"counts must hold one entry per hidden layer ({self.depth}), got {len(counts)}"
             )
         keep, mult = [], []
@@ -279,13 +283,13 @@ class DeepMeanFieldNet(nn.Module):
                 continue
             c = torch.as_tensor(c).detach().to(self.biases[l].device)
             if c.shape != (N,) or bool((c < 0).any()) or not bool(torch.isfinite(c).all()):
-                raise ValueError(
+                raise GreedypruneError(
                     f"counts[{l}] must be a nonnegative finite tensor [{N}], got shape "
                     f"{tuple(c.shape)}"
                 )
             idx = torch.nonzero(c > 0).flatten()
             if idx.numel() == 0:
-                raise ValueError(f"counts[{l}] keeps no neuron; pick at least one")
+                raise GreedypruneError(f"counts[{l}] keeps no neuron; pick at least one")
             kept = c[idx].to(torch.float64)
             # n * c_i / sum(c) is exactly 1 when every kept neuron is picked once: the full
             # network is then reproduced bit for bit.

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError
 from greedyprune.select import per_sample_loss
 
 from .._common import PretrainCache, sub_seed
@@ -228,7 +229,7 @@ def rate_experiment(
 ) -> list[dict]:
     """Loss against the per-layer size n for one method (experiment ``"rate"``)."""
     if method not in DEEP_METHODS:
-        raise ValueError(f"method={method!r} is not known; pass one of {list(DEEP_METHODS)}")
+        raise GreedypruneError(f"method={method!r} is not known; pass one of {list(DEEP_METHODS)}")
     data, big, init = pretrain_deep(setting, seed, device, progress=progress)
     with torch.no_grad():
         f_big = big(data.x_train)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 from greedyprune.theory import deep_claims
@@ -124,10 +125,10 @@ def deep_preset(preset: str, data: str = "teacher") -> tuple[DeepSetting, tuple[
     """The setting and seeds of ``greedyprune verify deep --preset PRESET --data DATA``
     (``PRESETS[preset]``'s record for ``data``)."""
     if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r} is not known; pass {_names(PRESETS)}")
+        raise GreedypruneError(f"preset={preset!r} is not known; pass {_names(PRESETS)}")
     p = PRESETS[preset]
     if data not in p.settings:
-        raise ValueError(f"data={data!r} is not known; pass {_names(p.settings)}")
+        raise GreedypruneError(f"data={data!r} is not known; pass {_names(p.settings)}")
     return p.settings[data], tuple(p.seeds[data])
 
 
@@ -137,10 +138,10 @@ def study(setting: DeepSetting, seeds, *, preset: str = "custom", progress: bool
     name and data), the claims of :func:`greedyprune.theory.deep_claims` and the summary table.
     progress: the units' own progress bars (training, selection)."""
     if not isinstance(setting, DeepSetting):
-        raise TypeError(f"setting must be a DeepSetting, got {type(setting).__name__}")
+        raise GreedypruneTypeError(f"setting must be a DeepSetting, got {type(setting).__name__}")
     seeds = tuple(unique(int(s) for s in seeds))
     if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed")
+        raise GreedypruneError("seeds is empty; pass at least one seed")
 
     def bound(device):
         return [

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from greedyprune.errors import check_fits, check_int, check_number
+from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number
 
 from .._common import DTYPES, check_dtype
 from .._mean_field_net import activation_fn
@@ -61,22 +61,22 @@ class DeepSetting:
 
     def __post_init__(self):
         if self.data not in ("teacher", "mnist1d", "digits"):
-            raise ValueError(
+            raise GreedypruneError(
                 f"setting {self.name!r}: data={self.data!r}; pass teacher, mnist1d or digits"
             )
         for key in ("m", "m_test", "d", "num_samples", "width", "depth", "steps", "finetune_steps"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "steps" in key else 1):
-                raise ValueError(f"setting {self.name!r}: {key}={v!r} must be a positive int")
+                raise GreedypruneError(f"setting {self.name!r}: {key}={v!r} must be a positive int")
         if not self.lr > 0:
-            raise ValueError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
+            raise GreedypruneError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
         check_dtype(self.name, self.dtype)
         if not self.sizes or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.sizes
         ):
-            raise ValueError(f"setting {self.name!r}: sizes={self.sizes!r} must be ints >= 1")
+            raise GreedypruneError(f"setting {self.name!r}: sizes={self.sizes!r} must be ints >= 1")
         if max(self.sizes) > self.width:
-            raise ValueError(
+            raise GreedypruneError(
                 f"setting {self.name!r}: sizes up to {max(self.sizes)} exceed width={self.width}"
             )
         for i, w in enumerate(self.teacher_widths):
@@ -91,7 +91,7 @@ class DeepSetting:
         check_fits("width", self.width, nbytes, "one hidden layer's weights and activations")
         bad = set(self.methods) - set(DEEP_METHODS)
         if bad:
-            raise ValueError(
+            raise GreedypruneError(
                 f"setting {self.name!r}: unknown methods {sorted(bad)}; pick from {list(DEEP_METHODS)}"
             )
         activation_fn(self.activation)

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.select import SquaredLoss, greedy_select
 from greedyprune.study import Study, StudyResult, run_study
 
@@ -85,7 +86,7 @@ SENSITIVITY = ((100, 0.2), (100, 0.05), (30, 0.2), (30, 0.1), (10, 0.2))
 def checkpoint_grid(max_steps: int, per_decade: int = 8) -> tuple[int, ...]:
     """0 and about ``per_decade`` integers per decade from 1 to ``max_steps`` (geometric)."""
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be an int >= 1")
+        raise GreedypruneError(f"max_steps={max_steps!r} must be an int >= 1")
     points = max(2, round(per_decade * math.log10(max_steps)) + 1)
     grid = {int(v) for v in np.rint(np.geomspace(1, max_steps, points))}
     return (0, *sorted(grid))
@@ -113,13 +114,15 @@ def budget_experiment(
     ``dense_loss`` and ``dense_rel``.
     """
     if setting.noise:
-        raise ValueError("budget_experiment trains by plain GD: the setting's noise must be 0")
+        raise GreedypruneError(
+            "budget_experiment trains by plain GD: the setting's noise must be 0"
+        )
     steps = sorted({int(s) for s in checkpoints})
     if not steps or steps[0] < 0:
-        raise ValueError(f"checkpoints={checkpoints!r} must be step counts >= 0")
+        raise GreedypruneError(f"checkpoints={checkpoints!r} must be step counts >= 0")
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 1:
-        raise ValueError(f"sizes={sizes!r} must be subnetwork sizes >= 1")
+        raise GreedypruneError(f"sizes={sizes!r} must be subnetwork sizes >= 1")
     data = make_data(setting, seed, device)
     x, y = data.x_train, data.y_train
     net = TwoLayerNet.random(
@@ -185,11 +188,11 @@ def steps_needed(steps, loss, target: float) -> dict:
     s = np.asarray(steps, dtype=float).reshape(-1)
     v = np.asarray(loss, dtype=float).reshape(-1)
     if s.shape != v.shape or s.size == 0:
-        raise ValueError("steps and loss must be non-empty and of one length")
+        raise GreedypruneError("steps and loss must be non-empty and of one length")
     if np.any(np.diff(s) <= 0) or s[0] < 0:
-        raise ValueError("steps must be increasing and >= 0")
+        raise GreedypruneError("steps must be increasing and >= 0")
     if not target > 0:
-        raise ValueError(f"target={target!r} must be > 0")
+        raise GreedypruneError(f"target={target!r} must be > 0")
     hit = np.flatnonzero(v <= target)
     if hit.size == 0:
         return dict(status="not_reached", steps_needed=float("nan"), grid_step=float("nan"))
@@ -212,7 +215,9 @@ def steps_table(
     """One row per (m, seed): :func:`steps_needed` of greedy's relative loss at size n."""
     r = results[(results["experiment"] == "budget") & (results["n"] == n)]
     if r.empty:
-        raise ValueError(f"no budget rows at n={n}; record it (BudgetConfig.sizes) or pass n=")
+        raise GreedypruneError(
+            f"no budget rows at n={n}; record it (BudgetConfig.sizes) or pass n="
+        )
     rows = []
     for (m, seed), g in r.groupby(["m", "seed"]):
         g = g.sort_values("step")
@@ -290,7 +295,7 @@ def fit_log(m, t) -> tuple[float, float, float]:
             best = (float(v[j]), a, a * float(cand[j]))
     rss, a, b = best
     if not math.isfinite(rss):
-        raise ValueError("no a + b log m is positive at every m")
+        raise GreedypruneError("no a + b log m is positive at every m")
     return float(a), float(b), float(rss)
 
 
@@ -388,9 +393,11 @@ class BudgetConfig:
 
     def __post_init__(self):
         if len(self.ms) < 1 or min(self.ms) < 1:
-            raise ValueError(f"budget {self.name!r}: ms={self.ms!r} must be sizes >= 1")
+            raise GreedypruneError(f"budget {self.name!r}: ms={self.ms!r} must be sizes >= 1")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"budget {self.name!r}: seeds={self.seeds!r} must be an int >= 1")
+            raise GreedypruneError(
+                f"budget {self.name!r}: seeds={self.seeds!r} must be an int >= 1"
+            )
         checkpoint_grid(self.max_steps, self.per_decade)
 
     @property
@@ -494,7 +501,9 @@ def run_budget(
     """Run (or resume) a budget measurement into ``out``; ``summary.csv`` holds :func:`steps_table`."""
     cfg = BUDGETS[config] if isinstance(config, str) else config
     if not isinstance(cfg, BudgetConfig):
-        raise TypeError(f"config must be a name or a BudgetConfig, got {type(config).__name__}")
+        raise GreedypruneTypeError(
+            f"config must be a name or a BudgetConfig, got {type(config).__name__}"
+        )
     return run_study(budget_study(cfg, device), out, device=device, progress=progress)
 
 

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from greedyprune.errors import GreedypruneError
 from greedyprune.theory import format_verdicts
 
 from .presets import PRESETS, verify_two_layer, with_overrides
@@ -53,7 +54,7 @@ def _seed_count(seeds: tuple[int, ...] | None) -> int | None:
         return None
     if sorted(seeds) != list(range(len(seeds))):
         shown = ",".join(map(str, seeds))
-        raise ValueError(
+        raise GreedypruneError(
             f"--seeds {shown}: verify two-layer runs seeds 0 to K-1, so pass e.g. 0,1,2 for K=3 "
             "(--seeds is a list of seeds, no longer a count)"
         )
@@ -106,7 +107,7 @@ def _run_sweep(args) -> int:
         if value
     ]
     if given:
-        raise ValueError(
+        raise GreedypruneError(
             f"--preset {SWEEP} takes --out, --device and --progress only, not {', '.join(given)}; "
             "the sweep's settings and seeds are fixed (see 'verify two-layer-knee --help')"
         )
@@ -120,7 +121,7 @@ def run(args) -> int:
     if args.preset == SWEEP:
         return _run_sweep(args)
     if args.preset not in PRESETS:
-        raise ValueError(
+        raise GreedypruneError(
             f"--preset {args.preset!r} is not known; pass one of "
             f"{', '.join([*sorted(PRESETS), SWEEP])}"
         )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from greedyprune.errors import GreedypruneError
 from greedyprune.select import (
     SquaredLoss,
     greedy_select,
@@ -185,7 +186,7 @@ def _tag(records: list[dict], **cols) -> list[dict]:
 def _check_grid(name: str, grid) -> list[int]:
     out = sorted({int(v) for v in grid})
     if not out or out[0] < 1:
-        raise ValueError(f"{name}={grid!r} must hold sizes >= 1")
+        raise GreedypruneError(f"{name}={grid!r} must hold sizes >= 1")
     return out
 
 
@@ -297,7 +298,7 @@ def bounds_experiment(
     negative: t outside the hull), ``n_star = (D / r_est)^2`` and ``in_hull, lp_residual``.
     """
     if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
-        raise ValueError(f"n_max={n_max!r} must be an int >= 1")
+        raise GreedypruneError(f"n_max={n_max!r} must be an int >= 1")
     data, big, _ = pretrain(setting, seed, device, progress=progress)
     phi_tr = big.features(data.x_train)
     f_big = phi_tr.mean(0)
@@ -393,7 +394,7 @@ def finetune_experiment(
     """
     sizes = _check_grid("sizes", sizes)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be an int >= 1")
+        raise GreedypruneError(f"steps={steps!r} must be an int >= 1")
     data, big, _ = pretrain(setting, seed, device, progress=progress)
     phi_tr, phi_te = big.features(data.x_train), big.features(data.x_test)
     f_big = phi_tr.mean(0)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.study import Study, run_study
 from greedyprune.theory import check, halves, two_layer_claims
 
@@ -57,7 +58,7 @@ __all__ = [
 def geometric_grid(low: int, high: int, points: int) -> list[int]:
     """About ``points`` integers spaced evenly in log between ``low`` and ``high`` (inclusive)."""
     if not 1 <= low <= high:
-        raise ValueError(f"need 1 <= low <= high, got low={low}, high={high}")
+        raise GreedypruneError(f"need 1 <= low <= high, got low={low}, high={high}")
     return sorted({int(v) for v in np.rint(np.geomspace(low, high, points))})
 
 
@@ -102,7 +103,7 @@ class Preset:
     def __post_init__(self):
         missing = sorted(set(self.gd_widths) - set(self.grid))
         if missing:
-            raise ValueError(
+            raise GreedypruneError(
                 f"preset {self.name!r}: gd_widths {missing} are not on grid; the level claims "
                 "compare greedy with GD at equal n, so the grid must hold every GD width (build "
                 "it with grid_with(grid, gd_widths))"
@@ -215,7 +216,7 @@ def units(preset: Preset, seeds: int, device):
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"preset={name!r} is not known; pass one of {sorted(PRESETS)}")
+        raise GreedypruneError(f"preset={name!r} is not known; pass one of {sorted(PRESETS)}")
     return PRESETS[name]
 
 
@@ -261,9 +262,11 @@ def verify_two_layer(
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     if not isinstance(p, Preset):
-        raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
+        raise GreedypruneTypeError(
+            f"preset must be a name or a Preset, got {type(preset).__name__}"
+        )
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+        raise GreedypruneError(f"seeds={seeds!r} must be an int >= 1")
     done = run_study(study(p, seeds, device), out, device=device, progress=progress, n_boot=n_boot)
     return done.results, done.verdicts
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.study import Study, StudyResult, run_study
 from greedyprune.theory import fit_rate
 
@@ -91,13 +92,13 @@ def local_slopes(n, e, *, window: float = SLOPE_WINDOW) -> tuple[np.ndarray, np.
     n = np.asarray(n, dtype=float).reshape(-1)
     e = np.asarray(e, dtype=float).reshape(-1)
     if n.shape != e.shape:
-        raise ValueError(f"n has {n.size} entries but e has {e.size}; pass one value per n")
+        raise GreedypruneError(f"n has {n.size} entries but e has {e.size}; pass one value per n")
     if not window > 1:
-        raise ValueError(f"window={window!r} must be > 1 (a factor of n)")
+        raise GreedypruneError(f"window={window!r} must be > 1 (a factor of n)")
     if n.size == 0:
         return np.empty(0), np.empty(0)
     if np.any(np.diff(n) <= 0):
-        raise ValueError("n must be strictly increasing")
+        raise GreedypruneError("n must be strictly increasing")
     ok = np.isfinite(e) & (e > 0) & (n > 0)
     x = np.where(ok, np.log(np.where(n > 0, n, 1.0)), 0.0)
     y = np.where(ok, np.log(np.where(ok, e, 1.0)), 0.0)
@@ -140,7 +141,7 @@ def find_knee(
     (no centre at all). ``knee`` is NaN unless found.
     """
     if not persist >= 1:
-        raise ValueError(f"persist={persist!r} must be >= 1 (a factor of n)")
+        raise GreedypruneError(f"persist={persist!r} must be >= 1 (a factor of n)")
     c, s = local_slopes(n, e, window=window)
     out = dict(status="too_short", knee=float("nan"), first=float("nan"), last=float("nan"))
     if c.size == 0:
@@ -308,11 +309,13 @@ class SweepConfig:
 
     def __post_init__(self):
         if not (self.activations and self.dims and self.ms):
-            raise ValueError(f"sweep {self.name!r}: activations, dims and ms must be non-empty")
+            raise GreedypruneError(
+                f"sweep {self.name!r}: activations, dims and ms must be non-empty"
+            )
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"sweep {self.name!r}: seeds={self.seeds!r} must be an int >= 1")
+            raise GreedypruneError(f"sweep {self.name!r}: seeds={self.seeds!r} must be an int >= 1")
         if isinstance(self.n_max, bool) or not isinstance(self.n_max, int) or self.n_max < 8:
-            raise ValueError(f"sweep {self.name!r}: n_max={self.n_max!r} must be an int >= 8")
+            raise GreedypruneError(f"sweep {self.name!r}: n_max={self.n_max!r} must be an int >= 8")
         self.settings()  # Setting checks every field
 
     def settings(self) -> list[Setting]:
@@ -407,7 +410,9 @@ def run_sweep(
     """Run (or resume) a sweep into the folder ``out``; ``summary.csv`` holds :func:`knee_table`."""
     cfg = SWEEPS[config] if isinstance(config, str) else config
     if not isinstance(cfg, SweepConfig):
-        raise TypeError(f"config must be a name or a SweepConfig, got {type(config).__name__}")
+        raise GreedypruneTypeError(
+            f"config must be a name or a SweepConfig, got {type(config).__name__}"
+        )
     return run_study(sweep_study(cfg, device), out, device=device, progress=progress)
 
 
