@@ -19,6 +19,7 @@ calls.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import io
@@ -237,7 +238,97 @@ def _complete_part(text: str) -> tuple[str, list[str] | None]:
 
 
 # Files every opening writes; a folder holding only these has no result of its run yet.
-_BOOKKEEPING = frozenset({"config.json", "versions.json", "manifest.json"})
+LOCK_NAME = ".lock"
+_BOOKKEEPING = frozenset({"config.json", "versions.json", "manifest.json", LOCK_NAME})
+
+# The run folders this process holds the lock of: resolved path -> [fd, number of RunDirs].
+_HELD: dict[str, list[int]] = {}
+
+
+def _owner(fd: int) -> dict:
+    """The lock file's record (pid, host, since); {} when empty or unreadable."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8")
+        record = json.loads(text) if text.strip() else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def take_lock(folder: Path) -> str:
+    """Hold ``folder/.lock`` for this process (one writer per run folder): an ``flock`` on the
+    file, which the system drops when the process ends, and a record of the owner in it. A folder
+    held by another live process, or recorded by a process on another host (whose lock this host
+    cannot see), is refused naming the owner; a record left by a process of this host that has
+    ended (a crash) is taken over with a warning. Re-entrant within a process. Returns the key
+    for :func:`release_lock`."""
+    import fcntl
+    import socket
+
+    key = str(folder.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return key
+    lock = folder / LOCK_NAME
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = _owner(fd)
+        os.close(fd)
+        who = f"pid {owner.get('pid', '?')} on {owner.get('host', 'this host')}"
+        raise GreedypruneError(
+            f"out={str(folder)!r} is in use by another job ({who}, since "
+            f"{owner.get('since', '?')}); wait for it to end or pass another --out",
+            name="out",
+        ) from None
+    owner, host = _owner(fd), socket.gethostname()
+    if owner.get("host") not in (None, host):
+        os.close(fd)
+        raise GreedypruneError(
+            f"out={str(folder)!r} is recorded as in use by pid {owner.get('pid')} on host "
+            f"{owner['host']}, which this host cannot check; if no job runs there, clear it with "
+            f"`rm {str(lock)!r}` and run again",
+            name="out",
+        )
+    if owner.get("pid") not in (None, os.getpid()):
+        log.warning(
+            "out=%r was held by pid %s, which has ended without releasing it; taking it over",
+            str(folder),
+            owner.get("pid"),
+        )
+    import datetime
+
+    since = datetime.datetime.now().isoformat(timespec="seconds")
+    record = json.dumps({"pid": os.getpid(), "host": host, "since": since}) + "\n"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record.encode("utf-8"), 0)
+    _HELD[key] = [fd, 1]
+    return key
+
+
+def release_lock(key: str, *, every: bool = False) -> None:
+    """Drop one hold of the lock taken by :func:`take_lock` (all of them with ``every``); the last
+    one empties the record and unlocks. The file stays: removing it would let a process that
+    opened it before the removal lock a file no one else sees."""
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] = 0 if every else held[1] - 1
+    if held[1] > 0:
+        return
+    del _HELD[key]
+    try:
+        os.ftruncate(held[0], 0)
+    except OSError:
+        pass
+    os.close(held[0])  # closing the descriptor drops the flock
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_HELD):
+        release_lock(key, every=True)
 
 
 class RunDir:
@@ -262,9 +353,13 @@ class RunDir:
         self.writer = bool(writer)
         self.config = _jsonable(dict(config))
         self._warned: set[tuple[str, int]] = set()
+        self._lock: str | None = None
         try:
             self._open()
-        except OSError as exc:
+        except BaseException as exc:
+            self.release()
+            if not isinstance(exc, OSError):
+                raise
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise GreedypruneError(
                 f"out={str(self.path)!r} cannot be written ({reason}); pass an --out in a "
@@ -278,6 +373,8 @@ class RunDir:
             )
         cfg_file = self.path / "config.json"
         if cfg_file.exists():
+            if self.writer:
+                self._lock = take_lock(self.path)
             self._check_config(cfg_file)
             if self.writer:
                 self._record_versions()
@@ -304,8 +401,13 @@ class RunDir:
             if p.parent == p:
                 break
             p = p.parent
+        self.path.mkdir(parents=True, exist_ok=True)
+        had_lock = (self.path / LOCK_NAME).exists()
+        self._lock = take_lock(self.path)  # another job may be making the same folder
+        if cfg_file.exists():  # it was, and wrote its settings first
+            self._check_config(cfg_file)
+            return
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             self.write_json("config.json", self.config)
             self._record_versions(versions)
         except BaseException:
@@ -313,12 +415,25 @@ class RunDir:
                 cfg_file.unlink()
             except OSError:
                 pass
+            self.release()
+            if not had_lock:  # the lock file is this one's too
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
             for d in made:
                 try:
                     d.rmdir()
                 except OSError:
                     break
             raise
+
+    def release(self) -> None:
+        """Drop this object's hold of the folder's lock (also when it is garbage collected, and
+        at the end of the process); a job calls it when it is done."""
+        if getattr(self, "_lock", None) is not None:
+            release_lock(self._lock)
+            self._lock = None
+
+    def __del__(self):
+        self.release()
 
     def _check_config(self, cfg_file: Path) -> None:
         try:

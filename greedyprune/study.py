@@ -191,4 +191,5 @@ def run_study(
         return results, verdicts, summary
 
     results, verdicts, summary = from_main(finish)  # rank 0's tables on every rank
+    run.release()  # the folder is free for another job (this object still reads it)
     return StudyResult(results, verdicts, summary, run)

@@ -43,7 +43,7 @@ STUDIES = {
 }
 ARGV |= {job: [*argv, "--no-progress"] for job, argv in STUDIES.items()}
 # Written by every session that opens the folder (software versions, the call's seconds).
-SESSION_FILES = {"versions.json", "manifest.json"}
+SESSION_FILES = {"versions.json", "manifest.json", ".lock"}  # .lock: one writer at a time
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -421,3 +422,97 @@ def test_a_damaged_json_file_is_named(tmp_path):
     (tmp_path / "r" / "summary.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"summary\.json' is damaged .*; delete it"):
         run.read_json("summary.json")
+
+
+# -- one writer per folder -------------------------------------------------------------------
+
+
+def _hold_in_child(folder, ready, stop):
+    from greedyprune.runs import RunDir
+
+    run = RunDir(folder, {"a": 1})
+    ready.set()
+    stop.wait(30)
+    run.release()
+
+
+def test_a_second_process_is_refused_naming_the_owner(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_in_child, args=(tmp_path / "r", ready, stop))
+    child.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(ValueError, match=rf"in use by another job \(pid {child.pid} on "):
+            RunDir(tmp_path / "r", {"a": 1})
+    finally:
+        stop.set()
+        child.join(30)
+    run = RunDir(tmp_path / "r", {"a": 1})  # released: free again
+    run.release()
+
+
+def test_the_lock_is_reentrant_and_released_by_the_last_holder(tmp_path):
+    import greedyprune.runs as runs
+
+    a = RunDir(tmp_path / "r", {"a": 1})
+    b = RunDir(tmp_path / "r", {"a": 1})  # the same process: allowed
+    lock = tmp_path / "r" / runs.LOCK_NAME
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    a.release()
+    assert lock.read_text() != ""  # b still holds it
+    b.release()
+    assert lock.read_text() == "" and not runs._HELD
+
+
+def test_a_dead_owner_is_taken_over_and_another_host_refused(tmp_path, caplog):
+    import greedyprune.runs as runs
+
+    RunDir(tmp_path / "r", {"a": 1}).release()
+    lock = tmp_path / "r" / runs.LOCK_NAME
+    host = socket.gethostname()
+    lock.write_text(json.dumps({"pid": 2**22 + 17, "host": host, "since": "then"}))  # a crash
+    with caplog.at_level("WARNING", logger="greedyprune.runs"):
+        run = RunDir(tmp_path / "r", {"a": 1})
+    assert f"held by pid {2**22 + 17}, which has ended" in caplog.text
+    run.release()
+    lock.write_text(json.dumps({"pid": 5, "host": host + "-elsewhere", "since": "then"}))
+    with pytest.raises(ValueError, match=r"on host .*-elsewhere.* clear it with `rm "):
+        RunDir(tmp_path / "r", {"a": 1})
+    assert not runs._HELD
+
+
+def _race_writer(folder, first, count, start):
+    """A job: opens the folder (waiting while the other holds it), appends its units, ends."""
+    from greedyprune.runs import RunDir
+
+    start.wait(60)
+    while True:
+        try:
+            run = RunDir(folder, {"a": 1})
+            break
+        except ValueError:
+            continue  # the other job holds it: try again
+    for i in range(first, first + count):
+        run.append(f"u{i}", [{"i": i}])
+    run.release()
+
+
+def test_two_racing_writers_lose_no_row(tmp_path):
+    import multiprocessing as mp
+
+    RunDir(tmp_path / "r", {"a": 1}).release()
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [
+        ctx.Process(target=_race_writer, args=(tmp_path / "r", k * 40, 40, start)) for k in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert RunDir(tmp_path / "r", {"a": 1}).done_units() == {f"u{i}" for i in range(80)}
