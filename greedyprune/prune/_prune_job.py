@@ -139,7 +139,7 @@ def prune(
         seed=seed,
     )
     if target_macs is None and r.tol is None:
-        raise GreedypruneError("pass target_macs (e.g. 220M or 0.5) or tol (e.g. 0.02)")
+        raise GreedypruneError("pass target_macs=0.5 (or 220M, 50%) or tol=0.02")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
         raise GreedypruneError("tol needs n_eval or eval_every: the images top-1 is measured on")
     plan = _plan_local(prep, local, seed) if local is not None else None
