@@ -57,10 +57,8 @@ def _leading_name(message: str) -> str | None:
 
 
 def _show(value) -> str:
-    if isinstance(value, float) or isinstance(value, str):
-        return repr(value)
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    text = repr(value)  # a number or a string whole; anything else cut at 80 characters
+    return text if isinstance(value, (float, str)) or len(text) <= 80 else text[:77] + "..."
 
 
 def refuse(name: str, value, must: str, fix: str | None = None, *, wrong_type: bool = False):

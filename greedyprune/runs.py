@@ -262,6 +262,7 @@ def take_lock(folder: Path) -> str:
     cannot see), is refused naming the owner; a record left by a process of this host that has
     ended (a crash) is taken over with a warning. Re-entrant within a process. Returns the key
     for :func:`release_lock`."""
+    import datetime
     import fcntl
     import socket
 
@@ -297,8 +298,6 @@ def take_lock(folder: Path) -> str:
             str(folder),
             owner.get("pid"),
         )
-    import datetime
-
     since = datetime.datetime.now().isoformat(timespec="seconds")
     record = json.dumps({"pid": os.getpid(), "host": host, "since": since}) + "\n"
     os.ftruncate(fd, 0)

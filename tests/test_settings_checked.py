@@ -46,3 +46,16 @@ def test_a_bad_value_is_one_line_before_any_folder(case, tmp_path, capsys):
     assert err.startswith("greedyprune: error: ") and err.count("\n") == 1, err
     assert words in err
     assert not out.exists()
+
+
+def test_the_recipe_takes_what_greedy_prune_takes():
+    """The recipe's ranges are greedy_prune's: tol in [0, 1) (0: no drop allowed), precheck in
+    (0, 1]; a recipe refusing tol=0 would break a run the selection itself accepts."""
+    from greedyprune.errors import GreedypruneError
+    from greedyprune.prune import resolve_recipe
+
+    assert resolve_recipe("authors", tol=0.0).tol == 0.0
+    assert resolve_recipe("authors", precheck=1.0).precheck == 1.0
+    for bad in (dict(tol=1.0), dict(tol=-0.1), dict(precheck=0.0), dict(finetune_lr=0.0)):
+        with pytest.raises(GreedypruneError):
+            resolve_recipe("authors", **bad)

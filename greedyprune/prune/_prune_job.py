@@ -105,20 +105,13 @@ def prune(
         )
     r = recipe
     check_int("seed", seed, minimum=0, maximum=2**63 - 1)  # a generator's seed
-    check_settings(
-        candidates=r.candidates,
-        candidate_order=r.candidate_order,
+    check_settings(  # the recipe's own knobs were checked when it was made (Recipe)
         loss=loss,
-        tol=r.tol,
         mode=mode,
         device=rt.device,
         amp=rt.amp,
-        positive_ints=[("batch_size", r.batch_size), ("finetune_batch_size", r.final.batch_size)]
-        + ([("n_eval", r.n_eval)] if r.n_eval is not None else [])
-        + ([("eval_every", r.eval_every)] if r.eval_every is not None else []),
         non_negative_ints=[("workers", rt.workers), ("eval_cache_mb", rt.eval_cache_mb)],
         positive=[("train_epochs", train_epochs)] if weights is None else [],
-        non_negative=[("between_epochs", r.between.epochs), ("finetune_epochs", r.final.epochs)],
     )
     if local is not None:
         _check_local_recipe(r, local)

@@ -67,9 +67,10 @@ class Recipe:
         low, high = check_range("crop_scale", self.crop_scale, minimum=0)
         if not 0 < low or high > 1:
             raise refuse("crop_scale", self.crop_scale, "(low, high) with 0 < low < high <= 1")
-        for key in ("tol", "precheck"):
-            if getattr(self, key) is not None:
-                check_number(key, getattr(self, key), above=0, maximum=1)
+        if self.tol is not None:  # the top-1 drop allowed per layer, as greedy_prune takes it
+            check_number("tol", self.tol, minimum=0, below=1)
+        if self.precheck is not None:
+            check_number("precheck", self.precheck, above=0, maximum=1)
         for key in ("eval_every", "n_eval"):
             if getattr(self, key) is not None:
                 check_int(key, getattr(self, key), minimum=1)

@@ -68,8 +68,6 @@ class DeepSetting:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "steps" in key else 1):
                 raise GreedypruneError(f"setting {self.name!r}: {key}={v!r} must be a positive int")
-        if not self.lr > 0:
-            raise GreedypruneError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
         check_dtype(self.name, self.dtype)
         if not self.sizes or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.sizes

@@ -52,8 +52,6 @@ class Setting:
             raise GreedypruneError(
                 f"setting {self.name!r}: steps={self.steps!r} must be an int >= 0"
             )
-        if not self.lr > 0:
-            raise GreedypruneError(f"setting {self.name!r}: lr={self.lr!r} must be > 0")
         check_dtype(self.name, self.dtype)
         activation_fn(self.activation)
         check_number("lr", self.lr, above=0)
