@@ -179,7 +179,7 @@ def main() -> None:
     p.add_argument("--arch", default="mobilenet_v2")
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--method", default="greedy-local-refit")
-    p.add_argument("--budget-mib", type=int, default=2048)
+    p.add_argument("--budget-mib", type=int, default=1024)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--global-group", type=int, default=None, help="internal group index")
     p.add_argument("--global-steps", type=int, default=2)

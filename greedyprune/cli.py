@@ -1,9 +1,10 @@
 """The ``greedyprune`` command. Thin: parse, call one library function, print, map errors.
 
 Each front end registers its own arguments through a small module with two functions,
-``add_arguments(parser)`` and ``run(args) -> int``; bad input (``ValueError``/``TypeError``/
-``FileNotFoundError`` raised by the library) becomes one line on stderr and exit code 2, with the
-library's Python argument names (``n_eval=0``) written as the subcommand's flags (``--n-eval=0``).
+``add_arguments(parser)`` and ``run(args) -> int``; bad input (the library's one error type,
+``GreedypruneError``) becomes one line on stderr and exit code 2, with the library's Python
+argument names (``n_eval=0``) written as the subcommand's flags (``--n-eval=0``). Any other
+exception is a bug: its traceback is shown and the exit code is 1.
 A front end may define ``FLAG_NAMES`` (library name -> flag) where the two differ.
 
 The flags every subcommand shares have one grammar, defined here: ``--out DIR``, ``--seeds
@@ -16,6 +17,8 @@ import argparse
 import importlib
 import re
 import sys
+
+from greedyprune.errors import GreedypruneError
 
 DESCRIPTION = (
     "Greedy forward selection of subnetworks (Ye et al., ICML 2020): check the paper's claims "
@@ -281,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        # GreedypruneError is bad input; plain ValueError/TypeError still count as bad input
-        # until every layer raises GreedypruneError (then anything else is a bug, exit 1).
+    except GreedypruneError as exc:  # bad input; anything else is a bug and keeps its traceback
         from greedyprune.overrides import SettingError
 
         text = str(exc)

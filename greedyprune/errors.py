@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "GreedypruneError",
+    "GreedypruneFileError",
     "GreedypruneTypeError",
     "check_bool",
     "check_choice",
@@ -41,12 +42,22 @@ class GreedypruneError(ValueError):
     """A value the library refuses. ``name``: the argument (its Python name) or None."""
 
     def __init__(self, message: str, *, name: str | None = None):
+        # raised again in the main process by a DataLoader whose worker raised it: the message
+        # then carries the worker's traceback; keep the original line
+        head, sep, original = str(message).rpartition(f"{type(self).__name__}: ")
+        if sep and "Original Traceback" in head:
+            message = original.strip()
         super().__init__(message)
         self.name = name if name is not None else _leading_name(message)
 
 
 class GreedypruneTypeError(GreedypruneError, TypeError):
     """A value of the wrong type (a ``GreedypruneError`` that is also a ``TypeError``)."""
+
+
+class GreedypruneFileError(GreedypruneError, FileNotFoundError):
+    """A file or folder the user named that is not there (a ``GreedypruneError`` that is also a
+    ``FileNotFoundError``)."""
 
 
 def _leading_name(message: str) -> str | None:

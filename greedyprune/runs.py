@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, GreedypruneFileError
 
 __all__ = [
     "RunDir",
@@ -122,7 +122,7 @@ def load_checkpoint_file(
     path = Path(path)
     keys = list(keys)
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist")
+        raise GreedypruneFileError(f"{str(path)!r} does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds (pickle, zip, runtime) for a bad file
@@ -547,9 +547,12 @@ class RunDir:
         """The table as a DataFrame (empty if nothing was written yet)."""
         return self._read(table)
 
-    def done_units(self, table: str = "results") -> set[str]:
+    def done_units(
+        self, table: str = "results", belongs: Callable[[str], bool] | None = None
+    ) -> set[str]:
         """The units whose rows the table holds; a table that is not one this class wrote (no
-        ``unit`` column, or a row without a unit) is refused, naming the file and the line."""
+        ``unit`` column, a row without a unit, or, given ``belongs``, a unit for which it is
+        false) is refused, naming the file and the line."""
         df = self._read(table, as_text=True)
         if df.empty:
             return set()
@@ -565,7 +568,16 @@ class RunDir:
                 f"{str(p)!r} line {int(empty[0]) + 2} has no unit; fix or delete that line, or "
                 f"delete the file to run its units again"
             )
-        return set(df["unit"].astype(str))
+        units = df["unit"].astype(str)
+        if belongs is not None:
+            foreign = [i for i, u in enumerate(units) if not belongs(u)]
+            if foreign:
+                raise GreedypruneError(
+                    f"{str(p)!r} line {foreign[0] + 2} holds unit {units.iloc[foreign[0]]!r}, "
+                    "which is not one of this run's; the file is another run's or edited by "
+                    "hand: move it away, or delete that line"
+                )
+        return set(units)
 
     def append(
         self, unit: str, records: Iterable[Mapping[str, Any]], table: str = "results"

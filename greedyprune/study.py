@@ -62,6 +62,9 @@ class Study:
     n_range: the n range of the claims' fits (None: each claim's own, or all n).
     summary: ``summary(results) -> DataFrame`` written as ``summary.csv``; None: no summary.
     cpu_threads: torch threads while the units run on the CPU (None: leave torch's setting).
+    belongs: ``belongs(unit_id) -> bool``, the unit ids a folder of this study may hold (when
+        its units vary between calls with one config); None: exactly this call's. A row of any
+        other unit is refused, naming the file and line.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Study:
     n_range: tuple[float, float] | None = None
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     cpu_threads: int | None = None
+    belongs: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -150,7 +154,9 @@ def run_study(
     device = check_device(device)
     units = _units(study, device)
     run = open_run(out, study.config)  # rank 0 writes; the other ranks read
-    done = from_main(run.done_units)  # every rank runs the same units
+    ids = {u for u, _ in units}
+    belongs = study.belongs if study.belongs is not None else ids.__contains__
+    done = from_main(lambda: run.done_units(belongs=belongs))  # every rank: the same units
     todo = [(i, u, fn) for i, (u, fn) in enumerate(units) if u not in done]
     main = is_main()
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from greedyprune.cli import main
+from greedyprune.errors import GreedypruneError
 from greedyprune.overrides import Override, SettingError, apply_overrides, parse_set
 from greedyprune.sims.deep import DeepSetting
 from greedyprune.sims.deep import presets as deep_presets
@@ -343,6 +344,10 @@ def test_setting_errors_are_printed_as_written(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(deep_presets, "run_deep", fail(SettingError("--set x: data='y'")))
     assert main(argv) == 2
     assert _one_error_line(capsys).endswith("--set x: data='y'")
-    monkeypatch.setattr(deep_presets, "run_deep", fail(ValueError("data='y'")))
+    monkeypatch.setattr(deep_presets, "run_deep", fail(GreedypruneError("data='y'")))
     assert main(argv) == 2
     assert _one_error_line(capsys).endswith("--data='y'")
+    # any other exception is a bug, not bad input: it keeps its traceback (exit 1)
+    monkeypatch.setattr(deep_presets, "run_deep", fail(ValueError("data='y'")))
+    with pytest.raises(ValueError, match="data='y'"):
+        main(argv)

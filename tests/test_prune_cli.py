@@ -183,6 +183,7 @@ COMPARE_COLUMNS = [
     "latency_full_ms",
     "select_s",
     "finetune_s",
+    "base_hash",
     "unit",
 ]
 

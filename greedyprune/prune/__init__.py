@@ -33,7 +33,7 @@ from ._finetune import (
     stream_batches,
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
-from ._io import load_pruned, save_pruned
+from ._io import load_pruned, save_pruned, state_hash
 from ._latency import latency_phase
 from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune
 from ._local import CRITERIA as LOCAL_METHODS
@@ -116,6 +116,7 @@ __all__ = [
     "save_pruned",
     "scratch_budget",
     "select_channels",
+    "state_hash",
     "stream_batches",
     "summarize",
     "write_image_folder",

@@ -19,7 +19,7 @@ from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
 from . import _baselines, _finetune, _io, _local  # noqa: F401  (register the criteria and the local methods)
-from ._data import labels_of
+from ._data import labels_of, seeded_draws
 from ._distributed import init_from_env, is_main, local_slice
 from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
@@ -217,10 +217,13 @@ def _compare_study(
         if config["weights"] is None:
             train_base(prep, Path(out), config["train_epochs"], 0, progress, **loader)
         model = prep.model
+        base_hash = _io.state_hash(model)
+        _check_one_base(Path(out) / "results.csv", base_hash)
         groups = find_prunable_groups(model, example, residual=local is None)
         lat_example = torch.zeros(32, 3, prep.size, prep.size, device=device)
         return SimpleNamespace(
             model=model,
+            base_hash=base_hash,
             groups=groups,
             macs=MacsModel(profile_layers(model, example), groups),
             acc_full=evaluate(model, test),
@@ -314,6 +317,7 @@ def _compare_study(
             "latency_full_ms": b.lat_full,
             "select_s": select_s,
             "finetune_s": ft_s,
+            "base_hash": b.base_hash,
         }
         if extended:
             row["epochs"] = epochs
@@ -322,16 +326,53 @@ def _compare_study(
             row["acc_curve"] = json.dumps(curve)
         return [row]
 
+    def seeded_unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        with seeded_draws(seed, device):  # crops, flips, dropout: from the unit's seed
+            return unit(device, method, t, target, seed)
+
     def units(device: str):
         return [
-            (f"{m}-{t}-s{s}", functools.partial(unit, device, m, t, a, s))
+            (f"{m}-{t}-s{s}", functools.partial(seeded_unit, device, m, t, a, s))
             for s in seeds
             for t, a in zip(targets, prep.targets)
             for m in methods
         ]
 
     name = f"compare {config['arch']}"
-    return Study(name=name, config=config, units=units, summary=summarize)
+    return Study(name=name, config=config, units=units, summary=summarize, belongs=_is_compare_unit)
+
+
+def _is_compare_unit(unit: str) -> bool:
+    """Whether ``unit`` is a compare unit id, ``METHOD-TARGET-sSEED`` with a known method: the
+    units of a folder vary from call to call (other seeds, methods, targets), their form not."""
+    for method in (*SELECTION_METHODS, *WIDTH_RULES):
+        if unit.startswith(f"{method}-"):
+            target, sep, seed = unit[len(method) + 1 :].rpartition("-s")
+            if sep and target and seed.isdigit():
+                return True
+    return False
+
+
+def _check_one_base(results: Path, base_hash: str) -> None:
+    """Refuse to add rows of the base model ``base_hash`` to a ``results.csv`` that holds rows of
+    another (the file behind --weights changed, or another torch trained it); rows written
+    before the hash was recorded count as one base model, this one."""
+    if not results.is_file():
+        return
+    try:
+        rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return  # the study's reader names a damaged file
+    if "base_hash" not in rows.columns:
+        return
+    other = sorted({h for h in rows["base_hash"] if h and h != base_hash})
+    if other:
+        line = int((rows["base_hash"] == other[0]).to_numpy().nonzero()[0][0]) + 2
+        raise GreedypruneError(
+            f"{str(results)!r} line {line} holds results of base model {other[0]}, but this run's "
+            f"base model is {base_hash} (the weights file changed, or the base model was trained "
+            "again); pass another --out, or move the folder's results away"
+        )
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

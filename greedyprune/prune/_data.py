@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
 
 __all__ = [
     "DataSpec",
@@ -21,6 +23,7 @@ __all__ = [
     "labels_of",
     "load_data",
     "parse_data",
+    "seeded_draws",
     "write_image_folder",
 ]
 
@@ -45,13 +48,13 @@ def parse_data(spec: str) -> DataSpec:
     if spec.startswith("folder:"):
         path = Path(spec[len("folder:") :]).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise GreedypruneFileError(
                 f"data={spec!r}: folder {str(path)!r} does not exist; pass folder:PATH with PATH/train "
                 "and PATH/val in ImageNet layout (one subfolder per class)"
             )
         for sub in ("train", "val"):
             if not (path / sub).is_dir():
-                raise FileNotFoundError(
+                raise GreedypruneFileError(
                     f"data={spec!r}: {str(path / sub)!r} is missing; the folder needs train/ and val/ "
                     "subfolders, one folder per class inside each"
                 )
@@ -85,6 +88,36 @@ def _synthetic(image_size: int, num_classes: int, n_train: int, n_test: int):
     return TensorDataset(xt, yt), TensorDataset(xv, yv), num_classes
 
 
+@contextlib.contextmanager
+def seeded_draws(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Inside the block torch's global generators start from ``seed``; after it they are as they
+    were. The draws that take no generator (torchvision's random crops and flips, dropout, the
+    seeds of loader workers without one) then repeat with the run's seed; on a GPU only the CPU's
+    generator and ``device``'s are restored."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def read_image(path: str):
+    """One image file as an RGB PIL image (what ``ImageFolder`` reads); a file that cannot be
+    decoded (truncated, damaged) is bad input naming the file. The headers were checked before
+    the run folder was made; decoding every image then would take hours on ImageNet, so a file
+    damaged past its header is found here, mid-run: the units already finished are kept."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # any failure to decode a user file is bad input
+        detail = " ".join(str(exc).split())[:120]
+        raise GreedypruneError(
+            f"image {path!r} cannot be decoded ({type(exc).__name__}: {detail}); replace or remove "
+            "it and run again: finished units are kept"
+        ) from None
+
+
 def _folder(path: str, image_size: int, crop_scale: tuple[float, float]):
     from torchvision import datasets, transforms
 
@@ -102,8 +135,10 @@ def _folder(path: str, image_size: int, crop_scale: tuple[float, float]):
         [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm]
     )
     try:
-        train = datasets.ImageFolder(str(Path(path) / "train"), transform=train_tf)
-        val = datasets.ImageFolder(str(Path(path) / "val"), transform=val_tf)
+        train = datasets.ImageFolder(
+            str(Path(path) / "train"), transform=train_tf, loader=read_image
+        )
+        val = datasets.ImageFolder(str(Path(path) / "val"), transform=val_tf, loader=read_image)
     except (FileNotFoundError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise GreedypruneError(

@@ -28,7 +28,16 @@ from tqdm.auto import tqdm
 from greedyprune.errors import GreedypruneError
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
-from ._distributed import all_sum, barrier, is_distributed, is_main, local_slice, world_size
+from ._data import seeded_draws
+from ._distributed import (
+    all_sum,
+    barrier,
+    is_distributed,
+    is_main,
+    local_slice,
+    rank,
+    world_size,
+)
 
 __all__ = [
     "AMP_DTYPES",
@@ -313,25 +322,32 @@ def finetune(
     for epoch in range(start, n_epochs):
         if distributed:
             sampler.set_epoch(epoch)
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", disable=not progress, leave=False)
-        for x, y in bar:
-            if step >= total_steps:
-                break
-            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
-            with autocast(device, amp):
-                loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            # the schedule is a function of the step alone, so a resumed run needs no state
-            if schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            total += float(loss.detach()) * y.numel()
-            count += y.numel()
+        # the epoch's draws that take no generator (random crops and flips, dropout) start from
+        # a seed the shuffling generator gives, which the checkpoint saves: a resumed run
+        # repeats them; each rank its own
+        epoch_seed = int(torch.randint(2**62, (1,), generator=gen)) + rank()
+        with seeded_draws(epoch_seed, device):
+            total, count = 0.0, 0
+            bar = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{n_epochs}", disable=not progress, leave=False
+            )
+            for x, y in bar:
+                if step >= total_steps:
+                    break
+                x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+                with autocast(device, amp):
+                    loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                # the schedule is a function of the step alone, so a resumed run needs no state
+                if schedule == "cosine":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                total += float(loss.detach()) * y.numel()
+                count += y.numel()
         if distributed:
             total, count = all_sum(total, count)
             # DDP keeps the parameters equal; batch-norm statistics are each rank's own until

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,13 +14,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
 from greedyprune.runs import atomic_write_bytes, atomic_write_text
 
 from ._models import build_model, list_archs
 from ._surgery import prune_channels
 
-__all__ = ["load_pruned", "load_state", "save_pruned", "save_state"]
+__all__ = ["load_pruned", "load_state", "save_pruned", "save_state", "state_hash"]
 
 FORMAT = "greedyprune-pruned/1"
 
@@ -38,6 +39,18 @@ def save_state(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tenso
     state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     atomic_write_bytes(path, safetensors.torch.save(state))
     return Path(path)
+
+
+def state_hash(model: nn.Module) -> str:
+    """The first 16 hex digits of the SHA-256 of ``model``'s state: every entry's name, dtype,
+    shape and bytes, in the state dict's order. Equal models give equal hashes on any device; a
+    run records its base model's, so that one folder never mixes the results of two."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -123,7 +136,9 @@ def load_pruned(
     rec_path, w_path = folder / "pruned.json", folder / "model.safetensors"
     for p in (rec_path, w_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{str(p)!r} is missing; pass a folder written by save_pruned")
+            raise GreedypruneFileError(
+                f"{str(p)!r} is missing; pass a folder written by save_pruned"
+            )
     record = _read_record(rec_path)
     arch = record["arch"]
     if model is None:

@@ -15,10 +15,10 @@ from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _layerwise
-from ._data import class_count, eval_indices, labels_of
+from ._data import class_count, eval_indices, labels_of, seeded_draws
 from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
 from ._finetune import batch_stream, evaluate, stream_batches
-from ._io import load_pruned, save_pruned
+from ._io import load_pruned, save_pruned, state_hash
 from ._local import (
     LocalSettings,
     calibration_set,
@@ -175,8 +175,9 @@ def prune(
         "n_eval": len(idx),
         "eval_classes": class_count(labels_of(Subset(train, idx))),
         "classes": prep.n_classes,
+        "base_hash": state_hash(model),
     }
-    model, kept, summary["select_s"] = _select_or_load(job, target, eval_set)
+    model, kept, summary["select_s"] = _select_or_load(job, target, eval_set, summary["base_hash"])
     return _finish(job, model, kept, summary)
 
 
@@ -299,18 +300,29 @@ def _select_local(job: _Job) -> tuple[nn.Module, dict, float]:
     return model, choice.kept, time.perf_counter() - t0, pd.DataFrame(choice.info["layers"])
 
 
-def _select_or_load(job: _Job, target: int | None, eval_set) -> tuple[nn.Module, dict, float]:
-    """The selection (saved in ``selected/`` with ``layers.csv``), or the selection a previous
-    call saved there; returns (the pruned model, kept channels, seconds)."""
+def _select_or_load(
+    job: _Job, target: int | None, eval_set, base_hash: str
+) -> tuple[nn.Module, dict, float]:
+    """The selection (saved in ``selected/`` with ``layers.csv`` and the base model's hash), or
+    the selection a previous call saved there from the same base model; returns (the pruned
+    model, kept channels, seconds)."""
     prep, run, device = job.prep, job.run, job.device
     selected = run.path / "selected"
     if (selected / "pruned.json").is_file():
         model, record = load_pruned(selected, model=prep.model)
+        saved = record.get("base_hash", base_hash)  # a folder made before the hash: this one
+        if saved != base_hash:
+            raise GreedypruneError(
+                f"{str(selected)!r} holds a selection from base model {saved}, but this run's "
+                f"base model is {base_hash} (the weights file changed); pass another --out, or "
+                "delete that folder to select again"
+            )
         return model.to(device), record["kept"], float(record.get("select_s", 0.0))
     if job.local is not None:
         model, kept, select_s, table = _select_local(job)
     else:
-        model, kept, select_s, table = _select_global(job, target, eval_set)
+        with seeded_draws(job.config["seed"], device):  # crops and flips of the step batches
+            model, kept, select_s, table = _select_global(job, target, eval_set)
     run.write_table(table, "layers")
     if is_main():
         save_pruned(
@@ -320,7 +332,7 @@ def _select_or_load(job: _Job, target: int | None, eval_set) -> tuple[nn.Module,
             num_classes=prep.n_classes,
             image_size=prep.size,
             kept=kept,
-            extra={"select_s": select_s},
+            extra={"select_s": select_s, "base_hash": base_hash},
         )
     barrier()
     return model, kept, select_s

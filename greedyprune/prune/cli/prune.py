@@ -129,7 +129,7 @@ def add_local_flags(parser: argparse.ArgumentParser, when: str):
         type=int,
         default=S,
         metavar="MIB",
-        help="cached activations kept in memory; the rest spills to disk, exactly (2048)",
+        help="cached activations kept in memory; the rest spills to disk, exactly (1024)",
     )
     return local
 

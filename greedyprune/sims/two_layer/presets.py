@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
 from greedyprune.study import Study, run_study
 from greedyprune.theory import check, halves, two_layer_claims
 
@@ -224,7 +224,7 @@ def load_results(out: str | os.PathLike) -> pd.DataFrame:
     """The results table of a run folder."""
     p = Path(out) / "results.csv"
     if not p.exists():
-        raise FileNotFoundError(
+        raise GreedypruneFileError(
             f"no results.csv in {str(out)!r}; run `greedyprune verify two-layer`"
         )
     return pd.read_csv(p)
