@@ -226,8 +226,9 @@ def _flag_word(word: str, flags: dict[str, str], *, first: bool) -> str:
     if not sep:
         bare = name.rstrip(",;:.)]")
         name, tail = bare, name[len(bare) :]
-    if name in flags and (first or sep or "_" in name):
-        return f"{lead}{flags[name]}{sep}{rest}{tail}"
+    base, bracket, index = name.partition("[")  # an item of a sequence: crop_scale[0]=nan
+    if base in flags and (first or sep or "_" in base):
+        return f"{lead}{flags[base]}{bracket}{index}{sep}{rest}{tail}"
     return word
 
 

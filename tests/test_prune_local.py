@@ -330,7 +330,7 @@ def test_local_flags_under_the_global_objective_are_refused(tmp_path, capsys):
     argv = ["prune", "--arch", "resnet18", "--data", "synthetic", "--target-macs", "0.8"]
     assert main([*argv, "--positions", "4", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "--positions need --objective local" in err
+    assert "--positions: only with --objective local" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -340,7 +340,7 @@ def test_compare_needs_internal_groups_for_local_methods_in_one_line(tmp_path, c
     argv = ["compare", "--arch", "resnet18", "--data", "synthetic", "--out", str(tmp_path / "r")]
     for extra, words in (
         (["--methods", "greedy,greedy-local"], "--groups internal"),
-        (["--calibration-images", "8"], "--calibration-images need --groups internal"),
+        (["--calibration-images", "8"], "--calibration-images: only with --groups internal"),
         (["--groups", "internal", "--methods", "osscar", "--positions", "0"], "positions=0"),
     ):
         assert main([*argv, *extra]) == 2

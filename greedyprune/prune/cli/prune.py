@@ -23,15 +23,25 @@ def _candidates(text: str) -> int | None:
     return value
 
 
-def _tol(text: str) -> float | None:
-    if text == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--tol {text!r}: pass a number in [0, 1) (the authors: 0.02) or 'none'"
-        ) from None
+def _fraction_or_none(flag: str, example: str, interval: str):
+    """The argparse type of a fraction flag that also takes 'none' (``--tol``, ``--precheck``)."""
+
+    def parse(text: str) -> float | None:
+        if text == "none":
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} {text!r}: pass a number in {interval} (the authors: {example}) or 'none'"
+            ) from None
+
+    parse.__name__ = flag.lstrip("-")
+    return parse
+
+
+_tol = _fraction_or_none("--tol", "0.02", "[0, 1)")
+_precheck = _fraction_or_none("--precheck", "0.95", "(0, 1]")
 
 
 def _crop(text: str) -> tuple[float, float]:
@@ -98,7 +108,7 @@ def local_settings(args, enabled: bool, need: str):
     if not enabled:
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise GreedypruneError(f"{flags} need {need}")
+            raise GreedypruneError(f"{flags}: only with {need}")
         return None
     values = {_LOCAL_FLAGS[k]: v for k, v in given.items()}
     if "memory_budget" in values:
@@ -168,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precheck",
         "measure the eval set only when the step batch's top-1 is at least this fraction of "
         "the layer's start, or 'none'",
-        type=_tol,
+        type=_precheck,
     )
     parser.add_argument(
         "--image-size", type=int, help="input size in pixels (default: 224 folder, 32 digits)"
