@@ -118,6 +118,64 @@ def test_recorded_refit_errors_are_those_of_the_literal_pruned_network(method, w
         assert rec["rows"] == 24 * zd.shape[2]
 
 
+class _Bottleneck(nn.Module):
+    """stem conv 3->8 -> bn -> relu, then one bottleneck: conv1 8->6 (1x1), conv2 6->6 (3x3),
+    conv3 6->8 (1x1), each with a batch norm, added to the stem's output: the internal groups
+    "conv1" (read by conv2) and "conv2" (read by conv3) lie in one block, with no cut between."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv1, self.bn1 = nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.conv3, self.bn3 = nn.Conv2d(6, 8, 1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        s = F.relu(self.bn0(self.stem(x)))
+        y = F.relu(self.bn1(self.conv1(s)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = F.relu(self.bn3(self.conv3(y)) + s)
+        return self.fc(y.mean((2, 3)))
+
+
+def _conv3_output(net, x):
+    """conv3's output, bias removed, times its batch norm's scale: [B, O, L]."""
+    got = {}
+
+    def hook(mod, _a, y):
+        scale = net.bn3.weight / torch.sqrt(net.bn3.running_var + net.bn3.eps)
+        got["z"] = ((y - mod.bias.reshape(1, -1, 1, 1)) * scale.reshape(1, -1, 1, 1)).flatten(2)
+
+    handle = net.conv3.register_forward_hook(hook)
+    with torch.no_grad():
+        net(x)
+    handle.remove()
+    return got["z"]
+
+
+@pytest.mark.parametrize("method", ["greedy-local-refit", "thinet"])
+def test_a_bottleneck_s_second_group_reads_the_refitted_first(method):
+    """Within a block the pruned stream runs from the first consumer to the second through the
+    first consumer as refitted (its kept inputs, its new weights), not the dense one: the second
+    group's recorded refit error is that of the literal pruned network."""
+    torch.manual_seed(0)
+    model = randomise_batch_norms(_Bottleneck())
+    dense = copy.deepcopy(model)
+    settings = gp.LocalSettings(positions=10_000, calibration_images=24, ridge=0.0, chunk=5)
+    widths = {"conv1": 3, "conv2": 4}
+    choice, groups = _run(model, method, widths, settings)
+    assert {k: len(v) for k, v in choice.kept.items()} == widths
+    x = torch.stack([d[0] for d in _data()])
+    pruned = copy.deepcopy(dense)
+    gp.apply_choice(pruned, torch.zeros(1, 3, 8, 8), groups, choice)
+    zd, zp = _conv3_output(dense, x), _conv3_output(pruned, x)
+    measured = float((zd - zp).pow(2).sum() / zd.pow(2).sum())
+    second = choice.info["layers"][1]
+    assert second["layer"] == "conv2"
+    assert second["refit_error"] == pytest.approx(measured, rel=1e-6, abs=1e-9)
+
+
 def test_the_same_seed_gives_the_same_picks_and_another_seed_other_positions():
     settings = gp.LocalSettings(positions=3, calibration_images=24, chunk=7)
     widths = {"3": 3, "6": 4}
