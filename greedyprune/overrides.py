@@ -80,6 +80,10 @@ def load_config(path: str | Path) -> list[Override]:
         raise SettingError(f"--config {path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingError(f"--config {path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SettingError(
+            f"--config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     out = []
     for key, value in data.items():
         if isinstance(value, dict):

@@ -232,3 +232,14 @@ def test_a_loader_worker_names_the_image_in_one_line(tmp_path):
         list(DataLoader(train, batch_size=2, num_workers=1))
     text = str(exc.value)  # raised again in this process: the worker's own line, no traceback
     assert image.name in text and "cannot be decoded" in text and "\n" not in text, text
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_it(folder, tmp_path):
+    """A ``finetune.pt`` with the right keys and other shapes (another run's) is one error naming
+    the file, not a traceback from ``load_state_dict``."""
+    train, _, _ = gp.load_data(f"folder:{folder}", 16)
+    other, ckpt = _Small(), tmp_path / "finetune.pt"
+    other.head[2] = nn.Linear(4, 3)
+    _finetune.finetune(other, train, epochs=1, batch_size=4, checkpoint=ckpt)
+    with pytest.raises(GreedypruneError, match=r"finetune.pt' does not fit the model"):
+        _finetune.finetune(_Small(), train, epochs=2, batch_size=4, checkpoint=ckpt)

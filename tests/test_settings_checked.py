@@ -59,3 +59,26 @@ def test_the_recipe_takes_what_greedy_prune_takes():
     for bad in (dict(tol=1.0), dict(tol=-0.1), dict(precheck=0.0), dict(finetune_lr=0.0)):
         with pytest.raises(GreedypruneError):
             resolve_recipe("authors", **bad)
+
+
+def test_files_the_user_names_are_one_line_each(tmp_path, capsys):
+    """A config file that is not UTF-8, and a data folder with one class: one line naming it."""
+    import torch
+    import torchvision
+
+    import greedyprune.prune as gp
+
+    config = tmp_path / "bad.toml"
+    config.write_bytes(b"\xff\xfe m = 4\n")
+    out = tmp_path / "run"
+    assert main(["verify", "two-layer", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config" in err and "UTF-8" in err, err
+    folder = gp.write_image_folder(tmp_path / "img", n_classes=1, n_train=2, n_val=1, size=16)
+    weights = tmp_path / "w.pth"
+    torch.save(torchvision.models.resnet18(num_classes=1).state_dict(), weights)
+    argv = ["prune", "--arch", "resnet18", "--data", f"folder:{folder}", "--weights", str(weights)]
+    assert main([*argv, "--target-macs", "0.5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 class folder" in err and str(folder) in err, err
+    assert not out.exists()

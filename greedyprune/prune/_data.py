@@ -149,6 +149,12 @@ def _folder(path: str, image_size: int, crop_scale: tuple[float, float]):
         raise GreedypruneError(
             f"data folder {path!r}: train/ and val/ hold different class folders"
         )
+    if len(train.classes) < 2:
+        raise GreedypruneError(
+            f"data folder {path!r} holds {len(train.classes)} class folder "
+            f"({', '.join(train.classes)}); classification needs at least 2: add class folders "
+            "to train/ and val/"
+        )
     return train, val, len(train.classes)
 
 

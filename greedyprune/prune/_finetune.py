@@ -310,12 +310,19 @@ def finetune(
         state = load_checkpoint_file(
             ckpt, map_location=device, keys=("model", "optimizer", "epoch", "generator")
         )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        # The shuffling generator's state is restored so a resumed run sees the batches an
-        # uninterrupted one would.
-        gen.set_state(state["generator"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            start = int(state["epoch"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise GreedypruneError(
+                f"{str(ckpt)!r} does not fit the model being trained ({detail}); it is another "
+                "run's: delete it to start this training again"
+            ) from None
+        # (the shuffling generator's state is restored above, so a resumed run sees the batches
+        # an uninterrupted one would)
     history: list[float] = []
     step = start * per_epoch
     model.train()
