@@ -41,6 +41,7 @@ import torch.distributed as tdist
 import torch.multiprocessing as tmp
 
 from greedyprune import dist as gd
+from greedyprune import select as gs
 from greedyprune.select import SquaredLoss, greedy_select
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,7 +97,7 @@ def _job(rank: int, world: int, port: int, work: str, cfg: dict) -> None:
             shard = f[lo : lo + count].clone()
             del f
             steps = cfg["steps"]
-            obj = gd.ShardedSquaredLoss(shard, t)  # built once, as the one-process rows' objective
+            obj = gs.ShardedSquaredLoss(shard, t)  # built once, as the one-process rows' objective
             greedy_select(obj, 2)  # warm-up
 
             def run():
@@ -129,7 +130,7 @@ def _job(rank: int, world: int, port: int, work: str, cfg: dict) -> None:
                     for n in cfg["ns"]:
                         if not repl and n > phi.shape[0]:
                             continue
-                        sel = gd.sharded_greedy_select(
+                        sel = gs.sharded_greedy_select(
                             phi[lo : lo + count], y, n, replacement=repl, method="greedi"
                         )
                         key = f"{name}/n={n}/{'repl' if repl else 'norepl'}"

@@ -12,7 +12,7 @@ says so instead of refusing the resume.
 
 In a ``torch.distributed`` job (``torchrun``) the processes share one folder: :func:`open_run` has
 rank 0 make or check it (the writer) and the other ranks open it as readers, and
-:func:`from_main` hands every rank rank 0's answer to a question about it (which units are done),
+:func:`greedyprune.dist.from_main` hands every rank rank 0's answer to a question about it (which units are done),
 so the ranks never part ways on what is in the folder. Without a process group both are plain
 calls.
 """
@@ -42,7 +42,6 @@ __all__ = [
     "RunDir",
     "atomic_write_bytes",
     "atomic_write_text",
-    "from_main",
     "load_checkpoint_file",
     "open_run",
     "software_versions",
@@ -52,7 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Hashable)
-R = TypeVar("R")
 
 
 def unique(items: Iterable[T]) -> list[T]:
@@ -618,56 +616,15 @@ class RunDir:
         return p
 
 
-def _world() -> int:
-    """The size of the default ``torch.distributed`` group (1 without one)."""
-    import torch.distributed as tdist
-
-    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
-
-
-def from_main(fn: Callable[[], R]) -> R:
-    """``fn()`` run on rank 0 of a ``torch.distributed`` job, its result handed to every rank.
-
-    Every rank must call it (it is a collective); the result must pickle. The ranks of a job
-    agree on a run folder through it: rank 0 alone reads (or writes) the folder and the others
-    take its answer, so a late or stale view of a shared file system on another node never makes
-    them run different units (and wait forever in each other's collectives). A ``ValueError``
-    raised on rank 0 (a bad ``out``, a folder of other settings) is raised on every rank with the
-    same message, so a bad input stops them all at once; any other exception there reaches the
-    other ranks as a ``RuntimeError`` naming it. Without a process group (or with one process):
-    ``fn()``.
-    """
-    if _world() == 1:
-        return fn()
-    import torch.distributed as tdist
-
-    box: list[Any] = [None]
-    if tdist.get_rank() == 0:
-        try:
-            box[0] = ("ok", fn())
-        except Exception as exc:
-            kind = "value" if isinstance(exc, ValueError) else "other"
-            box[0] = (kind, f"{type(exc).__name__}: {exc}" if kind == "other" else str(exc))
-            tdist.broadcast_object_list(box, src=0)
-            raise
-        tdist.broadcast_object_list(box, src=0)
-        return box[0][1]
-    tdist.broadcast_object_list(box, src=0)
-    kind, value = box[0]
-    if kind == "value":
-        raise GreedypruneError(value)
-    if kind == "other":
-        raise RuntimeError(f"rank 0 failed ({value})")
-    return value
-
-
 def open_run(path: str | os.PathLike, config: Mapping[str, Any]) -> RunDir:
     """``RunDir(path, config)`` for every process of a job: rank 0 makes the folder (or checks it,
     to resume) and writes; the other ranks then open it as readers (``writer=False``), whose writes
     are no-ops. A ``ValueError`` of rank 0 (see :class:`RunDir`) is raised on every rank (see
     :func:`from_main`). Without a process group: ``RunDir(path, config)``.
     """
-    if _world() == 1:
+    from greedyprune.dist import from_main, world_size
+
+    if world_size() == 1:
         return RunDir(path, config)
     made: list[RunDir] = []
     from_main(lambda: made.append(RunDir(path, config)))

@@ -21,7 +21,7 @@ Under ``torchrun`` (an initialised ``torch.distributed`` process group) every ra
 rows, verdicts, summary and manifest; every rank runs every unit left to do (a unit may use
 collectives: distributed fine-tuning, sharded selection), in the same order, because the ranks take
 rank 0's list of finished units; and every rank returns rank 0's tables. A bad ``out`` or a folder
-of other settings stops every rank with rank 0's message (:func:`greedyprune.runs.from_main`).
+of other settings stops every rank with rank 0's message (:func:`greedyprune.dist.from_main`).
 
 A front end is then a short definition of units over this; see ``greedyprune.sims.two_layer``,
 ``greedyprune.sims.deep`` and ``greedyprune.prune.compare``.
@@ -39,8 +39,9 @@ from typing import Any
 import pandas as pd
 
 from greedyprune import errors
+from greedyprune.dist import from_main
 from greedyprune.errors import GreedypruneError, GreedypruneTypeError
-from greedyprune.runs import RunDir, from_main, open_run
+from greedyprune.runs import RunDir, open_run
 
 __all__ = ["Study", "StudyResult", "check_device", "cpu_threads", "run_study"]
 

@@ -19,6 +19,7 @@ import torch.distributed as tdist
 import torch.multiprocessing as tmp
 
 from greedyprune import dist as gd
+from greedyprune import select as gs
 from greedyprune.select import Selection, SquaredLoss, greedy_select
 
 WORLD = 2
@@ -82,7 +83,7 @@ BY_NAME = {c["name"]: c for c in CASES}
 def run_case(case: dict, rank: int) -> Selection:
     f, t = make_data(case)
     lo, hi = shards_of(case)[rank]
-    return gd.sharded_greedy_select(
+    return gs.sharded_greedy_select(
         f[lo:hi],
         t,
         case["n"],
@@ -121,7 +122,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         results["error_shard_range"] = _error_of(lambda: gd.shard_range(1))
         # One row for two ranks: rank 1's shard is empty.
         results["error_objective"] = _error_of(
-            lambda: gd.ShardedSquaredLoss(one[rank : rank + 1], torch.zeros(3, dtype=torch.float64))
+            lambda: gs.ShardedSquaredLoss(one[rank : rank + 1], torch.zeros(3, dtype=torch.float64))
         )
         results["rank"], results["world_size"] = gd.rank(), gd.world_size()
         torch.save(results, f"{out_dir}/rank{rank}.pt")
@@ -278,7 +279,7 @@ def test_one_process_greedi_and_central_are_greedy(seed, repl):
     f, t = make_data(case)
     ref = greedy_select(SquaredLoss(f, t), 20, replacement=repl)
     for method in ("central", "greedi"):
-        sel = gd.sharded_greedy_select(f, t, 20, replacement=repl, method=method)
+        sel = gs.sharded_greedy_select(f, t, 20, replacement=repl, method=method)
         assert sel.order.tolist() == ref.order.tolist(), method
         assert torch.allclose(sel.losses, ref.losses, rtol=1e-12)
 
@@ -298,10 +299,10 @@ def test_one_process_helpers_and_argument_errors():
         pass
     f, t = make_data(dict(kind="randn", N=5, m=3, seed=0))
     with pytest.raises(ValueError, match="method"):
-        gd.sharded_greedy_select(f, t, 2, method="tree")
+        gs.sharded_greedy_select(f, t, 2, method="tree")
     with pytest.raises(ValueError, match="local_n=1 must be >= n=2"):
-        gd.sharded_greedy_select(f, t, 2, method="greedi", local_n=1)
+        gs.sharded_greedy_select(f, t, 2, method="greedi", local_n=1)
     with pytest.raises(ValueError, match="tile rows"):
-        gd.ShardedSquaredLoss(f, t, row_offset=1)
+        gs.ShardedSquaredLoss(f, t, row_offset=1)
     with pytest.raises(ValueError, match="n_total=6"):
-        gd.ShardedSquaredLoss(f, t, n_total=6)
+        gs.ShardedSquaredLoss(f, t, n_total=6)

@@ -12,13 +12,13 @@ import math
 import pytest
 import torch
 
-from greedyprune.dist import ShardedSquaredLoss
 from greedyprune.select import (
     CrossEntropyLoss,
     ElementwiseLoss,
     FactoredSquaredLoss,
     FeatureObjective,
     Objective,
+    ShardedSquaredLoss,
     SquaredLoss,
     StackedObjective,
     greedy_select,

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 
+from greedyprune.dist import init_from_env, is_main, local_slice
 from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
 from . import _baselines, _finetune, _io, _local  # noqa: F401  (register the criteria and the local methods)
 from ._data import labels_of, seeded_draws
-from ._distributed import init_from_env, is_main, local_slice
 from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
 from ._latency import latency_phase

@@ -25,11 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError
-from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
-
-from ._data import seeded_draws
-from ._distributed import (
+from greedyprune.dist import (
     all_sum,
     barrier,
     is_distributed,
@@ -38,6 +34,10 @@ from ._distributed import (
     rank,
     world_size,
 )
+from greedyprune.errors import GreedypruneError
+from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
+
+from ._data import seeded_draws
 
 __all__ = [
     "AMP_DTYPES",

@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from greedyprune.dist import barrier, is_main
+
 from . import _io
-from ._distributed import barrier, is_main
 from ._macs import count_macs
 from ._models import build_model
 from ._prepare import Prepared

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from greedyprune.dist import all_sum, gather_mean, is_distributed
 from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.layerwise import LayerPlan, layer_generator, select_layerwise
 from greedyprune.select import StackedObjective, per_sample_loss
 
-from ._distributed import all_sum, gather_mean, is_distributed
 from ._gates import GatedModel
 from ._macs import MacsModel, parse_macs, profile_layers
 from ._registry import Choice, SelectionRequest, register_method

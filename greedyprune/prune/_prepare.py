@@ -12,11 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from greedyprune.dist import barrier, is_main
 from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number
 
 from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
-from ._distributed import barrier, is_main
 from ._finetune import AMP_DTYPES
 from ._gates import find_prunable_groups
 from ._layerwise import check_selection_settings

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from greedyprune.dist import barrier, init_from_env, is_main, local_slice, rank, world_size
 from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _layerwise
 from ._data import class_count, eval_indices, labels_of, seeded_draws
-from ._distributed import barrier, init_from_env, is_main, local_slice, rank, world_size
 from ._finetune import batch_stream, evaluate, stream_batches
 from ._io import load_pruned, save_pruned, state_hash
 from ._local import (

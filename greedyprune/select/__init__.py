@@ -3,7 +3,8 @@
 It knows nothing of networks: an objective scores "current subnetwork + candidate i" for a batch
 of candidates; the loop commits the best. See :func:`greedy_select`.
 
-Also public, for front ends built on the kernel (``greedyprune.dist``, the CNN and mean-field
+Also public: the selection over rows sharded among processes (:class:`ShardedSquaredLoss`,
+:func:`sharded_greedy_select`, GreeDi among them), and, for front ends built on the kernel (the CNN and mean-field
 front ends): the memory budgets of one chunk of candidate predictions (:data:`DEFAULT_MAX_BYTES`
 for the feature objectives and on accelerators, :data:`CPU_MAX_BYTES` for a
 :class:`StackedObjective` on the CPU) and the kernel's argument checks
@@ -37,6 +38,7 @@ from ._objectives import (
 )
 from ._peers import empirical_sensitivity, ispasp, losses_at_sizes, sensitivity_sampling
 from ._selection import Selection
+from ._sharded import ShardedSquaredLoss, sharded_greedy_select
 from ._simplex import project_simplex, simplex_terms, solve_simplex_gram, solve_simplex_ls
 from ._stacked import CPU_MAX_BYTES, StackedObjective
 
@@ -54,6 +56,7 @@ __all__ = [
     "PatchGram",
     "RefitLoss",
     "Selection",
+    "ShardedSquaredLoss",
     "SquaredLoss",
     "StackedObjective",
     "backward_elimination",
@@ -74,6 +77,7 @@ __all__ = [
     "project_simplex",
     "random_subset",
     "sensitivity_sampling",
+    "sharded_greedy_select",
     "simplex_terms",
     "solve_simplex_gram",
     "solve_simplex_ls",

@@ -353,6 +353,34 @@ class SquaredLoss(FeatureObjective):
         self._flat = features.reshape(features.shape[0], -1)
         self._sqnorms = _checked_sqnorms("features", self._flat)
 
+    # -- the public interface of a front end that keeps the running sum itself (the sharded
+    # objective adds rows held by other processes); read-only views, no copies
+    @property
+    def rows(self) -> Tensor:
+        """Tensor [N, D]: the features flattened per candidate (D = m, or m * c)."""
+        return self._flat
+
+    @property
+    def row_sqnorms(self) -> Tensor:
+        """Tensor [N]: each row's squared norm, summed over D (not divided by m)."""
+        return self._sqnorms
+
+    @property
+    def running_sum(self) -> Tensor:
+        """Tensor [m(, c)]: the sum of the selected features (``size`` of them)."""
+        return self._total
+
+    @property
+    def n_points(self) -> int:
+        """m: the data points the norm averages over."""
+        return self._m
+
+    def add_feature(self, row: Tensor) -> None:
+        """Add a feature that is not one of this objective's rows (``row``: m(, c) values, e.g.
+        another process's row), as :meth:`add` adds one of its own."""
+        self._total += row.to(dtype=self.dtype, device=self.device).view(self.pred_shape)
+        self._size += 1
+
     def _loss_of(self, pred: Tensor) -> Tensor:
         d = (pred - self.target.unsqueeze(0)).reshape(pred.shape[0], -1)
         return d.pow(2).sum(1) / (2 * self._m)
