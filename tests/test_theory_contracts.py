@@ -434,3 +434,12 @@ def test_the_slope_difference_leaves_out_losses_that_cannot_be_logged():
         n_boot=50,
     )
     assert np.isfinite(want).all() and got == want
+
+
+def test_every_claim_form_has_one_judge():
+    """The claim forms are one table: each form a Claim accepts is judged, and no judge is left
+    without its form."""
+    from greedyprune.theory import FORMS
+    from greedyprune.theory._check import JUDGES
+
+    assert set(JUDGES) == set(FORMS)

@@ -8,6 +8,7 @@ which condition failed, and the measured slope is still reported) and ``no data`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,14 @@ from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from ._claims import Claim
 from ._fit import fit_rate, slope_difference_interval
 
-__all__ = ["CONDITIONS", "VERDICTS", "check", "format_verdicts", "register_condition"]
+__all__ = [
+    "CONDITIONS",
+    "JUDGES",
+    "VERDICTS",
+    "check",
+    "format_verdicts",
+    "register_condition",
+]
 
 VERDICTS = ("holds", "fails", "inconclusive", "conditions not met", "no data")
 
@@ -107,156 +115,184 @@ def _seed_bootstrap(values: pd.Series, seeds: pd.Series, n_boot: int, rng: int):
     return est, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
+@dataclass
+class _Case:
+    """What a form's judge reads: the setting's rows, the claim, its method's rows, the fit range,
+    the bootstrap count, and ``out``, the measurement columns (NaN until the judge fills them)."""
+
+    df: pd.DataFrame
+    claim: Claim
+    rows: pd.DataFrame
+    rng: tuple[float, float] | None
+    n_boot: int
+    out: dict
+
+    def fit(self, rows: pd.DataFrame | None = None, form: str = "power"):
+        r = self.rows if rows is None else rows
+        m = self.claim.metric
+        return fit_rate(
+            r["n"], r[m], seed=r["seed"], n_range=self.rng, form=form, n_boot=self.n_boot
+        )
+
+    def slope(self, fit, n_min=None, n_max=None) -> None:
+        """Record a fit's slope, its interval and its n range in ``out``."""
+        self.out.update(measured_slope=fit.slope, ci_low=fit.ci_low, ci_high=fit.ci_high)
+        self.out.update(
+            n_min=fit.n_min if n_min is None else n_min, n_max=fit.n_max if n_max is None else n_max
+        )
+
+    def verdict(self, verdict: str, reason: str) -> dict:
+        return dict(self.out, verdict=verdict, reason=reason)
+
+
+Judge = Callable[[_Case], dict]
+# form -> its judge: the one table of claim forms (each form of ``theory.FORMS`` is here)
+JUDGES: dict[str, Judge] = {}
+
+
+def _judges(form: str) -> Callable[[Judge], Judge]:
+    def add(fn: Judge) -> Judge:
+        JUDGES[form] = fn
+        return fn
+
+    return add
+
+
+@_judges("power")
+def _power(c: _Case) -> dict:
+    """The fitted slope's interval on the wanted side of ``predicted_slope`` +- ``tolerance``."""
+    fit = c.fit()
+    c.slope(fit)
+    p, tol = c.claim.predicted_slope, c.claim.tolerance
+    if c.claim.direction == "at_most":
+        verdict = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
+        rule = f"interval <= {p + tol:.2f}"
+    elif c.claim.direction == "at_least":
+        verdict = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
+        rule = f"interval >= {p - tol:.2f}"
+    else:
+        lo_ok = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
+        hi_ok = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
+        verdict = (
+            "holds"
+            if lo_ok == hi_ok == "holds"
+            else "fails"
+            if "fails" in (lo_ok, hi_ok)
+            else "inconclusive"
+        )
+        rule = f"interval within {p - tol:.2f}..{p + tol:.2f}"
+    return c.verdict(verdict, f"{rule} ({fit.ci_method} bootstrap)")
+
+
+@_judges("exponential")
+def _exponential(c: _Case) -> dict:
+    """A negative log-loss slope per neuron, and the exponential fitting better than the power."""
+    fit = c.fit(form="exponential")
+    c.slope(fit)
+    pw = c.fit()
+    better = fit.r2 > pw.r2
+    if fit.ci_high < 0 and better:
+        verdict = "holds"
+    elif not better or fit.ci_low >= 0:
+        verdict = "fails"
+    else:
+        verdict = "inconclusive"
+    reason = f"log-loss slope per neuron; R^2 exponential {fit.r2:.3f} vs power {pw.r2:.3f}"
+    return c.verdict(verdict, reason)
+
+
+@_judges("bound")
+def _bound(c: _Case) -> dict:
+    """Every row at or below its bound (the slope is shown when it can be fitted)."""
+    claim, rows, rng = c.claim, c.rows, c.rng
+    try:
+        c.slope(c.fit())
+    except ValueError:
+        pass  # a bound is checked row by row: a slope that cannot be fitted is only not shown
+    sel = rows if rng is None else rows[(rows["n"] >= rng[0]) & (rows["n"] <= rng[1])]
+    ratio = (sel[claim.metric] / sel[claim.bound_column]).to_numpy()
+    in_range = f"{np.nanmax(ratio):.3g} in the fit range" if ratio.size else "none in range"
+    all_rows = rows[claim.metric] / rows[claim.bound_column]
+    worst_all = float(np.nanmax(all_rows.to_numpy()))
+    verdict = "holds" if worst_all <= 1 + 1e-9 else "fails"
+    reason = (
+        f"max {claim.metric}/{claim.bound_column} = {worst_all:.3g} over all {len(rows)} rows "
+        f"({in_range})"
+    )
+    return c.verdict(verdict, reason)
+
+
+@_judges("faster_than")
+def _faster_than(c: _Case) -> dict:
+    """The slope difference to ``versus`` (seed bootstrap) below 0."""
+    claim, rows = c.claim, c.rows
+    other = _rows(c.df, claim, claim.versus)  # not empty: check() skips such a claim
+    a, b = c.fit(), c.fit(other)
+    lo, hi = slope_difference_interval(
+        (rows["n"], rows[claim.metric], rows["seed"]),
+        (other["n"], other[claim.metric], other["seed"]),
+        n_range=c.rng,
+        n_boot=c.n_boot,
+    )
+    c.slope(a)
+    reason = (
+        f"slope {a.slope:.2f} vs {claim.versus} {b.slope:.2f} [{b.ci_low:.2f}, {b.ci_high:.2f}]; "
+        f"difference interval [{lo:.2f}, {hi:.2f}]"
+    )
+    return c.verdict(_judge_interval(lo, hi, 0.0, below=True), reason)
+
+
+@_judges("less_than")
+def _less_than(c: _Case) -> dict:
+    """The geometric mean of the paired ratio to ``versus`` (seed bootstrap) below 1."""
+    claim, rng = c.claim, c.rng
+    other = _rows(c.df, claim, claim.versus)
+    keys = ["n", "seed"]
+    merged = c.rows[[*keys, claim.metric]].merge(
+        other[[*keys, claim.metric]], on=keys, suffixes=("_a", "_b")
+    )
+    if rng is not None:
+        merged = merged[(merged["n"] >= rng[0]) & (merged["n"] <= rng[1])]
+    if merged.empty:
+        return c.verdict("no data", f"no paired rows with {claim.versus}")
+    lr = np.log(merged[f"{claim.metric}_a"]) - np.log(merged[f"{claim.metric}_b"])
+    est, lo, hi = _seed_bootstrap(lr, merged["seed"], c.n_boot, 0)
+    c.out.update(n_min=int(merged["n"].min()), n_max=int(merged["n"].max()))
+    c.out.update(ratio=float(np.exp(est)), ratio_low=float(np.exp(lo)))
+    c.out.update(ratio_high=float(np.exp(hi)))
+    reason = (
+        f"{claim.metric} ratio {claim.method}/{claim.versus} = {np.exp(est):.3g} "
+        f"[{np.exp(lo):.3g}, {np.exp(hi):.3g}] (geometric mean over n and seeds)"
+    )
+    return c.verdict(_judge_interval(lo, hi, 0.0, below=True), reason)
+
+
+@_judges("decreasing")
+def _decreasing(c: _Case) -> dict:
+    """The final metric (at each group's largest n) falling with ``by``: slope below 0."""
+    claim, rows = c.claim, c.rows
+    last = rows[rows["n"] == rows.groupby(claim.by)["n"].transform("max")]
+    fit = fit_rate(last[claim.by], last[claim.metric], seed=last["seed"], n_boot=c.n_boot)
+    c.slope(fit, n_min=int(last["n"].min()), n_max=int(last["n"].max()))
+    reason = (
+        f"final {claim.metric} ~ {claim.by}^{fit.slope:.2f} over {claim.by}="
+        f"{int(last[claim.by].min())}..{int(last[claim.by].max())}"
+    )
+    return c.verdict(_judge_interval(fit.ci_low, fit.ci_high, 0.0, below=True), reason)
+
+
 def _evaluate(df, claim: Claim, n_range, n_boot: int) -> dict:
-    rng = claim.n_range or n_range
     rows = _rows(df, claim, claim.method)
     out = dict(measured_slope=np.nan, ci_low=np.nan, ci_high=np.nan, n_min=np.nan, n_max=np.nan)
     out.update(ratio=np.nan, ratio_low=np.nan, ratio_high=np.nan)
     if rows.empty or claim.metric not in rows:
         return dict(out, verdict="no data", reason=f"no rows for {claim.experiment}/{claim.method}")
     out["n_seeds"] = int(rows["seed"].nunique())
-
-    def power(r, form="power"):
-        return fit_rate(
-            r["n"], r[claim.metric], seed=r["seed"], n_range=rng, form=form, n_boot=n_boot
-        )
-
+    case = _Case(df, claim, rows, claim.n_range or n_range, n_boot, out)
     try:
-        if claim.form in ("power", "exponential", "bound"):
-            try:
-                fit = power(rows, "power" if claim.form != "exponential" else "exponential")
-            except ValueError:
-                # a bound is checked row by row: a slope that cannot be fitted is only not shown
-                if claim.form != "bound":
-                    raise
-            else:
-                out.update(
-                    measured_slope=fit.slope,
-                    ci_low=fit.ci_low,
-                    ci_high=fit.ci_high,
-                    n_min=fit.n_min,
-                    n_max=fit.n_max,
-                )
-        if claim.form == "power":
-            p, tol = claim.predicted_slope, claim.tolerance
-            if claim.direction == "at_most":
-                verdict = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
-                rule = f"interval <= {p + tol:.2f}"
-            elif claim.direction == "at_least":
-                verdict = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
-                rule = f"interval >= {p - tol:.2f}"
-            else:
-                lo_ok = _judge_interval(fit.ci_low, fit.ci_high, p - tol, below=False)
-                hi_ok = _judge_interval(fit.ci_low, fit.ci_high, p + tol, below=True)
-                verdict = (
-                    "holds"
-                    if lo_ok == hi_ok == "holds"
-                    else "fails"
-                    if "fails" in (lo_ok, hi_ok)
-                    else "inconclusive"
-                )
-                rule = f"interval within {p - tol:.2f}..{p + tol:.2f}"
-            return dict(out, verdict=verdict, reason=f"{rule} ({fit.ci_method} bootstrap)")
-        if claim.form == "exponential":
-            pw = power(rows, "power")
-            better = fit.r2 > pw.r2
-            if fit.ci_high < 0 and better:
-                verdict = "holds"
-            elif not better or fit.ci_low >= 0:
-                verdict = "fails"
-            else:
-                verdict = "inconclusive"
-            return dict(
-                out,
-                verdict=verdict,
-                reason=f"log-loss slope per neuron; R^2 exponential {fit.r2:.3f} vs power {pw.r2:.3f}",
-            )
-        if claim.form == "bound":
-            sel = rows if rng is None else rows[(rows["n"] >= rng[0]) & (rows["n"] <= rng[1])]
-            ratio = (sel[claim.metric] / sel[claim.bound_column]).to_numpy()
-            in_range = f"{np.nanmax(ratio):.3g} in the fit range" if ratio.size else "none in range"
-            all_rows = rows[claim.metric] / rows[claim.bound_column]
-            worst_all = float(np.nanmax(all_rows.to_numpy()))
-            verdict = "holds" if worst_all <= 1 + 1e-9 else "fails"
-            return dict(
-                out,
-                verdict=verdict,
-                reason=(
-                    f"max {claim.metric}/{claim.bound_column} = {worst_all:.3g} over all "
-                    f"{len(rows)} rows ({in_range})"
-                ),
-            )
-        if claim.form == "faster_than":
-            other = _rows(df, claim, claim.versus)  # not empty: check() skips such a claim
-            a, b = power(rows), power(other)
-            lo, hi = slope_difference_interval(
-                (rows["n"], rows[claim.metric], rows["seed"]),
-                (other["n"], other[claim.metric], other["seed"]),
-                n_range=rng,
-                n_boot=n_boot,
-            )
-            out.update(
-                measured_slope=a.slope,
-                ci_low=a.ci_low,
-                ci_high=a.ci_high,
-                n_min=a.n_min,
-                n_max=a.n_max,
-            )
-            verdict = _judge_interval(lo, hi, 0.0, below=True)
-            return dict(
-                out,
-                verdict=verdict,
-                reason=(
-                    f"slope {a.slope:.2f} vs {claim.versus} {b.slope:.2f} [{b.ci_low:.2f}, "
-                    f"{b.ci_high:.2f}]; difference interval [{lo:.2f}, {hi:.2f}]"
-                ),
-            )
-        if claim.form == "less_than":
-            other = _rows(df, claim, claim.versus)
-            keys = ["n", "seed"]
-            merged = rows[[*keys, claim.metric]].merge(
-                other[[*keys, claim.metric]], on=keys, suffixes=("_a", "_b")
-            )
-            if rng is not None:
-                merged = merged[(merged["n"] >= rng[0]) & (merged["n"] <= rng[1])]
-            if merged.empty:
-                return dict(out, verdict="no data", reason=f"no paired rows with {claim.versus}")
-            lr = np.log(merged[f"{claim.metric}_a"]) - np.log(merged[f"{claim.metric}_b"])
-            est, lo, hi = _seed_bootstrap(lr, merged["seed"], n_boot, 0)
-            out.update(n_min=int(merged["n"].min()), n_max=int(merged["n"].max()))
-            out.update(ratio=float(np.exp(est)), ratio_low=float(np.exp(lo)))
-            out.update(ratio_high=float(np.exp(hi)))
-            verdict = _judge_interval(lo, hi, 0.0, below=True)
-            return dict(
-                out,
-                verdict=verdict,
-                reason=(
-                    f"{claim.metric} ratio {claim.method}/{claim.versus} = {np.exp(est):.3g} "
-                    f"[{np.exp(lo):.3g}, {np.exp(hi):.3g}] (geometric mean over n and seeds)"
-                ),
-            )
-        if claim.form == "decreasing":
-            last = rows[rows["n"] == rows.groupby(claim.by)["n"].transform("max")]
-            fit = fit_rate(last[claim.by], last[claim.metric], seed=last["seed"], n_boot=n_boot)
-            out.update(
-                measured_slope=fit.slope,
-                ci_low=fit.ci_low,
-                ci_high=fit.ci_high,
-                n_min=int(last["n"].min()),
-                n_max=int(last["n"].max()),
-            )
-            verdict = _judge_interval(fit.ci_low, fit.ci_high, 0.0, below=True)
-            return dict(
-                out,
-                verdict=verdict,
-                reason=(
-                    f"final {claim.metric} ~ {claim.by}^{fit.slope:.2f} over {claim.by}="
-                    f"{int(last[claim.by].min())}..{int(last[claim.by].max())}"
-                ),
-            )
+        return JUDGES[claim.form](case)
     except ValueError as exc:
         return dict(out, verdict="no data", reason=str(exc))
-    raise AssertionError(claim.form)  # pragma: no cover - Claim validates form
 
 
 def check(
