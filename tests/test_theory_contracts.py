@@ -443,3 +443,29 @@ def test_every_claim_form_has_one_judge():
     from greedyprune.theory._check import JUDGES
 
     assert set(JUDGES) == set(FORMS)
+
+
+def test_a_registered_form_judges_and_a_pooled_claim_sees_every_setting():
+    from greedyprune.theory import Claim, check, register_form
+
+    seen = []
+
+    def judge(case):
+        seen.append(sorted(case.df["setting"].unique()))
+        return case.verdict("holds" if case.rows["loss"].max() < 1 else "fails", "test form")
+
+    register_form("below_one", judge)
+    results = pd.DataFrame(
+        dict(experiment="e", method="m", n=[1, 2, 1, 2], seed=0, loss=[0.5, 0.2, 0.9, 2.0])
+    ).assign(setting=["a", "a", "b", "b"])
+    each = Claim("each", "below one", "e", "m", metric="loss", form="below_one")
+    pooled = Claim("all", "below one", "e", "m", metric="loss", form="below_one", pooled=True)
+    v = check(results, [each, pooled], n_boot=10)
+    assert list(zip(v["claim"], v["setting"], v["verdict"])) == [
+        ("each", "a", "holds"),
+        ("each", "b", "fails"),
+        ("all", "all", "fails"),
+    ]
+    assert seen == [["a"], ["b"], ["a", "b"]]
+    with pytest.raises(ValueError, match="form='nope'"):
+        Claim("x", "s", "e", "m", form="nope")

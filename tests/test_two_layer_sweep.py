@@ -406,3 +406,38 @@ def test_verify_two_layer_preset_sweep_is_the_full_knee_sweep(tmp_path, monkeypa
     assert main(["verify", "two-layer", "--preset", "nope"]) == 2
     err = capsys.readouterr().err
     assert "'nope' is not known" in err and "quick" in err and "sweep" in err, err
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "run-folders"
+
+
+def test_the_knee_claims_are_the_knee_verdict_setting_by_setting():
+    """verdicts.csv's knee claims agree with ``knee_verdict``: per target, the settings that hold
+    are the ones in band, those that fail out of band, the rest inconclusive."""
+    from greedyprune.theory import check
+
+    results = pd.read_csv(FIXTURES / "two-layer-knee" / "results.csv")
+    table = sx.knee_table(results)
+    verdicts = check(results, sx.knee_claims(), n_boot=100)
+    for target in sx.TARGETS:
+        mine = verdicts[verdicts["claim"] == f"knee_near_n_star_{target}"]
+        overall = sx.knee_verdict(table, target)
+        assert len(mine) == overall["settings"]
+        assert (mine["verdict"] == "holds").sum() == overall["in_band"]
+        assert (mine["verdict"] == "fails").sum() == overall["judged"] - overall["in_band"]
+        bands = table[table["target"] == target].set_index("setting")["band"]
+        for row in mine.itertuples():
+            expected = {"in_band": "holds", "out_of_band": "fails"}.get(bands[row.setting])
+            assert row.verdict == (expected or "inconclusive"), row
+
+
+def test_the_budget_claim_is_the_fit_comparison_over_every_m():
+    from greedyprune.theory import check
+
+    results = pd.read_csv(FIXTURES / "two-layer-budget" / "results.csv")
+    verdicts = check(results, bx.budget_claims(), n_boot=200)
+    assert list(verdicts["setting"]) == ["all"]  # pooled: one verdict over every m
+    fits = bx.compare_fits(bx.steps_table(results), n_boot=200)
+    expected = {"log fits better": "holds", "power fits better": "fails"}.get(fits["verdict"])
+    assert verdicts["verdict"].iloc[0] == (expected or "inconclusive")
+    assert verdicts["measured_slope"].iloc[0] == pytest.approx(fits["power_p"])

@@ -10,7 +10,15 @@
 """
 
 from ._bounds import b_n, bound_constants, fast_rate_envelope, hull_membership, margin_estimate
-from ._check import CONDITIONS, VERDICTS, check, format_verdicts, register_condition
+from ._check import (
+    CONDITIONS,
+    VERDICTS,
+    ClaimCase,
+    check,
+    format_verdicts,
+    register_condition,
+    register_form,
+)
 from ._claims import FORMS, Claim, deep_claims, halves, level_claims, two_layer_claims
 from ._fit import RateFit, fit_rate, slope_difference_interval
 
@@ -19,6 +27,7 @@ __all__ = [
     "FORMS",
     "VERDICTS",
     "Claim",
+    "ClaimCase",
     "RateFit",
     "b_n",
     "bound_constants",
@@ -32,6 +41,7 @@ __all__ = [
     "level_claims",
     "margin_estimate",
     "register_condition",
+    "register_form",
     "slope_difference_interval",
     "two_layer_claims",
 ]

@@ -15,16 +15,18 @@ import pandas as pd
 
 from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 
-from ._claims import Claim
+from ._claims import FORMS, Claim
 from ._fit import fit_rate, slope_difference_interval
 
 __all__ = [
     "CONDITIONS",
     "JUDGES",
     "VERDICTS",
+    "ClaimCase",
     "check",
     "format_verdicts",
     "register_condition",
+    "register_form",
 ]
 
 VERDICTS = ("holds", "fails", "inconclusive", "conditions not met", "no data")
@@ -116,7 +118,7 @@ def _seed_bootstrap(values: pd.Series, seeds: pd.Series, n_boot: int, rng: int):
 
 
 @dataclass
-class _Case:
+class ClaimCase:
     """What a form's judge reads: the setting's rows, the claim, its method's rows, the fit range,
     the bootstrap count, and ``out``, the measurement columns (NaN until the judge fills them)."""
 
@@ -145,7 +147,7 @@ class _Case:
         return dict(self.out, verdict=verdict, reason=reason)
 
 
-Judge = Callable[[_Case], dict]
+Judge = Callable[[ClaimCase], dict]
 # form -> its judge: the one table of claim forms (each form of ``theory.FORMS`` is here)
 JUDGES: dict[str, Judge] = {}
 
@@ -158,8 +160,20 @@ def _judges(form: str) -> Callable[[Judge], Judge]:
     return add
 
 
+def register_form(form: str, judge: Judge) -> None:
+    """Add a claim form: ``judge(case) -> dict`` returns ``case.verdict(verdict, reason)`` (with
+    ``case.out`` filled where it measures a slope or a ratio); a ``ValueError`` it raises is the
+    verdict "no data". A front end registers the forms of its own claims (the knee sweep, the
+    budget study) on import; registering a form twice replaces its judge."""
+    if not isinstance(form, str) or not form.isidentifier() or not callable(judge):
+        raise GreedypruneError(f"register_form({form!r}, ...) needs a name and a callable judge")
+    JUDGES[form] = judge
+    if form not in FORMS:
+        FORMS.append(form)
+
+
 @_judges("power")
-def _power(c: _Case) -> dict:
+def _power(c: ClaimCase) -> dict:
     """The fitted slope's interval on the wanted side of ``predicted_slope`` +- ``tolerance``."""
     fit = c.fit()
     c.slope(fit)
@@ -185,7 +199,7 @@ def _power(c: _Case) -> dict:
 
 
 @_judges("exponential")
-def _exponential(c: _Case) -> dict:
+def _exponential(c: ClaimCase) -> dict:
     """A negative log-loss slope per neuron, and the exponential fitting better than the power."""
     fit = c.fit(form="exponential")
     c.slope(fit)
@@ -202,7 +216,7 @@ def _exponential(c: _Case) -> dict:
 
 
 @_judges("bound")
-def _bound(c: _Case) -> dict:
+def _bound(c: ClaimCase) -> dict:
     """Every row at or below its bound (the slope is shown when it can be fitted)."""
     claim, rows, rng = c.claim, c.rows, c.rng
     try:
@@ -223,7 +237,7 @@ def _bound(c: _Case) -> dict:
 
 
 @_judges("faster_than")
-def _faster_than(c: _Case) -> dict:
+def _faster_than(c: ClaimCase) -> dict:
     """The slope difference to ``versus`` (seed bootstrap) below 0."""
     claim, rows = c.claim, c.rows
     other = _rows(c.df, claim, claim.versus)  # not empty: check() skips such a claim
@@ -243,7 +257,7 @@ def _faster_than(c: _Case) -> dict:
 
 
 @_judges("less_than")
-def _less_than(c: _Case) -> dict:
+def _less_than(c: ClaimCase) -> dict:
     """The geometric mean of the paired ratio to ``versus`` (seed bootstrap) below 1."""
     claim, rng = c.claim, c.rng
     other = _rows(c.df, claim, claim.versus)
@@ -268,7 +282,7 @@ def _less_than(c: _Case) -> dict:
 
 
 @_judges("decreasing")
-def _decreasing(c: _Case) -> dict:
+def _decreasing(c: ClaimCase) -> dict:
     """The final metric (at each group's largest n) falling with ``by``: slope below 0."""
     claim, rows = c.claim, c.rows
     last = rows[rows["n"] == rows.groupby(claim.by)["n"].transform("max")]
@@ -288,7 +302,7 @@ def _evaluate(df, claim: Claim, n_range, n_boot: int) -> dict:
     if rows.empty or claim.metric not in rows:
         return dict(out, verdict="no data", reason=f"no rows for {claim.experiment}/{claim.method}")
     out["n_seeds"] = int(rows["seed"].nunique())
-    case = _Case(df, claim, rows, claim.n_range or n_range, n_boot, out)
+    case = ClaimCase(df, claim, rows, claim.n_range or n_range, n_boot, out)
     try:
         return JUDGES[claim.form](case)
     except ValueError as exc:
@@ -340,8 +354,13 @@ def check(
                 )
     df = results if "setting" in results else results.assign(setting="default")
     out = []
-    for setting, rows in df.groupby("setting", sort=False):
+    groups = [(s, g, False) for s, g in df.groupby("setting", sort=False)]
+    if any(c.pooled for c in claims):
+        groups.append(("all", df, True))
+    for setting, rows, pooled in groups:
         for claim in claims:
+            if claim.pooled != pooled:
+                continue
             # a method that was not run in this setting (by design) gets no row, not "no data"
             if _rows(rows, claim, claim.method).empty or (
                 claim.versus and _rows(rows, claim, claim.versus).empty

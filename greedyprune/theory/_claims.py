@@ -31,7 +31,9 @@ from greedyprune.errors import GreedypruneError
 
 __all__ = ["FORMS", "Claim", "deep_claims", "halves", "level_claims", "two_layer_claims"]
 
-FORMS = ("power", "exponential", "bound", "faster_than", "less_than", "decreasing")
+# the forms a Claim may take: the built-in ones; a front end adds its own with
+# ``greedyprune.theory.register_form`` (each form has one judge, ``theory._check.JUDGES``)
+FORMS = ["power", "exponential", "bound", "faster_than", "less_than", "decreasing"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Claim:
         setting for the claim to apply there; otherwise the verdict is "conditions not met".
     n_range: the n range of the fit (None: the range passed to ``check``).
     where: extra equality filters on the rows, e.g. ``{"target": "f_N"}``.
+    pooled: judged once on the rows of every setting together (its verdict's setting is
+        ``all``): a claim across settings, e.g. how a cost grows with the data size.
     """
 
     id: str
@@ -66,10 +70,13 @@ class Claim:
     n_range: tuple[float, float] | None = None
     where: dict = field(default_factory=dict)
     source: str = ""
+    pooled: bool = False
 
     def __post_init__(self):
         if self.form not in FORMS:
-            raise GreedypruneError(f"Claim {self.id!r}: form={self.form!r}; pass one of {FORMS}")
+            raise GreedypruneError(
+                f"Claim {self.id!r}: form={self.form!r}; pass one of {tuple(FORMS)}"
+            )
         if self.direction not in ("at_most", "at_least", "about"):
             raise GreedypruneError(
                 f"Claim {self.id!r}: direction={self.direction!r}; pass at_most, at_least or about"

@@ -45,6 +45,7 @@ import torch
 from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.select import SquaredLoss, greedy_select
 from greedyprune.study import Study, StudyResult, run_study
+from greedyprune.theory import Claim, ClaimCase, register_form
 
 from .._common import sub_seed
 from .._mean_field_net import TwoLayerNet
@@ -480,12 +481,53 @@ def budget_units(config: BudgetConfig, device: str = "cpu") -> Iterable[tuple[st
             )
 
 
+def _judge_log_growth(case: ClaimCase) -> dict:
+    """A ``log_growth`` claim, pooled over the settings (each setting is one m): the steps table
+    of every (m, seed) and :func:`compare_fits` with ``case.n_boot`` seed re-samples; "log fits
+    better" holds, "power fits better" fails, else inconclusive. ``measured_slope`` is the power
+    fit's exponent p (of T ~ c m^p), ``n_min..n_max`` the range of m."""
+    fits = compare_fits(steps_table(case.df), n_boot=case.n_boot)
+    if fits["verdict"] == "no data":
+        raise GreedypruneError(fits["reason"])
+    case.out.update(measured_slope=fits["power_p"], n_min=min(fits["ms"]), n_max=max(fits["ms"]))
+    verdict = {"log fits better": "holds", "power fits better": "fails"}.get(
+        fits["verdict"], "inconclusive"
+    )
+    reason = (
+        f"{fits['verdict']}: RSS(power) - RSS(log) of log T = {fits['rss_diff']:.3g} "
+        f"[{fits['rss_diff_lo']:.3g}, {fits['rss_diff_hi']:.3g}] over {fits['points']} points; "
+        f"R^2 log {fits['r2_log']:.3f}, power {fits['r2_power']:.3f}"
+    )
+    return case.verdict(verdict, reason)
+
+
+register_form("log_growth", _judge_log_growth)
+
+
+def budget_claims() -> list[Claim]:
+    """The budget study's one claim, judged on every m together."""
+    return [
+        Claim(
+            "steps_grow_like_log_m",
+            f"the pretraining steps greedy needs at n={N_SUB} grow like log m with the data size "
+            "m (a + b log m fits log T better than c m^p)",
+            "budget",
+            "greedy_pretrained",
+            form="log_growth",
+            pooled=True,
+            source="docs/theory.md: the budget study",
+        )
+    ]
+
+
 def budget_study(config: BudgetConfig, device: str = "cpu") -> Study:
-    """The :class:`~greedyprune.study.Study` of a budget measurement (summary: the steps table)."""
+    """The :class:`~greedyprune.study.Study` of a budget measurement: its units, the claim
+    (``verdicts.csv``, setting ``all``) and the steps table as summary."""
     return Study(
         name=f"two-layer budget {config.name}",
         config=config.config(device),
         units=lambda dev: budget_units(config, dev),
+        claims=budget_claims(),
         summary=steps_table,
         cpu_threads=1,
     )
@@ -504,7 +546,8 @@ def run_budget(
         raise GreedypruneTypeError(
             f"config must be a name or a BudgetConfig, got {type(config).__name__}"
         )
-    return run_study(budget_study(cfg, device), out, device=device, progress=progress)
+    study = budget_study(cfg, device)
+    return run_study(study, out, device=device, progress=progress, n_boot=cfg.n_boot)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -545,6 +588,7 @@ def run(args) -> int:
         device=args.device,
         progress=resolve_progress(args.progress),
         log=lambda line: print(line, flush=True),
+        n_boot=cfg.n_boot,
     )
     table = done.summary
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -44,7 +44,7 @@ import pandas as pd
 
 from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.study import Study, StudyResult, run_study
-from greedyprune.theory import fit_rate
+from greedyprune.theory import Claim, ClaimCase, fit_rate, format_verdicts, register_form
 
 from .experiments import bounds_experiment
 from .setting import Setting
@@ -389,12 +389,61 @@ def sweep_units(config: SweepConfig, device: str = "cpu") -> Iterable[tuple[str,
             )
 
 
+def _judge_knee(case: ClaimCase) -> dict:
+    """A ``knee_band`` claim on one setting: the knee table's row of the claim's target;
+    ``in_band`` holds, ``out_of_band`` fails (a found knee outside the band, or a censored one
+    whose interval misses it), any other band is inconclusive (a censored knee compatible with
+    the band, no prediction, no knee measured: the reason names it). The slope columns hold
+    greedy's slope over the last decade, ``ratio`` the knee / n*, ``n_min..n_max`` where local
+    slopes exist."""
+    table = knee_table(case.df)
+    row = table[table["target"] == case.claim.where.get("target")]
+    if row.empty:
+        raise GreedypruneError(
+            f"no knee summary rows for target {case.claim.where.get('target')!r}"
+        )
+    r = row.iloc[0]
+    case.out.update(measured_slope=r["slope"], ci_low=r["slope_lo"], ci_high=r["slope_hi"])
+    case.out.update(ratio=r["ratio"], n_min=r["first"], n_max=r["last"])
+    verdict = {"in_band": "holds", "out_of_band": "fails"}.get(r["band"], "inconclusive")
+    reason = (
+        f"band {r['band']}: knee {r['knee']:.3g} ({r['status']}; local slopes over "
+        f"n={r['first']:g}..{r['last']:g}) against n* {r['n_star']:.3g}, factor {KNEE_FACTOR:.3g}"
+    )
+    return case.verdict(verdict, reason)
+
+
+register_form("knee_band", _judge_knee)
+
+
+def knee_claims() -> list[Claim]:
+    """One claim per target (:data:`TARGETS`), judged in each setting of the sweep: n* predicts
+    greedy's knee within a factor :data:`KNEE_FACTOR` (the overall verdict of
+    :func:`knee_verdict` holds when every setting's holds)."""
+    return [
+        Claim(
+            f"knee_near_n_star_{target}",
+            f"Proposition B's crossover n* predicts where greedy's error curve toward {target} "
+            f"bends (its knee) within a factor {KNEE_FACTOR:.3g}",
+            "knee",
+            "greedy",
+            metric="e_n",
+            form="knee_band",
+            where={"target": target, "record": "summary"},
+            source="docs/theory.md: Proposition B; the knee sweep",
+        )
+        for target in TARGETS
+    ]
+
+
 def sweep_study(config: SweepConfig, device: str = "cpu") -> Study:
-    """The :class:`~greedyprune.study.Study` of a sweep: its units and the knee table as summary."""
+    """The :class:`~greedyprune.study.Study` of a sweep: its units, the knee claims (one verdict
+    per target and setting in ``verdicts.csv``) and the knee table as summary."""
     return Study(
         name=f"two-layer knee {config.name}",
         config=config.config(device),
         units=lambda dev: sweep_units(config, dev),
+        claims=knee_claims(),
         summary=knee_table,
         cpu_threads=1,
     )
@@ -574,6 +623,7 @@ def run(args) -> int:
     (out / "verdict.json").write_text(json.dumps(verdicts, indent=2, default=str) + "\n")
     for v in verdicts.values():
         print(v)
+    print(format_verdicts(done.verdicts))
     print(f"wall time: {time.perf_counter() - t0:.1f} s; results in {out}")
     return 0
 
