@@ -19,15 +19,12 @@ and greedy's selection most of it); a finished one is only read. Writes figures/
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 import greedyprune.prune as gp
-from greedyprune.plots import apply_style, method_style, savefig
+from greedyprune.plots import apply_style, plot_prune_finetune, savefig
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "compare-finetune-digits-resnet18"
@@ -65,29 +62,7 @@ def main() -> None:
     table = gp.summarize(df)
     cols = ["target", "method", "macs_fraction_mean", "acc_finetuned_mean", "acc_finetuned_std"]
     print(table[[*cols, "seeds"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    targets = list(dict.fromkeys(df["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 3.8), squeeze=False)
-    full = 100 * float(df["acc_full"].iloc[0])
-    for ax, target in zip(axes[0], targets):
-        for method in METHODS:
-            rows = df[(df["target"] == target) & (df["method"] == method)]
-            if rows.empty:
-                continue
-            curves = [json.loads(c) for c in rows["acc_curve"]]
-            n = min(len(c) for c in curves)
-            acc = 100 * np.array([c[:n] for c in curves])
-            x = np.arange(1, n + 1)
-            style = method_style(method)
-            label = f"{LABELS.get(method, style.label)} ({len(curves)} seeds)"
-            ax.plot(x, acc.mean(0), color=style.color, ls=style.ls, label=label)
-            ax.fill_between(x, acc.min(0), acc.max(0), color=style.color, alpha=0.18, lw=0)
-        ax.axhline(full, color="black", ls=":", lw=1, label="unpruned network")
-        ax.set_xscale("log")
-        ax.set_xlabel("epochs of training after pruning (log scale)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"ResNet-18, digits 16 px, {float(target):.0%} of the MACs")
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig = plot_prune_finetune(df, METHODS, labels=LABELS, title="ResNet-18, digits 16 px, ")
     for p in savefig(fig, ROOT / "figures" / "prune_finetune"):
         print("wrote", p.relative_to(ROOT))
 

@@ -70,7 +70,7 @@ def forbid_work(monkeypatch):
         raise AssertionError("a finished fixture run selected or trained again")
 
     import greedyprune.prune._finetune as ft
-    import greedyprune.prune._layerwise as lw
+    import greedyprune.prune._greedy_prune as lw
 
     monkeypatch.setattr(ft, "finetune", refuse)
     monkeypatch.setattr(lw, "greedy_prune", refuse)

@@ -196,3 +196,34 @@ def test_axis_labels_are_words():
         label = plots.axis_label(column)
         assert "_" not in label and label != column
     assert plots.axis_label("some_new_column") == "some new column"
+
+
+def test_importing_the_plots_chooses_no_backend():
+    """A notebook's or a user's backend stands: importing greedyprune.plots does not switch it."""
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('pdf'); import greedyprune.plots; "
+    code += "print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "pdf"
+
+
+def test_the_study_figures_draw_from_their_tables():
+    """The knee sweep's and the budget study's figures are drawn by the plots package from the
+    finished fixture folders (the figure scripts only run the study and save)."""
+    from pathlib import Path
+
+    from greedyprune.sims.two_layer import budget as bx
+    from greedyprune.sims.two_layer import sweep as sx
+
+    fixtures = Path(__file__).parent / "fixtures" / "run-folders"
+    knee = pd.read_csv(fixtures / "two-layer-knee" / "results.csv")
+    fig = plots.plot_knee(knee, sx.knee_table(knee), factor=sx.KNEE_FACTOR, slope=sx.KNEE_SLOPE)
+    assert len(fig.axes) == 3
+    budget = pd.read_csv(fixtures / "two-layer-budget" / "results.csv")
+    table = bx.steps_table(budget)
+    fits = bx.compare_fits(table, n_boot=20)
+    fig = plots.plot_budget(budget, table, fits, n=bx.N_SUB, target=bx.TARGET_REL)
+    assert len(fig.axes) == 2
+    plt.close("all")

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 import greedyprune.prune as gp
 from greedyprune.cli import main
-from greedyprune.prune import _finetune, _io, _layerwise
+from greedyprune.prune import _finetune, _greedy_prune, _io
 
 TINY = ["--image-size", "16", "--train-epochs", "0.05"]
 
@@ -103,7 +103,7 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # First run: interrupted in the fine-tuning that follows the selection (the selection, like
     # the base model's training, is done by then).
     with monkeypatch.context() as m:
-        select = _Calls(m, _layerwise, "greedy_prune")
+        select = _Calls(m, _greedy_prune, "greedy_prune")
         _Calls(m, _finetune, "finetune", before=lambda n: select.n and _interrupt(n))
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -113,7 +113,7 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     # Second run with the same settings: the selected model is loaded, not selected again, and
     # every file the first run left (base model, selection, layer table) is reused byte for byte.
     with monkeypatch.context() as m:
-        select = _Calls(m, _layerwise, "greedy_prune")
+        select = _Calls(m, _greedy_prune, "greedy_prune")
         assert main(argv) == 0
     assert select.n == 0
     after = _files(out)
@@ -131,7 +131,7 @@ def test_prune_end_to_end_and_resume(capsys, monkeypatch, tmp_path):
     assert (layers["kept"] <= layers["channels"]).all()
     # A finished run started again redoes nothing: no selection, no training, every file unchanged.
     with monkeypatch.context() as m:
-        select = _Calls(m, _layerwise, "greedy_prune")
+        select = _Calls(m, _greedy_prune, "greedy_prune")
         tune = _Calls(m, _finetune, "finetune")
         assert main(argv) == 0
     assert select.n == 0 and tune.n == 0

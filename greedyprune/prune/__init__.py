@@ -33,9 +33,9 @@ from ._finetune import (
     stream_batches,
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
+from ._greedy_prune import GreedyPruneResult, LayerRecord, greedy_prune
 from ._io import load_pruned, save_pruned, state_hash
 from ._latency import latency_phase
-from ._layerwise import GreedyPruneResult, LayerRecord, greedy_prune
 from ._local import CRITERIA as LOCAL_METHODS
 from ._local import LocalSettings, calibration_set, local_select
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from greedyprune.errors import GreedypruneError
 
 from ..select import SquaredLoss, ispasp
-from . import _layerwise  # noqa: F401  (registers greedy first: the registry's order is compare's)
+from . import _greedy_prune  # noqa: F401  (registers greedy first: the registry's order is compare's)
 from ._gates import PrunableGroup
 from ._registry import SELECTION_METHODS, Choice, SelectionRequest, register_method, select_channels
 
@@ -96,7 +96,7 @@ def _random(req: SelectionRequest) -> Choice:
     )
 
 
-# name -> what it ranks by: every registered method but greedy (registered in _layerwise)
+# name -> what it ranks by: every registered method but greedy (registered in _greedy_prune)
 BASELINES = {name: spec.description for name, spec in SELECTION_METHODS.items() if name != "greedy"}
 
 

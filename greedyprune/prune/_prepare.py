@@ -19,7 +19,7 @@ from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
 from ._finetune import AMP_DTYPES
 from ._gates import find_prunable_groups
-from ._layerwise import check_selection_settings
+from ._greedy_prune import check_selection_settings
 from ._macs import MacsModel, parse_macs, profile_layers
 from ._models import build_model
 from ._recipes import FinetuneSettings

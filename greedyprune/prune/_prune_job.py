@@ -15,7 +15,7 @@ from greedyprune.dist import barrier, init_from_env, is_main, local_slice, rank,
 from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.runs import RunDir, open_run
 
-from . import _finetune, _layerwise
+from . import _finetune, _greedy_prune
 from ._data import class_count, eval_indices, labels_of, seeded_draws
 from ._finetune import batch_stream, evaluate, stream_batches
 from ._io import load_pruned, save_pruned, state_hash
@@ -350,7 +350,7 @@ def _select_global(job: _Job, target: int | None, eval_set):
     def between(m: nn.Module) -> None:
         _finetune.finetune(m, train, generator=between_gen, **sgd(r.between), **loader)
 
-    gm, result = _layerwise.greedy_prune(
+    gm, result = _greedy_prune.greedy_prune(
         prep.model,
         batch_stream(
             train,

@@ -15,15 +15,15 @@ The claims are :func:`greedyprune.theory.deep_claims`.
 """
 
 from ._data import DATA_KINDS, deep_teacher, digits_data, load_data, mnist1d_data
-from ._layerwise import METHODS as LAYERWISE_METHODS
-from ._layerwise import (
+from ._net import DeepMeanFieldNet
+from ._neuron_select import METHODS as LAYERWISE_METHODS
+from ._neuron_select import (
     LayerwiseResult,
     global_objective,
     layerwise_select,
     local_objective,
     per_sample_loss,
 )
-from ._net import DeepMeanFieldNet
 from .experiments import (
     PRETRAINED,
     RECORD_METHODS,

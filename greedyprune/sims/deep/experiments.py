@@ -36,8 +36,8 @@ from .._common import PretrainCache, sub_seed
 from .._data import Dataset
 from .._train import train_mean_field
 from ._data import load_data
-from ._layerwise import layerwise_select
 from ._net import DeepMeanFieldNet
+from ._neuron_select import layerwise_select
 from .setting import DEEP_METHODS, DeepSetting
 
 __all__ = [
