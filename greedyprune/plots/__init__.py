@@ -19,15 +19,25 @@ from ._style import (
     AXIS_LABELS,
     METHOD_COLORS,
     METHOD_STYLES,
+    SETTING_TITLES,
     MethodStyle,
     apply_style,
     axis_label,
     method_style,
     savefig,
 )
-from .deep import deep_accuracy_table, deep_rate_fits, plot_deep_accuracy, plot_deep_rate
+from .deep import (
+    DEEP_ACCURACY_METHODS,
+    DEEP_RATE_DISCREPANCY,
+    DEEP_RATE_TEST,
+    deep_accuracy_table,
+    deep_rate_fits,
+    plot_deep_accuracy,
+    plot_deep_rate,
+)
 from .prune import plot_prune_compare, plot_prune_finetune
 from .two_layer import (
+    RATE_METHODS,
     plot_bounds,
     plot_budget,
     plot_finetune,
@@ -40,8 +50,13 @@ from .two_layer import (
 
 __all__ = [
     "AXIS_LABELS",
+    "DEEP_ACCURACY_METHODS",
+    "DEEP_RATE_DISCREPANCY",
+    "DEEP_RATE_TEST",
     "METHOD_COLORS",
     "METHOD_STYLES",
+    "RATE_METHODS",
+    "SETTING_TITLES",
     "MethodStyle",
     "apply_style",
     "axis_label",
