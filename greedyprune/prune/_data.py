@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneFileError,
+    GreedypruneTypeError,
+    check_int,
+)
 
 __all__ = [
     "DataSpec",
@@ -174,8 +179,7 @@ def load_data(
     ``folder:PATH``: ImageNet layout with standard transforms (random resized crop of area
     ``crop_scale`` + flip for training; resize to 256/224 of the size and centre crop for testing).
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise GreedypruneError(f"image_size must be an int >= 8, got {image_size!r}")
+    check_int("image_size", image_size, minimum=8)
     lo, hi = crop_scale
     if not 0 < lo <= hi <= 1:
         raise GreedypruneError(
@@ -215,8 +219,7 @@ def eval_indices(n_total: int, *, n_eval: int | None = None, every: int | None =
                 f"eval stride every={every!r} must be an int >= 1 (the authors: 200)"
             )
         return list(range(0, n_total, every))
-    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
-        raise GreedypruneError(f"n_eval={n_eval!r} must be an int >= 1")
+    check_int("n_eval", n_eval, minimum=1)
     stride = max(1, n_total // n_eval)
     return list(range(0, n_total, stride))[:n_eval]
 

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from greedyprune.errors import GreedypruneError, check_path
+from greedyprune.errors import GreedypruneError, check_int, check_path
 
 from ._proxyless import proxylessnas_mobile
 
@@ -106,8 +106,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
             raise GreedypruneError(
                 f"arch={arch!r} is not supported: {why}; pick a CNN", name="arch"
             )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise GreedypruneError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=2)
     if arch in _OWN_MODELS:
         model = _OWN_MODELS[arch](num_classes)
     else:

@@ -21,7 +21,7 @@ import math
 
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 
 __all__ = ["PROXYLESS_MOBILE_SPEC", "ProxylessNAS", "proxylessnas_mobile"]
 
@@ -144,8 +144,7 @@ def proxylessnas_mobile(num_classes: int = 1000, width_mult: float = 1.0) -> Pro
     feature mix stays at 1280 below 1.0); the authors' own 1.4x net rounds a few widths
     differently, so ``width_mult=1.4`` is close to, not equal to, their ``proxyless_mobile_14``.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise GreedypruneError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=1)
     if (
         isinstance(width_mult, bool)
         or not isinstance(width_mult, (int, float))

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 
-from ._mean_field_net import TwoLayerNet, _check_int, activation_fn
+from ._mean_field_net import TwoLayerNet, activation_fn
 
 __all__ = ["Dataset", "gaussian_classification", "make_dataset", "teacher_student"]
 
@@ -64,9 +64,9 @@ class Dataset:
 
 
 def _check_common(m: int, d: int, m_test: int) -> None:
-    _check_int("m", m)
-    _check_int("d", d)
-    _check_int("m_test", m_test)
+    check_int("m", m, minimum=1)
+    check_int("d", d, minimum=1)
+    check_int("m_test", m_test, minimum=1)
 
 
 def teacher_student(
@@ -90,7 +90,7 @@ def teacher_student(
     Returns x ``[m, d]``, y ``[m]`` and a test set of ``m_test`` fresh points.
     """
     _check_common(m, d, m_test)
-    _check_int("teacher_width", teacher_width)
+    check_int("teacher_width", teacher_width, minimum=1)
     activation_fn(activation)
     if x_std is None:
         x_std = 2.0 / d**0.5

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
 
 __all__ = ["ACTIVATIONS", "TwoLayerNet", "activation_fn"]
 
@@ -26,14 +26,6 @@ def activation_fn(name: str):
             f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}"
         )
     return ACTIVATIONS[name]
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GreedypruneTypeError(f"{name}={value!r} must be an int >= {minimum}")
-    if value < minimum:
-        raise GreedypruneError(f"{name}={value} must be >= {minimum}")
-    return value
 
 
 class TwoLayerNet(nn.Module):
@@ -92,10 +84,10 @@ class TwoLayerNet(nn.Module):
         The numbers are drawn on the CPU from ``seed`` and then moved to ``device``, so the same
         seed gives the same network on every device.
         """
-        _check_int("width", width)
-        _check_int("dim", dim)
+        check_int("width", width, minimum=1)
+        check_int("dim", dim, minimum=1)
         if outputs is not None:
-            _check_int("outputs", outputs)
+            check_int("outputs", outputs, minimum=1)
         for name, v in (("a_std", a_std), ("b_std", b_std)):
             if not isinstance(v, (int, float)) or v < 0:
                 raise GreedypruneError(f"{name}={v!r} must be a number >= 0")

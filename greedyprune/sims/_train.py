@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
 from greedyprune.select import per_sample_loss
 
 __all__ = [
@@ -73,14 +73,6 @@ def lr_scales(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
     return [(p, listed.get(id(p), 1.0)) for p in model.parameters() if p.requires_grad]
 
 
-def _check_number(name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise GreedypruneTypeError(f"{name}={value!r} must be a number")
-    if value < 0 or (positive and value == 0):
-        raise GreedypruneError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")
-    return float(value)
-
-
 def train_mean_field(
     model: nn.Module,
     x: Tensor,
@@ -117,11 +109,10 @@ def train_mean_field(
     """
     if not isinstance(model, nn.Module):
         raise GreedypruneTypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise GreedypruneError(f"steps={steps!r} must be an int >= 0")
-    lr = _check_number("lr", lr, positive=True)
-    noise = _check_number("noise", noise)
-    weight_decay = _check_number("weight_decay", weight_decay)
+    check_int("steps", steps, minimum=0)
+    lr = check_number("lr", lr, above=0)
+    noise = check_number("noise", noise, minimum=0)
+    weight_decay = check_number("weight_decay", weight_decay, minimum=0)
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise GreedypruneError(

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 
 from .._data import Dataset
-from ._net import DeepMeanFieldNet, _check_width
+from ._net import DeepMeanFieldNet
 
 __all__ = ["DATA_KINDS", "deep_teacher", "digits_data", "load_data", "mnist1d_data"]
 
@@ -47,7 +47,7 @@ def deep_teacher(
     set of ``m_test`` fresh points.
     """
     for name, v in (("m", m), ("d", d), ("m_test", m_test)):
-        _check_width(name, v)
+        check_int(name, v, minimum=1)
     if not isinstance(noise, (int, float)) or noise < 0:
         raise GreedypruneError(f"noise={noise!r} must be a number >= 0")
     teacher = DeepMeanFieldNet.random(
@@ -92,7 +92,7 @@ def mnist1d_data(
     num_samples: total number of signals (a multiple of 10 keeps the classes balanced);
     seed 42 with 5000 samples is the data set of the MNIST-1D paper.
     """
-    _check_width("num_samples", num_samples)
+    check_int("num_samples", num_samples, minimum=1)
     if num_samples < 20:
         raise GreedypruneError(f"num_samples={num_samples} is too small; pass at least 20")
     x, y, xt, yt = _mnist1d_arrays(int(num_samples), int(seed))

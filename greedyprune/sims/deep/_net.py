@@ -20,27 +20,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
 
 from .._mean_field_net import activation_fn
 
 __all__ = ["DeepMeanFieldNet"]
 
 Gates = Sequence[Tensor | None] | None
-
-
-def _check_width(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GreedypruneTypeError(f"{name}={value!r} must be an int >= 1")
-    if value < 1:
-        raise GreedypruneError(f"{name}={value} must be >= 1")
-    return value
-
-
-def _check_std(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise GreedypruneError(f"{name}={value!r} must be a number >= 0")
-    return float(value)
 
 
 class DeepMeanFieldNet(nn.Module):
@@ -125,9 +111,9 @@ class DeepMeanFieldNet(nn.Module):
         O(1) fluctuations at finite width (a generic random function: the deep teacher); without
         it the weights are the mean-field initialisation, whose averages concentrate.
         """
-        _check_width("dim", dim)
-        _check_width("outputs", outputs)
-        widths = [_check_width(f"widths[{i}]", w) for i, w in enumerate(widths)]
+        check_int("dim", dim, minimum=1)
+        check_int("outputs", outputs, minimum=1)
+        widths = [check_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths)]
         if not widths:
             raise GreedypruneError("widths must name at least one hidden layer, e.g. [64, 64]")
         stds = {
@@ -136,7 +122,7 @@ class DeepMeanFieldNet(nn.Module):
             "output_std": output_std,
             "bias_std": bias_std,
         }
-        stds = {k: _check_std(k, v) for k, v in stds.items()}
+        stds = {k: check_number(k, v, minimum=0) for k, v in stds.items()}
         g = torch.Generator().manual_seed(int(seed))
         sizes = [dim, *widths, outputs]
         weights, biases = [], []

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
 from greedyprune.layerwise import LayerPlan, select_layerwise
 from greedyprune.select import (
     FactoredSquaredLoss,
@@ -93,8 +93,7 @@ def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> 
             f"{name} must give one size per hidden layer ({len(widths)}), got {len(sizes)}"
         )
     for l, (n, N) in enumerate(zip(sizes, widths)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise GreedypruneError(f"{name}[{l}]={n!r} must be an int >= 1")
+        check_int(f"{name}[{l}]", n, minimum=1)
         if not replacement and n > N:
             raise GreedypruneError(
                 f"{name}[{l}]={n} exceeds layer {l + 1}'s {N} neurons; without replacement pass "

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
 from greedyprune.select import SquaredLoss, greedy_select
 from greedyprune.study import Study, StudyResult, run_study
 from greedyprune.theory import Claim, ClaimCase, register_form
@@ -86,8 +86,7 @@ SENSITIVITY = ((100, 0.2), (100, 0.05), (30, 0.2), (30, 0.1), (10, 0.2))
 
 def checkpoint_grid(max_steps: int, per_decade: int = 8) -> tuple[int, ...]:
     """0 and about ``per_decade`` integers per decade from 1 to ``max_steps`` (geometric)."""
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise GreedypruneError(f"max_steps={max_steps!r} must be an int >= 1")
+    check_int("max_steps", max_steps, minimum=1)
     points = max(2, round(per_decade * math.log10(max_steps)) + 1)
     grid = {int(v) for v in np.rint(np.geomspace(1, max_steps, points))}
     return (0, *sorted(grid))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.select import (
     SquaredLoss,
     greedy_select,
@@ -184,9 +184,10 @@ def _tag(records: list[dict], **cols) -> list[dict]:
 
 
 def _check_grid(name: str, grid) -> list[int]:
-    out = sorted({int(v) for v in grid})
-    if not out or out[0] < 1:
-        raise GreedypruneError(f"{name}={grid!r} must hold sizes >= 1")
+    """The distinct sizes of ``grid``, sorted (each an int >= 1, checked by the shared checker)."""
+    out = sorted({check_int(f"{name}[{i}]", v, minimum=1) for i, v in enumerate(grid)})
+    if not out:
+        raise GreedypruneError(f"{name}={grid!r} must hold at least one size")
     return out
 
 
@@ -297,8 +298,7 @@ def bounds_experiment(
     ``b_n = n sqrt(e_n)``, the constants ``D, B, r_est`` (upper estimate of the interior margin;
     negative: t outside the hull), ``n_star = (D / r_est)^2`` and ``in_hull, lp_residual``.
     """
-    if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
-        raise GreedypruneError(f"n_max={n_max!r} must be an int >= 1")
+    check_int("n_max", n_max, minimum=1)
     data, big, _ = pretrain(setting, seed, device, progress=progress)
     phi_tr = big.features(data.x_train)
     f_big = phi_tr.mean(0)
@@ -393,8 +393,7 @@ def finetune_experiment(
     initialisation (``gd_retrain``). All with the setting's mean-field step size.
     """
     sizes = _check_grid("sizes", sizes)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise GreedypruneError(f"steps={steps!r} must be an int >= 1")
+    check_int("steps", steps, minimum=1)
     data, big, _ = pretrain(setting, seed, device, progress=progress)
     phi_tr, phi_te = big.features(data.x_train), big.features(data.x_test)
     f_big = phi_tr.mean(0)

@@ -26,7 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneFileError,
+    GreedypruneTypeError,
+    check_int,
+)
 from greedyprune.study import Study, run_study
 from greedyprune.theory import check, halves, two_layer_claims
 
@@ -265,8 +270,8 @@ def verify_two_layer(
         raise GreedypruneTypeError(
             f"preset must be a name or a Preset, got {type(preset).__name__}"
         )
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise GreedypruneError(f"seeds={seeds!r} must be an int >= 1")
+    if seeds is not None:
+        check_int("seeds", seeds, minimum=1)
     done = run_study(study(p, seeds, device), out, device=device, progress=progress, n_boot=n_boot)
     return done.results, done.verdicts
 
