@@ -36,13 +36,12 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.select import SquaredLoss, greedy_select
 from greedyprune.study import Study, StudyResult, run_study
 from greedyprune.theory import Claim, ClaimCase, register_form
@@ -50,6 +49,7 @@ from greedyprune.theory import Claim, ClaimCase, register_form
 from .._common import sub_seed
 from .._mean_field_net import TwoLayerNet
 from .._train import train_many_mean_field
+from ._preset_study import preset_arguments, resolve_config, run_preset
 from .experiments import make_data
 from .setting import Setting
 
@@ -540,28 +540,15 @@ def run_budget(
     progress: bool | None = None,
 ) -> StudyResult:
     """Run (or resume) a budget measurement into ``out``; ``summary.csv`` holds :func:`steps_table`."""
-    cfg = BUDGETS[config] if isinstance(config, str) else config
-    if not isinstance(cfg, BudgetConfig):
-        raise GreedypruneTypeError(
-            f"config must be a name or a BudgetConfig, got {type(config).__name__}"
-        )
+    cfg = resolve_config(config, BUDGETS, BudgetConfig, "the budget study")
     study = budget_study(cfg, device)
     return run_study(study, out, device=device, progress=progress, n_boot=cfg.n_boot)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (for ``greedyprune.cli``'s command table, or :func:`main`)."""
-    from greedyprune.cli import add_device, add_out, add_progress
-
-    parser.add_argument(
-        "--preset",
-        default="quick",
-        choices=sorted(BUDGETS),
-        help="which configuration of the pretraining-budget measurement to run (quick: seconds, for tests)",
-    )
-    add_out(parser, "runs/two_layer_budget_<preset>")
-    add_device(parser)
-    add_progress(parser)
+    help_ = "which configuration of the pretraining-budget measurement to run (quick: seconds, for tests)"
+    preset_arguments(parser, BUDGETS, help_, "runs/two_layer_budget_<preset>")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,18 +563,8 @@ def run(args) -> int:
     sensitivity table (also written to ``fits.json`` and ``sensitivity.csv`` in the run folder)."""
     import json
 
-    from greedyprune.cli import resolve_progress
-
-    out = Path(args.out or f"runs/two_layer_budget_{args.preset}")
-    t0 = time.perf_counter()
-    cfg = BUDGETS[args.preset]
-    done = run_study(
-        budget_study(cfg, args.device),
-        out,
-        device=args.device,
-        progress=resolve_progress(args.progress),
-        log=lambda line: print(line, flush=True),
-        n_boot=cfg.n_boot,
+    cfg, done, out, t0 = run_preset(
+        args, BUDGETS, budget_study, "runs/two_layer_budget_<preset>", n_boot=lambda c: c.n_boot
     )
     table = done.summary
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -37,15 +37,15 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError
 from greedyprune.study import Study, StudyResult, run_study
 from greedyprune.theory import Claim, ClaimCase, fit_rate, format_verdicts, register_form
 
+from ._preset_study import preset_arguments, resolve_config, run_preset
 from .experiments import bounds_experiment
 from .setting import Setting
 
@@ -457,11 +457,7 @@ def run_sweep(
     progress: bool | None = None,
 ) -> StudyResult:
     """Run (or resume) a sweep into the folder ``out``; ``summary.csv`` holds :func:`knee_table`."""
-    cfg = SWEEPS[config] if isinstance(config, str) else config
-    if not isinstance(cfg, SweepConfig):
-        raise GreedypruneTypeError(
-            f"config must be a name or a SweepConfig, got {type(config).__name__}"
-        )
+    cfg = resolve_config(config, SWEEPS, SweepConfig, "the knee sweep")
     return run_study(sweep_study(cfg, device), out, device=device, progress=progress)
 
 
@@ -581,17 +577,8 @@ def knee_verdict(table: pd.DataFrame, target: str = "f_N", factor: float = KNEE_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (for ``greedyprune.cli``'s command table, or :func:`main`)."""
-    from greedyprune.cli import add_device, add_out, add_progress
-
-    parser.add_argument(
-        "--preset",
-        default="quick",
-        choices=sorted(SWEEPS),
-        help="which configuration of the knee sweep to run (quick: seconds, for tests)",
-    )
-    add_out(parser, "runs/two_layer_knee_<preset>")
-    add_device(parser)
-    add_progress(parser)
+    help_ = "which configuration of the knee sweep to run (quick: seconds, for tests)"
+    preset_arguments(parser, SWEEPS, help_, "runs/two_layer_knee_<preset>")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,18 +590,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     """Run (or resume) the sweep of ``--preset``, print the knee table and the verdicts."""
-    from greedyprune.cli import resolve_progress
-
-    out = Path(args.out or f"runs/two_layer_knee_{args.preset}")
-    t0 = time.perf_counter()
-    cfg = SWEEPS[args.preset]
-    done = run_study(
-        sweep_study(cfg, args.device),
-        out,
-        device=args.device,
-        progress=resolve_progress(args.progress),
-        log=lambda line: print(line, flush=True),
-    )
+    _, done, out, t0 = run_preset(args, SWEEPS, sweep_study, "runs/two_layer_knee_<preset>")
     table = done.summary
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         cols = ["target", "setting", "n_star", "knee", "ratio", "status", "band", "slope"]
