@@ -217,3 +217,23 @@ def test_custom_module_already_pruned_is_refused(pruned_tiny):
         gp.load_pruned(folder, model=pruned)
     with pytest.raises(TypeError, match="model must be"):
         gp.load_pruned(folder, model="TinyNet")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_checkpoint_without_module_versions_loads(tmp_path, suffix):
+    """torchvision's MNASNet refuses a state dict without its module version; a safetensors file
+    never has one, and torch.load(weights_only=True)'s dict loses it once rebuilt. The model's
+    own versions stand in (it was a traceback, then "version should be set to 1 or 2")."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = torchvision.models.mnasnet0_5(num_classes=3).state_dict()
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = gp.build_model("mnasnet0_5", 3, path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k

@@ -38,6 +38,7 @@ from greedyprune.errors import GreedypruneError
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._data import seeded_draws
+from ._models import load_into
 
 __all__ = [
     "AMP_DTYPES",
@@ -311,7 +312,7 @@ def finetune(
             ckpt, map_location=device, keys=("model", "optimizer", "epoch", "generator")
         )
         try:
-            model.load_state_dict(state["model"])
+            load_into(model, state["model"])
             opt.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
             start = int(state["epoch"])

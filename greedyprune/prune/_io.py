@@ -17,7 +17,7 @@ from torch import nn
 from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
 from greedyprune.runs import atomic_write_bytes, atomic_write_text
 
-from ._models import build_model, list_archs
+from ._models import build_model, list_archs, load_into
 from ._surgery import prune_channels
 
 __all__ = ["load_pruned", "load_state", "save_pruned", "save_state", "state_hash"]
@@ -192,7 +192,7 @@ def load_pruned(
             f"{str(w_path)!r} is not a readable safetensors file ({exc})"
         ) from None
     try:
-        model.load_state_dict(state)
+        load_into(model, state)
     except RuntimeError as exc:
         detail = " ".join(s.strip() for s in str(exc).strip().splitlines()[:2])[:200]
         if given:

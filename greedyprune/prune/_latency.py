@@ -14,7 +14,7 @@ from greedyprune.dist import barrier, is_main
 
 from . import _io
 from ._macs import count_macs
-from ._models import build_model
+from ._models import build_model, load_into
 from ._prepare import Prepared
 
 __all__ = ["latency_phase"]
@@ -44,7 +44,7 @@ def _fit_shapes(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
         for bname in list(m._buffers):
             if f"{name}.{bname}" in state:
                 m._buffers[bname] = state[f"{name}.{bname}"].clone()
-    model.load_state_dict(state)
+    load_into(model, state)
     return model
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from greedyprune.errors import GreedypruneError, check_int, check_path
 
 from ._proxyless import proxylessnas_mobile
 
-__all__ = ["build_model", "list_archs", "load_checkpoint"]
+__all__ = ["build_model", "list_archs", "load_checkpoint", "load_into"]
 
 # Models defined in this package, by name: a builder taking the number of classes.
 _OWN_MODELS: dict[str, Callable[[int], nn.Module]] = {
@@ -83,7 +84,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"weights={str(path)!r} does not hold a state dict of tensors; save one with "
             "torch.save(model.state_dict(), path)"
         )
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    out = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    meta = getattr(state, "_metadata", None)  # the module versions torch.save kept, if any
+    if meta is not None:
+        out._metadata = OrderedDict(
+            ("" if k == "module" else k.removeprefix("module."), v) for k, v in meta.items()
+        )
+    return out
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``model.load_state_dict(state)``, with the module versions of ``model``'s own code where
+    ``state`` carries none: safetensors files, and state dicts rebuilt key by key, carry none, and
+    torchvision's MNASNet refuses a state without its version ("version should be set to 1 or 2")."""
+    if getattr(state, "_metadata", None) is None:
+        state = OrderedDict(state)
+        state._metadata = model.state_dict()._metadata
+    model.load_state_dict(state)
+    return model
 
 
 def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None = None) -> nn.Module:
@@ -120,7 +138,7 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike | None =
             )
         state = load_checkpoint(w)
         try:
-            model.load_state_dict(state)
+            load_into(model, state)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
             detail = " ".join(s.strip() for s in first[:2])[:200]

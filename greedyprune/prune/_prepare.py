@@ -21,7 +21,7 @@ from ._finetune import AMP_DTYPES
 from ._gates import find_prunable_groups
 from ._greedy_prune import check_selection_settings
 from ._macs import MacsModel, parse_macs, profile_layers
-from ._models import build_model
+from ._models import build_model, load_into
 from ._recipes import FinetuneSettings
 
 _DEFAULT_SIZE = {"folder": 224, "digits": 32, "synthetic": 64}
@@ -154,7 +154,7 @@ def train_base(prep: Prepared, folder: Path, train_epochs, seed, progress, **loa
     base = folder / "base.safetensors"
     if base.is_file():
         try:
-            prep.model.load_state_dict(_io.load_state(base))
+            load_into(prep.model, _io.load_state(base))
         except Exception:
             raise GreedypruneError(
                 f"{str(base)!r} is damaged; delete it and run again to retrain the base model"
