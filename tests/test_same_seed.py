@@ -243,3 +243,28 @@ def test_a_checkpoint_of_another_model_is_refused_naming_it(folder, tmp_path):
     _finetune.finetune(other, train, epochs=1, batch_size=4, checkpoint=ckpt)
     with pytest.raises(GreedypruneError, match=r"finetune.pt' does not fit the model"):
         _finetune.finetune(_Small(), train, epochs=2, batch_size=4, checkpoint=ckpt)
+
+
+def test_two_fresh_prune_runs_pick_and_train_the_same(folder, weights, tmp_path):
+    """Global greedy on the folder (its step batches are random crops and flips), then
+    fine-tuning: two fresh runs, the global generator elsewhere each time, keep the same channels
+    and end with the same weights and summary (its seconds aside)."""
+    import json
+
+    from greedyprune.cli import main
+
+    argv = ["prune", "--arch", "resnet18", "--data", f"folder:{folder}", "--weights", str(weights)]
+    argv += ["--image-size", "16", "--target-macs", "0.1", "--candidates", "2", "--batch-size"]
+    argv += ["2", "--finetune-epochs", "0.5", "--seeds", "4", "--no-progress"]
+    outs = []
+    for k in (1, 2):
+        torch.manual_seed(k)
+        assert main([*argv, "--out", str(tmp_path / f"r{k}")]) == 0
+        outs.append(tmp_path / f"r{k}")
+    a, b = (json.loads((o / "pruned.json").read_text()) for o in outs)
+    assert a["kept"] == b["kept"]
+    assert {k: v for k, v in a.items() if k != "select_s"} == {
+        k: v for k, v in b.items() if k != "select_s"
+    }
+    wa, wb = (load_file(str(o / "model.safetensors")) for o in outs)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
