@@ -146,3 +146,15 @@ def test_a_method_registered_in_one_place_runs_in_compare(tmp_path, monkeypatch)
         pd.read_csv(tmp_path / "run" / "results.csv")["unit"] == ["first-0.5-s0", "l1-0.5-s0"]
     ).all()
     assert not (tmp_path / "run" / "base-train.pt").exists()  # removed once every unit is done
+
+
+def test_the_command_and_the_library_compare_the_same_methods_by_default():
+    import argparse
+
+    from greedyprune.prune._compare_job import DEFAULT_METHODS
+    from greedyprune.prune.cli import compare as cli_compare
+
+    parser = argparse.ArgumentParser()
+    cli_compare.add_arguments(parser)
+    assert tuple(parser.get_default("methods")) == DEFAULT_METHODS
+    assert gp.CompareSettings().methods == DEFAULT_METHODS

@@ -12,7 +12,7 @@ fine-tuning: no weight decay on batch norm and biases).
 """
 
 from ._baselines import BASELINES, baseline_channels
-from ._compare_job import METHODS, compare, summarize
+from ._compare_job import METHODS, CompareSettings, compare, summarize
 from ._data import (
     DataSpec,
     check_images,
@@ -64,6 +64,7 @@ __all__ = [
     "UNSET",
     "WIDTH_RULES",
     "Choice",
+    "CompareSettings",
     "DataSpec",
     "FinetuneSettings",
     "Gate",

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import time
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 
 from greedyprune.dist import init_from_env, is_main, local_slice
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
@@ -26,41 +27,123 @@ from ._gates import find_prunable_groups
 from ._latency import latency_phase
 from ._macs import MacsModel, count_macs, count_params, profile_layers
 from ._prepare import Prepared, auto_progress, check_settings, prepare, train_base
+from ._prune_job import Runtime
 from ._registry import SELECTION_METHODS, SelectionRequest, apply_choice, select_channels
 from ._width_rules import META_STEPS, SCRATCH_LR, WIDTH_RULES, RuleContext
 
-__all__ = ["METHODS", "compare", "summarize"]
+__all__ = ["METHODS", "CompareSettings", "compare", "summarize"]
 
 # compare's methods when this module was imported: the selection methods (channel choices), then
 # the width rules (compare itself reads the registries when called)
 METHODS = (*SELECTION_METHODS, *WIDTH_RULES)
+# what a run compares unless told: greedy, the criteria of Torch-Pruning's importances, random,
+# and the thinner network trained from scratch (the command's default too)
+DEFAULT_METHODS = ("greedy", "l1", "taylor", "bn", "random", "uniform")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What a :func:`compare` run computes (the knobs of its ``config.json``), normalised and
+    checked when made, before anything is read or written: ``targets`` (MACs targets, fractions
+    or absolute, see ``parse_macs``), ``methods`` (names of :data:`SELECTION_METHODS` and
+    :data:`WIDTH_RULES`; a width rule's prerequisite is run first), ``seeds``, ``train_epochs``
+    (the base model's, when it is trained here), ``finetune_epochs`` / ``finetune_lr``,
+    ``candidates`` / ``greedy_batch`` / ``loss`` (global greedy's), ``curves``, ``latency_runs``
+    and ``local`` (local imitation's settings, or None). How it runs (device, loader workers,
+    autocast, progress bars) is a :class:`~greedyprune.prune.Runtime`."""
+
+    targets: tuple = (0.5,)
+    methods: tuple = DEFAULT_METHODS
+    seeds: tuple = (0,)
+    train_epochs: float = 20
+    finetune_epochs: float = 3
+    finetune_lr: float = 0.01
+    candidates: int | None = 8
+    greedy_batch: int = 8
+    loss: str = "ce"
+    curves: bool = False
+    latency_runs: int = 0
+    local: _local.LocalSettings | None = None
+
+    def __post_init__(self):
+        targets, methods, seeds, local, curves = (
+            self.targets, self.methods, self.seeds, self.local, self.curves
+        )  # fmt: skip
+        methods = unique([methods] if isinstance(methods, str) else methods)
+        known = (*SELECTION_METHODS, *WIDTH_RULES)  # read now: a method registered later counts
+        bad = [m for m in methods if m not in known]
+        if bad or not methods:
+            raise GreedypruneError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
+        local_methods = [m for m in methods if m in _local.CRITERIA]
+        if local is None and local_methods:
+            raise GreedypruneError(
+                f"methods={','.join(local_methods)}: local imitation handles internal groups only; "
+                "pass --groups internal (local=LocalSettings(...)) so every method prunes those"
+            )
+        if local is not None:
+            if not isinstance(local, _local.LocalSettings):
+                raise GreedypruneError(f"local={local!r} must be a LocalSettings or None")
+            _local.check_local(local)
+        for m in methods:
+            for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
+                if need not in methods:
+                    raise GreedypruneError(
+                        f"methods={m} needs {need} too: its budget counts {need}'s selection"
+                    )
+        targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
+        seeds = [seeds] if isinstance(seeds, int) else seeds
+        seeds = unique(check_int("seeds", s, minimum=0, maximum=2**63 - 1) for s in seeds)
+        targets = unique(targets)
+        needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
+        methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
+        if not isinstance(curves, bool):
+            raise GreedypruneError(f"curves={curves!r} must be True or False")
+        for name, value in (("targets", tuple(targets)), ("methods", tuple(methods))):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "seeds", tuple(seeds))
+
+
+_SETTINGS_FIELDS = {f.name for f in fields(CompareSettings)}
+_RUNTIME_FIELDS = {"device", "workers", "amp", "progress"}
+
+
+def _resolve(settings, runtime, knobs: dict) -> tuple[CompareSettings, Runtime]:
+    """The run's settings and runtime: ``settings`` / ``runtime`` (or the defaults) with any
+    field given as a keyword (``compare(..., methods=["l1"], device="cuda")``) replaced."""
+    unknown = sorted(set(knobs) - _SETTINGS_FIELDS - _RUNTIME_FIELDS)
+    if unknown:
+        raise GreedypruneTypeError(
+            f"compare() got unknown keywords {unknown}; pass fields of CompareSettings or of "
+            f"Runtime ({', '.join(sorted(_RUNTIME_FIELDS))})"
+        )
+    if settings is not None and not isinstance(settings, CompareSettings):
+        raise GreedypruneTypeError(f"settings={settings!r} must be a CompareSettings or None")
+    if runtime is not None and not isinstance(runtime, Runtime):
+        raise GreedypruneTypeError(f"runtime={runtime!r} must be a Runtime or None")
+    st = replace(
+        settings or CompareSettings(), **{k: knobs[k] for k in knobs if k in _SETTINGS_FIELDS}
+    )
+    rt = replace(runtime or Runtime(), **{k: knobs[k] for k in knobs if k in _RUNTIME_FIELDS})
+    return st, rt
 
 
 def compare(
     arch: str,
     data: str,
     out: str | os.PathLike,
+    settings: CompareSettings | None = None,
     *,
-    targets=(0.5,),
-    methods=METHODS,
-    seeds=(0,),
     weights: str | None = None,
     image_size: int | None = None,
-    train_epochs: float = 20,
-    finetune_epochs: float = 3,
-    finetune_lr: float = 0.01,
-    candidates: int | None = 8,
-    greedy_batch: int = 8,
-    loss: str = "ce",
-    device: str = "cpu",
-    workers: int = 0,
-    amp: str | None = None,
-    curves: bool = False,
-    latency_runs: int = 0,
-    progress: bool | None = None,
-    local: _local.LocalSettings | None = None,
+    runtime: Runtime | None = None,
+    **knobs,
 ) -> pd.DataFrame:
     """Greedy against the other methods (:data:`METHODS`) at equal MACs and fine-tuning budget.
+
+    settings: what the run computes, a :class:`CompareSettings` (None: its defaults), checked
+    when made; runtime: how it runs, a :class:`~greedyprune.prune.Runtime` (device, workers,
+    amp, progress). Any field of either may be given as a keyword instead
+    (``compare(arch, data, out, methods=["l1"], seeds=[0, 1])``); it replaces that field.
 
     Every method keeps the same number of channels per group (one keep ratio planned for each
     target), then fine-tunes ``finetune_epochs`` at ``finetune_lr``. ``uniform``, re-initialised,
@@ -71,7 +154,6 @@ def compare(
     finished run loads and trains nothing. The job is a :class:`~greedyprune.study.Study` run by
     :func:`greedyprune.study.run_study`; under ``torchrun`` every rank runs each unit (distributed
     fine-tuning and selection) and rank 0 writes.
-    targets: MACs targets (fractions or absolute, see ``parse_macs``).
 
     Fine-tune against re-train (the width rules, :data:`WIDTH_RULES`): ``metapruner`` is Torch-Pruning's own
     global pruner at the same MACs target (its own widths), fine-tuned like the others;
@@ -100,35 +182,16 @@ def compare(
     and ``local``) only when used, so folders made without them resume unchanged.
     Returns the results table (every unit of the folder, this call's and earlier ones').
     """
-    methods = unique([methods] if isinstance(methods, str) else methods)
-    known = (*SELECTION_METHODS, *WIDTH_RULES)  # read now: a method registered later counts
-    bad = [m for m in methods if m not in known]
-    if bad or not methods:
-        raise GreedypruneError(f"methods={bad or methods!r}: choose from {', '.join(known)}")
-    local_methods = [m for m in methods if m in _local.CRITERIA]
-    if local is None and local_methods:
-        raise GreedypruneError(
-            f"methods={','.join(local_methods)}: local imitation handles internal groups only; "
-            "pass --groups internal (local=LocalSettings(...)) so every method prunes those"
-        )
-    if local is not None:
-        if not isinstance(local, _local.LocalSettings):
-            raise GreedypruneError(f"local={local!r} must be a LocalSettings or None")
-        _local.check_local(local)
-    for m in methods:
-        for need in WIDTH_RULES[m].needs if m in WIDTH_RULES else ():
-            if need not in methods:
-                raise GreedypruneError(
-                    f"methods={m} needs {need} too: its budget counts {need}'s selection"
-                )
-    targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
-    seeds = [seeds] if isinstance(seeds, int) else seeds
-    seeds = unique(check_int("seeds", s, minimum=0, maximum=2**63 - 1) for s in seeds)
-    targets = unique(targets)
-    needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
-    methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
-    if not isinstance(curves, bool):
-        raise GreedypruneError(f"curves={curves!r} must be True or False")
+    st, rt = _resolve(settings, runtime, knobs)
+    targets, methods, seeds, local, curves = st.targets, st.methods, st.seeds, st.local, st.curves
+    train_epochs, finetune_epochs, finetune_lr = st.train_epochs, st.finetune_epochs, st.finetune_lr
+    candidates, greedy_batch, loss, latency_runs = (
+        st.candidates,
+        st.greedy_batch,
+        st.loss,
+        st.latency_runs,
+    )
+    device, workers, amp, progress = rt.device, rt.workers, rt.amp, rt.progress
     check_settings(
         candidates=candidates,
         loss=loss,

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         type=_list,
-        default=["greedy", "l1", "taylor", "bn", "random", "uniform"],
+        default=["greedy", "l1", "taylor", "bn", "random", "uniform"],  # DEFAULT_METHODS
         help="comma list of greedy,l1,taylor,bn,random,uniform, ispasp (i-SpaSP on each group's "
         "consumers, every group on the dense network), ispasp-seq (the same, group after group "
         "on the partly pruned network) and the fine-tune against "
@@ -117,33 +117,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .._compare_job import compare, summarize
+    from .._compare_job import CompareSettings, compare, summarize
+    from .._prune_job import Runtime
 
     kind = args.data.split(":")[0]
     out = args.out or f"runs/compare-{kind}-{args.arch}"
     targets = [float(t) if t.replace(".", "", 1).isdigit() else t for t in args.target_macs]
-    df = compare(
-        args.arch,
-        args.data,
-        out,
+    settings = CompareSettings(
         targets=targets,
         methods=args.methods,
         seeds=args.seeds,
-        weights=args.weights,
-        image_size=args.image_size,
         train_epochs=args.train_epochs,
         finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr,
         candidates=args.candidates,
         greedy_batch=args.batch_size,
         loss=args.loss,
-        device=args.device,
-        workers=args.workers,
-        amp=args.amp,
         curves=args.curves,
         latency_runs=args.latency_runs,
-        progress=args.progress,
         local=local_settings(args, args.groups == "internal", "--groups internal"),
+    )
+    runtime = Runtime(
+        device=args.device, workers=args.workers, amp=args.amp, progress=args.progress
+    )
+    df = compare(
+        args.arch,
+        args.data,
+        out,
+        settings,
+        weights=args.weights,
+        image_size=args.image_size,
+        runtime=runtime,
     )
     from greedyprune.dist import is_main
 
