@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -34,11 +35,12 @@ from greedyprune.dist import (
     rank,
     world_size,
 )
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._data import seeded_draws
 from ._models import load_into
+from ._recipes import FinetuneSettings
 
 __all__ = [
     "AMP_DTYPES",
@@ -225,19 +227,41 @@ def _save_checkpoint(path: Path, model, optimizer, epoch: int, gen: torch.Genera
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# the SGD phase of a call that gives no FinetuneSettings: the fields it does not give
+DEFAULT_PHASE = {
+    "lr": 0.1,
+    "batch_size": 64,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 4e-5,
+    "decay_all": False,
+    "label_smoothing": 0.1,
+    "schedule": "cosine",
+}
+
+
+def _phase(phase: FinetuneSettings | None, knobs: dict) -> FinetuneSettings:
+    """``phase`` (or :data:`DEFAULT_PHASE` with ``epochs``) with the fields given as keywords."""
+    names = {f.name for f in fields(FinetuneSettings)}
+    unknown = sorted(set(knobs) - names)
+    if unknown:
+        raise GreedypruneTypeError(
+            f"finetune() got unknown keywords {unknown}; the phase's are {sorted(names)}"
+        )
+    if phase is None:
+        if "epochs" not in knobs:
+            raise GreedypruneTypeError("finetune() needs epochs= (or a FinetuneSettings phase)")
+        return FinetuneSettings(**{**DEFAULT_PHASE, **knobs})
+    if not isinstance(phase, FinetuneSettings):
+        raise GreedypruneTypeError(f"phase={phase!r} must be a FinetuneSettings or None")
+    return replace(phase, **knobs)
+
+
 def finetune(
     model: nn.Module,
     train_set: Dataset,
+    phase: FinetuneSettings | None = None,
     *,
-    epochs: float,
-    lr: float = 0.1,
-    batch_size: int = 64,
-    weight_decay: float = 4e-5,
-    label_smoothing: float = 0.1,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    schedule: str = "cosine",
-    decay_all: bool = False,
     generator: torch.Generator | int = 0,
     checkpoint: str | os.PathLike | None = None,
     num_workers: int = 0,
@@ -245,16 +269,24 @@ def finetune(
     channels_last: bool = False,
     progress: bool = False,
     on_epoch: Callable[[int], None] | None = None,
+    **knobs,
 ) -> list[float]:
-    """Train ``model`` in place for ``epochs`` (fractions allowed: 0.1 = a tenth of an epoch, the
-    authors' between-layer step) and return the mean training loss of each epoch.
+    """Train ``model`` in place for one SGD phase and return the mean training loss of each epoch.
 
+    phase: a :class:`~greedyprune.prune.FinetuneSettings` (epochs, fractions allowed: 0.1 = a
+    tenth of an epoch, the authors' between-layer step; lr, batch size, momentum, Nesterov,
+    weight decay, label smoothing, schedule); any of its fields may be given as a keyword instead
+    or on top (``finetune(model, data, epochs=3, lr=0.05)``: :data:`DEFAULT_PHASE` for the rest).
     SGD (Nesterov when ``nesterov`` and ``momentum`` > 0), ``schedule`` "cosine" (from ``lr`` to 0
     over all steps) or "constant", label smoothing, weight decay on weights of dim >= 2 only
     unless ``decay_all``. ``amp``: "bf16" or "fp16" autocast on CUDA (fp16 with a gradient
     scaler). ``checkpoint``: a file written after every epoch; if it exists, training resumes after
     the last finished epoch (same model architecture required).
     """
+    ph = _phase(phase, knobs)
+    epochs, lr, batch_size, schedule = ph.epochs, ph.lr, ph.batch_size, ph.schedule
+    momentum, nesterov, weight_decay = ph.momentum, ph.nesterov, ph.weight_decay
+    label_smoothing, decay_all = ph.label_smoothing, ph.decay_all
     if not epochs > 0:
         raise GreedypruneError(f"epochs must be > 0, got {epochs!r}")
     if not lr > 0:

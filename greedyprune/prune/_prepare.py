@@ -22,7 +22,6 @@ from ._gates import find_prunable_groups
 from ._greedy_prune import check_selection_settings
 from ._macs import MacsModel, parse_macs, profile_layers
 from ._models import build_model, load_into
-from ._recipes import FinetuneSettings
 
 _DEFAULT_SIZE = {"folder": 224, "digits": 32, "synthetic": 64}
 
@@ -176,21 +175,6 @@ def train_base(prep: Prepared, folder: Path, train_epochs, seed, progress, **loa
             _io.save_state(base, prep.model)
         barrier()
     prep.model.eval()
-
-
-def sgd(phase: FinetuneSettings) -> dict:
-    """``finetune`` keywords of one recipe phase."""
-    return {
-        "epochs": phase.epochs,
-        "lr": phase.lr,
-        "batch_size": phase.batch_size,
-        "momentum": phase.momentum,
-        "nesterov": phase.nesterov,
-        "weight_decay": phase.weight_decay,
-        "decay_all": phase.decay_all,
-        "label_smoothing": phase.label_smoothing,
-        "schedule": phase.schedule,
-    }
 
 
 def _auto_progress(progress) -> bool:

@@ -26,7 +26,7 @@ from ._local import (
     internal_groups,
 )
 from ._macs import MacsModel, count_macs, count_params, profile_layers
-from ._prepare import Prepared, auto_progress, check_settings, prepare, sgd, train_base
+from ._prepare import Prepared, auto_progress, check_settings, prepare, train_base
 from ._recipes import RECIPES, Recipe
 from ._registry import SelectionRequest, apply_choice, select_channels
 from ._surgery import fold_and_prune
@@ -191,10 +191,10 @@ def _finish(job: _Job, model: nn.Module, kept: dict, summary: dict) -> dict:
         _finetune.finetune(
             model,
             prep.train,
+            r.final,
             generator=job.config["seed"],
             checkpoint=run.path / "finetune.pt",
             progress=job.progress,
-            **sgd(r.final),
             **job.loader,
         )
     summary["acc_finetuned"] = evaluate(model, prep.test, **eval_loader)
@@ -348,7 +348,7 @@ def _select_global(job: _Job, target: int | None, eval_set):
     between_gen = torch.Generator().manual_seed(seed + 1)
 
     def between(m: nn.Module) -> None:
-        _finetune.finetune(m, train, generator=between_gen, **sgd(r.between), **loader)
+        _finetune.finetune(m, train, r.between, generator=between_gen, **loader)
 
     gm, result = _greedy_prune.greedy_prune(
         prep.model,
