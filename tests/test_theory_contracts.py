@@ -445,8 +445,15 @@ def test_every_claim_form_has_one_judge():
     assert set(JUDGES) == set(FORMS)
 
 
-def test_a_registered_form_judges_and_a_pooled_claim_sees_every_setting():
-    from greedyprune.theory import Claim, check, register_form
+def test_a_registered_form_judges_and_a_pooled_claim_sees_every_setting(monkeypatch):
+    from greedyprune.theory import FORMS, Claim, check, register_form
+    from greedyprune.theory._check import JUDGES
+
+    # the form is this test's: the registries are as they were afterwards
+    monkeypatch.setattr("greedyprune.theory._check.JUDGES", dict(JUDGES))
+    forms = list(FORMS)  # one list, as the two modules share one
+    monkeypatch.setattr("greedyprune.theory._claims.FORMS", forms)
+    monkeypatch.setattr("greedyprune.theory._check.FORMS", forms)
 
     seen = []
 

@@ -281,6 +281,13 @@ def plot_budget(results: pd.DataFrame, table: pd.DataFrame, fits: dict, *, n: in
     come from, greedy's relative loss at ``n`` against the steps, per m, with the dense network's
     own (dashed). ``table``: ``budget.steps_table``. Returns the figure."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.4), layout="constrained")
+    _budget_steps_panel(ax, table, fits, n, target)
+    _budget_curves_panel(bx, results, n, target)
+    return fig
+
+
+def _budget_steps_panel(ax, table: pd.DataFrame, fits: dict, n: int, target: float) -> None:
+    """(a): the steps needed per (m, seed), their geometric mean per m, and both fits."""
     greedy = method_style("greedy_pretrained")
 
     reached = table[table["status"] == "reached"]
@@ -352,6 +359,9 @@ def plot_budget(results: pd.DataFrame, table: pd.DataFrame, fits: dict, *, n: in
         title_fontsize=8,
     )
 
+
+def _budget_curves_panel(bx, results: pd.DataFrame, n: int, target: float) -> None:
+    """(b): greedy's relative loss at ``n`` against the pretraining steps, per m."""
     rows = results[results["n"] == n]
     colors = _m_colors(sorted(rows["m"].unique()))
     for m, sub in rows.groupby("m"):
@@ -372,7 +382,6 @@ def plot_budget(results: pd.DataFrame, table: pd.DataFrame, fits: dict, *, n: in
     )
     bx.set_title(f"(b) greedy at n = {n} from each checkpoint", fontsize=10)
     bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8)
-    return fig
 
 
 _KNEE_M_COLORS = dict(

@@ -98,9 +98,37 @@ class CompareSettings:
         methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
         if not isinstance(curves, bool):
             raise GreedypruneError(f"curves={curves!r} must be True or False")
-        for name, value in (("targets", tuple(targets)), ("methods", tuple(methods))):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "targets", tuple(targets))
+        object.__setattr__(self, "methods", tuple(methods))
         object.__setattr__(self, "seeds", tuple(seeds))
+
+    def config(self, arch: str, data: str, weights, image_size) -> dict:
+        """The run's ``config.json``: these settings with the model and data they run on. Keys of
+        options added later appear only when used, so folders made before them still match."""
+        config = {
+            "job": "compare",
+            "arch": arch,
+            "data": data,
+            "weights": weights,
+            "image_size": image_size,
+            "train_epochs": self.train_epochs,
+            "finetune_epochs": self.finetune_epochs,
+            "finetune_lr": self.finetune_lr,
+            "uniform_epochs": (self.train_epochs if weights is None else 0) + self.finetune_epochs,
+            "candidates": self.candidates,
+            "greedy_batch": self.greedy_batch,
+            "loss": self.loss,
+        }
+        if self.curves:
+            config["curves"] = True
+        if "metapruner" in self.methods:
+            config["metapruner_steps"] = META_STEPS
+        if any(m.startswith("scratch-") for m in self.methods):
+            config["scratch_lr"] = SCRATCH_LR
+        if self.local is not None:
+            config["groups"] = "internal"
+            config["local"] = self.local.as_dict()
+        return config
 
 
 _SETTINGS_FIELDS = {f.name for f in fields(CompareSettings)}
@@ -183,66 +211,39 @@ def compare(
     Returns the results table (every unit of the folder, this call's and earlier ones').
     """
     st, rt = _resolve(settings, runtime, knobs)
-    targets, methods, seeds, local, curves = st.targets, st.methods, st.seeds, st.local, st.curves
-    train_epochs, finetune_epochs, finetune_lr = st.train_epochs, st.finetune_epochs, st.finetune_lr
-    candidates, greedy_batch, loss, latency_runs = (
-        st.candidates,
-        st.greedy_batch,
-        st.loss,
-        st.latency_runs,
-    )
-    device, workers, amp, progress = rt.device, rt.workers, rt.amp, rt.progress
     check_settings(
-        candidates=candidates,
-        loss=loss,
-        device=device,
-        amp=amp,
-        positive_ints=[("greedy_batch", greedy_batch)],
-        non_negative_ints=[("workers", workers), ("latency_runs", latency_runs)],
-        positive=[("finetune_epochs", finetune_epochs), ("finetune_lr", finetune_lr)]
-        + ([("train_epochs", train_epochs)] if weights is None else []),
+        candidates=st.candidates,
+        loss=st.loss,
+        device=rt.device,
+        amp=rt.amp,
+        positive_ints=[("greedy_batch", st.greedy_batch)],
+        non_negative_ints=[("workers", rt.workers), ("latency_runs", st.latency_runs)],
+        positive=[("finetune_epochs", st.finetune_epochs), ("finetune_lr", st.finetune_lr)]
+        + ([("train_epochs", st.train_epochs)] if weights is None else []),
     )
-    device = init_from_env(device)
-    local_slice(greedy_batch)
-    progress = auto_progress(progress)
+    device = init_from_env(rt.device)
+    local_slice(st.greedy_batch)
+    progress = auto_progress(rt.progress)
     # every check that reads the data, the model or the targets: before the folder exists
     prep = prepare(
-        arch, data, image_size, weights, device, targets, workers=workers, progress=progress
+        arch, data, image_size, weights, device, st.targets, workers=rt.workers, progress=progress
     )
-    config = {
-        "job": "compare",
-        "arch": arch,
-        "data": data,
-        "weights": weights,
-        "image_size": image_size,
-        "train_epochs": train_epochs,
-        "finetune_epochs": finetune_epochs,
-        "finetune_lr": finetune_lr,
-        "uniform_epochs": (train_epochs if weights is None else 0) + finetune_epochs,
-        "candidates": candidates,
-        "greedy_batch": greedy_batch,
-        "loss": loss,
-    }
-    # keys only when the new options are used, so the folders made before them still match
-    if curves:
-        config["curves"] = True
-    if "metapruner" in methods:
-        config["metapruner_steps"] = META_STEPS
-    if any(m.startswith("scratch-") for m in methods):
-        config["scratch_lr"] = SCRATCH_LR
-    if local is not None:
-        config["groups"] = "internal"
-        config["local"] = local.as_dict()
-        _local.internal_groups(prep.model, prep.example, local, len(prep.train))
-    loader = {"num_workers": workers, "amp": amp}
+    if st.local is not None:
+        _local.internal_groups(prep.model, prep.example, st.local, len(prep.train))
+    loader = {"num_workers": rt.workers, "amp": rt.amp}
     study = _compare_study(
-        prep, out, config, targets, methods, seeds, loader, progress, keep_models=latency_runs > 0
+        prep,
+        out,
+        st.config(arch, data, weights, image_size),
+        st,
+        loader,
+        progress,
     )
     results = run_study(study, out, device=device, progress=progress).results
     if is_main():  # every unit is done: the base model's training checkpoint is not needed again
         (Path(out) / "base-train.pt").unlink(missing_ok=True)
-    if latency_runs > 0:
-        latency_phase(out, prep, latency_runs, device)
+    if st.latency_runs > 0:
+        latency_phase(out, prep, st.latency_runs, device)
     return results
 
 
@@ -250,21 +251,18 @@ def _compare_study(
     prep: Prepared,
     out,
     config: dict,
-    targets,
-    methods,
-    seeds,
+    st: CompareSettings,
     loader: dict,
     progress: bool,
-    keep_models: bool = False,
 ) -> Study:
-    """The :class:`~greedyprune.study.Study` of :func:`compare` (its checked arguments, the
+    """The :class:`~greedyprune.study.Study` of :func:`compare` (its checked settings, the
     prepared data and model, the ``config.json`` naming the run): one unit per (method, target,
     seed) in seed-major order, so an interrupted run has every method at every target for its
     first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
     ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
     test, example = prep.test, prep.example
     extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr", "local"))
-    local = _local.LocalSettings(**config["local"]) if "local" in config else None
+    local = st.local  # the settings given (config.json leaves the memory budget out)
     seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, for scratch-B
 
     def greedy_images(t, seed: int) -> int:
@@ -361,7 +359,7 @@ def _compare_study(
             **loader,
         )
         ft_s = time.perf_counter() - t0
-        if keep_models and is_main():
+        if st.latency_runs > 0 and is_main():  # the latency phase times every unit's model
             _io.save_state(Path(out) / "models" / f"{method}-{t}-s{seed}.safetensors", model)
         row = {
             "arch": config["arch"],
@@ -396,9 +394,9 @@ def _compare_study(
     def units(device: str):
         return [
             (f"{m}-{t}-s{s}", functools.partial(seeded_unit, device, m, t, a, s))
-            for s in seeds
-            for t, a in zip(targets, prep.targets)
-            for m in methods
+            for s in st.seeds
+            for t, a in zip(st.targets, prep.targets)
+            for m in st.methods
         ]
 
     name = f"compare {config['arch']}"

@@ -215,6 +215,57 @@ def batch_stream(
     return next_batch
 
 
+def _train_loader(model, train_set, batch_size: int, gen, num_workers: int, device):
+    """(loader, the module to step, the distributed sampler or None): shuffled by ``gen``; in a
+    process group a ``DistributedSampler`` (every rank derives the same seed from ``gen``) over
+    the batch split among the ranks, and the model wrapped in ``DistributedDataParallel``."""
+    if not is_distributed():
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > batch_size,
+            generator=gen,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        return loader, model, None
+    seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
+    local_batch = max(1, batch_size // world_size())
+    loader = DataLoader(
+        train_set,
+        batch_size=local_batch,
+        sampler=sampler,
+        drop_last=len(sampler) > local_batch,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    return loader, DDP(model, device_ids=[device] if device.type == "cuda" else None), sampler
+
+
+def _resume(ckpt: Path | None, model, optimizer, gen: torch.Generator, device) -> int:
+    """Load the checkpoint ``ckpt`` when there is one (model, optimizer, the shuffling
+    generator, so a resumed run sees the batches an uninterrupted one would); returns the epochs
+    it had finished (0 without one). A checkpoint of another model is refused, naming it."""
+    if ckpt is None or not ckpt.is_file():
+        return 0
+    state = load_checkpoint_file(
+        ckpt, map_location=device, keys=("model", "optimizer", "epoch", "generator")
+    )
+    try:
+        load_into(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        return int(state["epoch"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise GreedypruneError(
+            f"{str(ckpt)!r} does not fit the model being trained ({detail}); it is another "
+            "run's: delete it to start this training again"
+        ) from None
+
+
 def _save_checkpoint(path: Path, model, optimizer, epoch: int, gen: torch.Generator) -> None:
     state = {
         "model": model.state_dict(),
@@ -302,31 +353,7 @@ def finetune(
         else torch.Generator().manual_seed(int(generator))
     )
     distributed = is_distributed()
-    if distributed:
-        # Every rank derives the same sampler seed from the same generator state.
-        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
-        local_batch = max(1, batch_size // world_size())
-        loader = DataLoader(
-            train_set,
-            batch_size=local_batch,
-            sampler=sampler,
-            drop_last=len(sampler) > local_batch,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-        )
-        net = DDP(model, device_ids=[device] if device.type == "cuda" else None)
-    else:
-        loader = DataLoader(
-            train_set,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=len(train_set) > batch_size,
-            generator=gen,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-        )
-        net = model
+    loader, net, sampler = _train_loader(model, train_set, batch_size, gen, num_workers, device)
     per_epoch = len(loader)
     total_steps = max(1, math.ceil(epochs * per_epoch))
     n_epochs = math.ceil(epochs)
@@ -337,25 +364,8 @@ def finetune(
         nesterov=bool(nesterov and momentum > 0),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = load_checkpoint_file(
-            ckpt, map_location=device, keys=("model", "optimizer", "epoch", "generator")
-        )
-        try:
-            load_into(model, state["model"])
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"])
-            start = int(state["epoch"])
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            detail = " ".join(str(exc).split())[:160]
-            raise GreedypruneError(
-                f"{str(ckpt)!r} does not fit the model being trained ({detail}); it is another "
-                "run's: delete it to start this training again"
-            ) from None
-        # (the shuffling generator's state is restored above, so a resumed run sees the batches
-        # an uninterrupted one would)
+    start = _resume(ckpt, model, opt, gen, device)
     history: list[float] = []
     step = start * per_epoch
     model.train()
