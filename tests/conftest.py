@@ -39,3 +39,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
+def arch_model(request):
+    """A small CNN of each kind in float64 with random batch-norm statistics, an example input and
+    its prunable groups: ``(arch, model, example, groups)``."""
+    from prune_nets import SIZE, make_model
+
+    import greedyprune.prune as gp
+
+    model = make_model(request.param, torch.float64)
+    example = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    return request.param, model, example, gp.find_prunable_groups(model, example)

@@ -4,6 +4,8 @@ non-contiguous inputs, file round trips, the message of each refusal)."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
 
 import numpy as np
@@ -11,12 +13,14 @@ import pytest
 import torch
 
 from greedyprune.select import (
+    CPU_MAX_BYTES,
     ElementwiseLoss,
     FactoredSquaredLoss,
     Selection,
     SquaredLoss,
     StackedObjective,
     backward_elimination,
+    check_positive_int,
     greedy_select,
     magnitude,
     per_sample_loss,
@@ -251,3 +255,148 @@ def test_integer_features_are_refused_with_the_conversion_to_use():
         SquaredLoss(torch.ones(3, 4, dtype=torch.long), torch.zeros(4))
     with pytest.raises(TypeError, match=r"^features must be a floating-point tensor"):
         solve_simplex_ls(torch.ones(3, 4, dtype=torch.long), torch.zeros(4))
+
+
+# ---- found against mutants that survived the tests above (make mutate-sample)
+
+
+def _feats(n=6, m=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, m, generator=g, dtype=torch.float64), torch.randn(
+        m, generator=g, dtype=torch.float64
+    )
+
+
+def test_magnitude_breaks_ties_by_the_lowest_index():
+    phi, y = _feats()
+    scores = torch.tensor([1.0, 3.0, 2.0, 3.0, 2.0, 3.0])
+    assert magnitude(SquaredLoss(phi, y), 4, scores=scores).order.tolist() == [1, 3, 5, 2]
+
+
+def test_elementwise_loss_keeps_its_memory_budget():
+    phi, y = _feats()
+    assert ElementwiseLoss(phi, y, lambda p, t: (p - t).abs(), max_bytes=1234).max_bytes == 1234
+
+
+def test_set_weights_takes_weights_of_another_dtype():
+    phi, y = _feats()
+    a, b = SquaredLoss(phi, y), SquaredLoss(phi, y)
+    idx = torch.tensor([0, 2, 3])
+    w = torch.tensor([0.5, 0.25, 0.25])
+    a.set_weights(idx, w.float())  # float32 weights on a float64 objective
+    b.set_weights(idx, w)
+    assert a.current_loss() == b.current_loss()
+
+
+def test_selection_from_order_and_npz_without_info(tmp_path):
+    sel = Selection.from_order([0.0, 2.0], [1.0, 0.5], 3)
+    assert sel.order.dtype == torch.long and sel.order.tolist() == [0, 2]
+    path = tmp_path / "s.npz"
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        order=np.array([0, 2]),
+        counts=np.array([1, 0, 1]),
+        weights=np.array([0.5, 0.0, 0.5]),
+        losses=np.array([1.0, 0.5]),
+        meta=np.array(json.dumps({"method": "greedy", "evaluations": 5})),
+    )
+    path.write_bytes(buf.getvalue())
+    assert Selection.load(path).info == {}
+
+
+def test_simplex_solver_starts_from_the_uniform_mixture():
+    phi, y = _feats(n=5, m=8)
+    default = solve_simplex_ls(phi, y)
+    uniform = solve_simplex_ls(phi, y, init=torch.full((5,), 0.2, dtype=torch.float64))
+    assert torch.equal(default, uniform)
+
+
+def test_stacked_objective_passes_tuple_inputs_whole():
+    x1, x2 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    seen = []
+
+    def forward(xs, gates):
+        seen.append(type(xs))
+        a, b = xs
+        return a.sum(-1) + b.sum(-1)
+
+    obj = StackedObjective((x1, x2), forward, lambda o, t: o, 3)
+    obj.losses(None)
+    assert seen and all(t is tuple for t in seen)
+
+
+def test_stacked_objective_chunks_to_the_cpu_budget():
+    x = torch.randn(64, 1024)  # 256 KiB of inputs, x4 for the activations: 1 MiB per candidate
+    obj = StackedObjective(x, lambda h, g: h.sum(-1), lambda o, t: o, 100)
+    assert obj.chunk_size == CPU_MAX_BYTES // (x.numel() * 4 * 4)
+
+
+def test_stacked_objective_one_candidate_per_pass_and_integer_inputs():
+    """chunk_size=1 (one candidate per forward pass) is allowed and scores as one pass does; with
+    integer inputs (e.g. token ids) the gates take the default float dtype, not the inputs'."""
+    x = torch.arange(12).reshape(4, 3)  # int64
+
+    def forward(h, gates):  # h [K*B, 3] (copy j in rows j*B..), gates [K, 3]: a gated row sum
+        per_row = gates.repeat_interleave(h.shape[0] // gates.shape[0], dim=0)
+        return (h.to(gates.dtype) * per_row).sum(-1)
+
+    def loss(o, t):
+        return o.pow(2)
+
+    one = StackedObjective(x, forward, loss, 3, chunk_size=1)
+    assert one.chunk_size == 1 and one.dtype == torch.get_default_dtype()
+    whole = StackedObjective(x, forward, loss, 3, chunk_size=3)
+    torch.testing.assert_close(one.losses(None), whole.losses(None), rtol=0, atol=0)
+
+
+def test_per_sample_squared_loss_is_half_the_squared_distance():
+    from greedyprune.select import per_sample_loss
+
+    out = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 3.0]], dtype=torch.float64)
+    tgt = torch.tensor([[0.0, 1.0], [1.0, 1.0], [3.0, 2.0]], dtype=torch.float64)
+    want = torch.tensor([1.0, 2.5, 0.5], dtype=torch.float64)  # 0.5 * ||out - tgt||^2 per row
+    assert torch.equal(per_sample_loss("squared", out, tgt), want)
+
+
+def test_lowest_index_order_scores_the_lowest_open_candidates():
+    phi, y = _feats(n=8, m=6, seed=3)
+    sel = greedy_select(
+        SquaredLoss(phi, y), 4, replacement=False, candidates=2, candidate_order="lowest-index"
+    )
+    assert sel.info["candidate_order"] == "lowest-index"
+    # slow reference: at each step the better of the two lowest-index open candidates
+    ref, taken = SquaredLoss(phi, y), []
+    for _ in range(4):
+        pool = [i for i in range(8) if i not in taken][:2]
+        losses = ref.losses(torch.tensor(pool))
+        taken.append(pool[int(torch.argmin(losses))])
+        ref.add(taken[-1])
+    assert sel.order.tolist() == taken
+    assert random_subset(SquaredLoss(phi, y), 3, replacement=False).method == "random_norepl"
+    assert random_subset(SquaredLoss(phi, y), 3, replacement=True).method == "random"
+
+
+def test_kernel_messages_name_the_argument_and_the_fix(tmp_path):
+    phi, y = _feats()
+    with pytest.raises(
+        ValueError, match=r"^candidate_order='best' must be one of 'random', 'lowest-index'$"
+    ):
+        greedy_select(SquaredLoss(phi, y), 2, candidates=2, candidate_order="best")
+    with pytest.raises(
+        ValueError, match=r"^loss='l3' is not known; pass 'squared' or 'cross_entropy'$"
+    ):
+        per_sample_loss("l3", torch.zeros(2, 1), torch.zeros(2, 1))
+    with pytest.raises(TypeError, match=r"\(missing 'n_candidates'\); got int$"):
+        greedy_select(3, 2)
+    with pytest.raises(TypeError, match=r"^loss_fn must be callable, got str$"):
+        ElementwiseLoss(phi, y, "l1")
+    with pytest.raises(
+        TypeError, match=r"^inputs must be a torch\.Tensor \[B, \.\.\.\] or a tuple"
+    ):
+        StackedObjective([1, 2], lambda x, g: x, lambda o, t: o, 3)
+    with pytest.raises(TypeError, match=r"^n=2\.0 must be an int >= 1$"):
+        check_positive_int("n", 2.0)
+    sel = greedy_select(SquaredLoss(phi, y), 2)
+    with pytest.raises(ValueError, match=r"got '.*sel\.txt'$"):
+        sel.save(tmp_path / "sel.txt")

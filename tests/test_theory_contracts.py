@@ -4,6 +4,8 @@ claim without data, reproducible intervals, the single-seed fallback, the words 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from greedyprune.theory import (
     Claim,
     check,
+    deep_claims,
     fit_rate,
     format_verdicts,
     level_claims,
@@ -476,3 +479,129 @@ def test_a_registered_form_judges_and_a_pooled_claim_sees_every_setting(monkeypa
     assert seen == [["a"], ["b"], ["a", "b"]]
     with pytest.raises(ValueError, match="form='nope'"):
         Claim("x", "s", "e", "m", form="nope")
+
+
+# ---- found against mutants that survived the tests above (make mutate-sample)
+
+
+def test_fit_reads_columns_and_integers_as_flat_floats():
+    n = np.array([1, 2, 4, 8, 16])
+    loss = 1.0 / n**2
+    flat = fit_rate(n, loss, n_boot=20)
+    col = fit_rate(n.reshape(-1, 1), loss.reshape(-1, 1), seed=np.zeros((5, 1)), n_boot=20)
+    assert flat.slope == pytest.approx(-2.0) and col.slope == pytest.approx(flat.slope)
+    big = fit_rate(np.array([10**10, 2 * 10**10, 4 * 10**10]), [4.0, 1.0, 0.25], n_boot=20)
+    assert big.slope == pytest.approx(-2.0)
+
+
+def test_fit_drops_zero_losses_and_counts_them():
+    n = [1, 2, 4, 8, 16, 32]
+    loss = [1.0, 0.5, 0.25, 0.0, 0.0625, 1 / 32]
+    fit = fit_rate(n, loss, n_boot=20)
+    assert fit.n_dropped == 1 and fit.slope == pytest.approx(-1.0)
+
+
+def test_exponential_fit_is_log_loss_against_n():
+    n = np.arange(1, 11)
+    fit = fit_rate(n, np.exp(-0.3 * n + 0.1 * np.sin(n)), form="exponential", n_boot=20)
+    ref = np.polyfit(n, -0.3 * n + 0.1 * np.sin(n), 1)[0]
+    assert fit.slope == pytest.approx(ref, rel=1e-12)
+
+
+def test_fit_r2_is_the_coefficient_of_determination():
+    n = np.array([1.0, 2, 4, 8, 16, 32])
+    y = -1.0 * np.log(n) + np.array([0.1, -0.2, 0.05, 0.15, -0.1, 0.0])
+    fit = fit_rate(n, np.exp(y), n_boot=20)
+    slope, icpt = np.polyfit(np.log(n), y, 1)
+    resid = y - (icpt + slope * np.log(n))
+    r2 = 1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum()
+    assert fit.r2 == pytest.approx(r2, rel=1e-12)
+    assert fit_rate([1, 2], [1.0, 1.0], n_boot=20).r2 == 1.0  # a flat curve: fitted exactly
+
+
+def _rows(settings=("b", "a")):
+    return [
+        dict(experiment="rate", method="greedy", n=n, seed=s, setting=st, loss_train=n**-1.0)
+        for st in settings
+        for s in range(2)
+        for n in (10, 20, 40, 80)
+    ]
+
+
+def test_verdict_table_keeps_setting_order_columns_and_the_predicted_slope():
+    import pandas as pd
+
+    claim = Claim("c", "s", "rate", "greedy", predicted_slope=-1.0, tolerance=0.25)
+    out = check(pd.DataFrame(_rows()), [claim], n_boot=50)
+    assert list(out["setting"]) == ["b", "a"]
+    assert list(out.columns[:4]) == ["claim", "setting", "statement", "form"]
+    assert list(out["predicted_slope"]) == [-1.0, -1.0]
+
+
+def test_undecided_conditions_are_noted_in_the_reason():
+    import pandas as pd
+
+    claim = Claim(
+        "c", "s", "rate", "greedy", predicted_slope=-1.0, tolerance=0.25, conditions=("maybe",)
+    )
+    out = check(
+        pd.DataFrame(_rows(("x",))),
+        [claim],
+        n_boot=50,
+        conditions={"maybe": lambda rows, rng: (None, "cannot tell")},
+    )
+    (row,) = out.to_dict("records")
+    assert row["verdict"] == "holds" and row["reason"].endswith(" | maybe: cannot tell")
+
+
+def test_a_bound_met_with_equality_up_to_the_slack_holds():
+    import pandas as pd
+
+    rows = [
+        dict(experiment="bounds", method="greedy", n=n, seed=0, e_n=1 + 1e-9, bound=1.0)
+        for n in (1, 2, 4)
+    ]
+    claim = Claim("b", "s", "bounds", "greedy", metric="e_n", form="bound", bound_column="bound")
+    (row,) = check(pd.DataFrame(rows), [claim], n_boot=50).to_dict("records")
+    assert row["verdict"] == "holds"
+    assert math.isclose(1 + 1e-9, rows[0]["e_n"] / rows[0]["bound"])
+
+
+def test_fit_settings_at_their_edges():
+    n, loss = [1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125]
+    assert fit_rate(n, loss, n_boot=1).slope == pytest.approx(-1.0)  # one re-sample is allowed
+    for level in (0.0, 1.0):  # an interval of level 0 or 1 is no interval
+        with pytest.raises(ValueError, match="level"):
+            fit_rate(n, loss, n_boot=10, level=level)
+
+
+def test_slope_difference_interval_has_the_requested_level():
+    from greedyprune.theory import slope_difference_interval
+
+    gen = np.random.default_rng(5)
+    ns = np.array([10, 20, 40, 80, 160])
+    rows_a, rows_b = [], []
+    for s in range(6):
+        for n in ns:
+            rows_a.append((n, n ** (-1.0 + gen.normal(0, 0.1)), s))
+            rows_b.append((n, n ** (-0.5 + gen.normal(0, 0.1)), s))
+    a = tuple(np.array(c) for c in zip(*rows_a))
+    b = tuple(np.array(c) for c in zip(*rows_b))
+    lo90, hi90 = slope_difference_interval(a, b, n_boot=400, level=0.90)
+    lo50, hi50 = slope_difference_interval(a, b, n_boot=400, level=0.50)
+    assert lo90 < lo50 < hi50 < hi90  # a higher level, a wider interval around the same draws
+    assert lo90 < -0.5 < hi90
+
+
+def test_theory_messages_name_the_argument_and_the_fix():
+    with pytest.raises(TypeError, match=r"^results must be a pandas DataFrame, got dict$"):
+        check({}, [])
+    with pytest.raises(ValueError, match=r"^deep_claims needs at least one size n$"):
+        deep_claims([])
+    with pytest.raises(ValueError, match=r"^Claim 'x': form='slope'; pass one of"):
+        Claim("x", "s", "rate", "greedy", form="slope")
+    with pytest.raises(ValueError, match=r"^Claim 'x': direction='below'; pass at_most, at_least"):
+        Claim("x", "s", "rate", "greedy", predicted_slope=-1.0, direction="below")
+    claim = Claim("c", "the words", "rate", "greedy", predicted_slope=-1.0, tolerance=0.25)
+    (row,) = check(pd.DataFrame(_rows(("x",))), [claim], n_boot=50).to_dict("records")
+    assert row["statement"] == "the words" and row["n_seeds"] == 2
