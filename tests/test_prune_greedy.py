@@ -158,7 +158,7 @@ def test_tol_stop_reaches_tolerance():
         iter(make_batches(200, 4, torch.float64)),
         example,
         tol=0.1,
-        eval_batch=eval_batch,
+        eval_data=eval_batch,
         candidates=4,
         groups=groups,
     )
@@ -209,3 +209,74 @@ def test_gates_respect_device_and_dtype(device):
     pruned, _ = gp.fold_and_prune(gm)
     for p in pruned.parameters():
         assert p.dtype == torch.float64 and p.device.type == torch.device(device).type
+
+
+BAD_SETTINGS = {
+    "candidates": 0,
+    "candidate_order": "best",
+    "loss": "l2",
+    "mode": "fast",
+    "tol": 1.0,
+    "precheck": 0.0,
+    "replacement": "no",
+    "chunk_size": 0,
+    "max_bytes": -1,
+    "eval_chunk": 0,
+    "eval_cache_bytes": -1,
+    "widths": [3, 4],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SETTINGS))
+def test_greedy_settings_refuse_each_bad_field_by_name_before_any_model(name):
+    """Every field is checked when the settings are made, in one message naming it; greedy_prune
+    given it as a keyword refuses it before touching the model or drawing a batch."""
+    from greedyprune.errors import GreedypruneError
+
+    base = {"tol": 0.02} if name in ("widths",) else {"target_macs": 0.5}
+    if name == "tol":
+        base = {}
+    with pytest.raises(GreedypruneError, match=rf"^{name}="):
+        gp.GreedySettings(**base, **{name: BAD_SETTINGS[name]})
+
+    def no_batches():
+        raise AssertionError("a batch was drawn before the settings were checked")
+
+    with pytest.raises(GreedypruneError, match=rf"^{name}="):
+        gp.greedy_prune(None, no_batches, None, **base, **{name: BAD_SETTINGS[name]})
+
+
+def test_greedy_settings_need_one_stop_and_know_their_fields():
+    from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
+    with pytest.raises(GreedypruneError, match="pass target_macs"):
+        gp.GreedySettings()
+    with pytest.raises(GreedypruneError, match="not both"):
+        gp.GreedySettings(target_macs=0.5, widths={"a": 1})
+    with pytest.raises(GreedypruneTypeError, match=r"unknown keywords \['eval_batch'\]"):
+        gp.greedy_prune(None, iter([]), None, target_macs=0.5, eval_batch=None)
+    with pytest.raises(GreedypruneTypeError, match="must be a GreedySettings"):
+        gp.greedy_prune(None, iter([]), None, {"target_macs": 0.5})
+
+
+def test_a_settings_object_and_its_keywords_select_alike():
+    """greedy_prune(settings) picks what greedy_prune(**its fields) picks; a keyword replaces
+    the settings' field (here the seed of the candidate draws)."""
+    import dataclasses
+
+    model = make_model("resnet18", torch.float64)
+    example = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    groups = gp.find_prunable_groups(model, example)[:2]
+    st = gp.GreedySettings(widths={g.name: 3 for g in groups}, candidates=4, generator=1)
+
+    def orders(*args, **kw):
+        m = make_model("resnet18", torch.float64)
+        batches = iter(make_batches(40, 2, torch.float64))
+        _, res = gp.greedy_prune(m, batches, example, *args, groups=groups, **kw)
+        return [r.order for r in res.layers]
+
+    fields = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+    assert orders(st) == orders(**fields)
+    reseeded = orders(st, generator=2)
+    assert reseeded == orders(**{**fields, "generator": 2})
+    assert reseeded != orders(st)  # the keyword was used, not the settings' seed

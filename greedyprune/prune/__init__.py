@@ -33,7 +33,7 @@ from ._finetune import (
     stream_batches,
 )
 from ._gates import Gate, GatedModel, PrunableGroup, find_prunable_groups
-from ._greedy_prune import GreedyPruneResult, LayerRecord, greedy_prune
+from ._greedy_prune import GreedyPruneResult, GreedySettings, LayerRecord, greedy_prune
 from ._io import load_pruned, save_pruned, state_hash
 from ._latency import latency_phase
 from ._local import CRITERIA as LOCAL_METHODS
@@ -70,6 +70,7 @@ __all__ = [
     "Gate",
     "GatedModel",
     "GreedyPruneResult",
+    "GreedySettings",
     "LayerRecord",
     "LocalSettings",
     "MacsModel",

@@ -13,14 +13,21 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor, nn
 
 from greedyprune.dist import all_sum, gather_mean, is_distributed
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_bool,
+    check_int,
+    check_number,
+    refuse,
+)
 from greedyprune.layerwise import LayerPlan, layer_generator, select_layerwise
 from greedyprune.select import StackedObjective, per_sample_loss
 
@@ -28,7 +35,7 @@ from ._gates import GatedModel
 from ._macs import MacsModel, parse_macs, profile_layers
 from ._registry import Choice, SelectionRequest, register_method
 
-__all__ = ["GreedyPruneResult", "LayerRecord", "greedy_prune"]
+__all__ = ["GreedyPruneResult", "GreedySettings", "LayerRecord", "greedy_prune"]
 
 Batch = tuple[Tensor, Tensor]
 CANDIDATE_ORDERS = ("random", "lowest-index")
@@ -204,18 +211,16 @@ class _LayerStep:
         suffix,
         prepare,
         next_batch,
-        tol,
-        precheck,
+        settings: GreedySettings,
         acc_before,
         eval_data,
         eval_cache,
         eval_suffix,
-        chunk,
     ):
         self.obj, self.labels, self.cap, self.model, self.gate = obj, labels, cap, model, gate
         self.suffix, self.prepare, self.next_batch = suffix, prepare, next_batch
-        self.tol, self.precheck, self.acc_before = tol, precheck, acc_before
-        self.eval_data, self.eval_cache, self.chunk = eval_data, eval_cache, chunk
+        self.tol, self.precheck, self.acc_before = settings.tol, settings.precheck, acc_before
+        self.eval_data, self.eval_cache, self.chunk = eval_data, eval_cache, settings.eval_chunk
         self.eval_suffix = eval_suffix
         self.acc: float | None = None
         self.full_evaluations = 0
@@ -262,59 +267,27 @@ class _LayerStep:
         return self.done
 
 
-def greedy_prune(
-    model: nn.Module,
-    batches,
-    example_input: Tensor,
-    *,
-    target_macs: int | float | str | None = None,
-    widths: dict[str, int] | None = None,
-    tol: float | None = None,
-    eval_data=None,
-    eval_batch: Batch | None = None,
-    precheck: float | None = None,
-    candidates: int | None = 50,
-    candidate_order: str = "random",
-    replacement: bool = False,
-    loss: str = "ce",
-    mode: str = "batched",
-    groups=None,
-    generator: torch.Generator | int | None = 0,
-    chunk_size: int | None = None,
-    max_bytes: int | None = None,
-    eval_chunk: int = 64,
-    eval_cache_bytes: int = 1 << 30,
-    amp: str | None = None,
-    between_layers: Callable[[nn.Module], None] | None = None,
-    progress: bool = False,
-) -> tuple[GatedModel, GreedyPruneResult]:
-    """Select channels of every prunable group, input to output; the model is gated in place.
+@dataclass(frozen=True)
+class GreedySettings:
+    """What :func:`greedy_prune` computes, checked when made (before any model is touched or run
+    folder written; each message names the field, as ``greedy_prune``'s keyword of that name).
 
-    model: in eval mode during selection; its modules get gate hooks (``GatedModel``).
-    batches: callable or iterator giving ``(x [B, C, H, W], y [B])`` on the model's device; one
-        batch per greedy step (the authors' fresh mini-batch). In a ``torch.distributed`` process
-        group each rank gives its contiguous slice of the same global batch, and ``eval_data``
-        its share of the evaluation set: the scores are then those of the global batch, the
-        same on every rank and the same as one process (see ``batch_stream``).
-    example_input: [1, C, H, W] (tracing and MACs counting).
     target_macs: MACs of the whole model (see ``count_macs``) to end at, absolute (an int, "220M")
-        or a fraction (0.5, "50%"), see ``parse_macs``; each group in
-        turn keeps ``round(r * D)`` channels with the one ratio r that makes the groups still to
-        prune meet the target given the ones already pruned (met up to rounding).
+        or a fraction (0.5, "50%"), see ``parse_macs``; each group in turn keeps ``round(r * D)``
+        channels with the one ratio r that makes the groups still to prune meet the target given
+        the ones already pruned (met up to rounding).
     widths: channels to keep per group name (instead of a MACs target; groups not named stay
         whole).
     tol: the authors' per-layer stop: a group stops growing once the top-1 on ``eval_data``
         reaches (1 - tol) times its top-1 before this group was pruned. With ``target_macs``
         too, a group stops at whichever comes first. A group that ends with every channel
-        selected is restored whole (no gate), as the authors do.
-    eval_data: the images ``tol`` measures top-1 on: an ``(x, y)`` pair (run ``eval_chunk``
-        images at a time) or a callable returning an iterable of ``(x, y)`` batches on the
-        model's device (streamed: memory does not grow with the evaluation set). ``eval_batch``
-        is the older name of the pair form.
+        selected is restored whole (no gate), as the authors do. At least one of
+        ``target_macs``, ``widths`` and ``tol``; not both ``target_macs`` and ``widths``.
     precheck: the authors' pre-check (0.95): after a step, the evaluation set is measured only
         when the step batch's top-1 is at least ``precheck`` times the group's starting top-1.
         None measures after every step.
-    candidates: channels scored per step (the authors use 50); None scores all.
+    candidates: channels scored per step (the authors use 50); None scores all; ``("eps", e)``
+        the kernel's stochastic-greedy count.
     candidate_order: "random" (a random sample of the open channels per step, as the paper
         describes) or "lowest-index" (the lowest-index open channels, what the authors' code
         effectively scores).
@@ -324,6 +297,10 @@ def greedy_prune(
         ``greedyprune.select.per_sample_loss``, "cross_entropy" or "squared").
     mode: "batched" (cached prefix, K stacked copies through the suffix) or "sequential" (one full
         forward pass per candidate; the reference, same selections given the same batches).
+    generator: seed or generator of the candidate draws; None is seed 0 (see
+        ``greedyprune.layerwise.layer_generator``).
+    chunk_size, max_bytes: the kernel's ``StackedObjective`` candidates per pass and its memory
+        budget (None: its defaults).
     eval_chunk: images per forward pass of every prefix and evaluation run.
     eval_cache_bytes: with ``tol``, the evaluation set's activations at the group's cut (the
         prefix outputs, which the group's selection does not change) are kept for the group's
@@ -331,115 +308,112 @@ def greedy_prune(
         with no image decoding, and gives the same top-1 as the whole model (the evaluation
         images must be the same at every pass, e.g. a centre crop). 0 streams every pass. Peak
         memory is bounded by this budget plus one chunk, whatever the evaluation set's size.
-    amp: "bf16" or "fp16" autocast for the scoring passes on CUDA (ignored on the CPU).
-    between_layers: called with the model after each group that was cut (e.g. a short
-        fine-tune); not after a group that stayed whole.
-    generator: seed or generator of the candidate draws; None is seed 0 (see
-        ``greedyprune.layerwise.layer_generator``).
-    Returns the gated model and the per-group records. The loop over the groups is
-    ``greedyprune.layerwise.select_layerwise``; this function builds each group's objective and
-    stop rule and applies its selection as the group's gate.
     """
-    from ._finetune import autocast
 
-    check_selection_settings(
-        candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
-    )
-    if target_macs is None and tol is None and widths is None:
-        raise GreedypruneError("pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)")
-    if target_macs is not None and widths is not None:
-        raise GreedypruneError("pass target_macs or widths, not both")
-    if eval_data is None:
-        eval_data = eval_batch
-    if tol is not None and eval_data is None:
-        raise GreedypruneError("tol needs eval_data: the images the top-1 is measured on")
-    if precheck is not None and (
-        isinstance(precheck, bool)
-        or not isinstance(precheck, (int, float))
-        or not 0 < precheck <= 1
-    ):
-        raise GreedypruneError(
-            f"precheck={precheck!r} must be in (0, 1] (the authors: 0.95) or None"
-        )
-    if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
-        raise GreedypruneError(f"eval_chunk={eval_chunk!r} must be an int >= 1")
-    if (
-        isinstance(eval_cache_bytes, bool)
-        or not isinstance(eval_cache_bytes, int)
-        or eval_cache_bytes < 0
-    ):
-        raise GreedypruneError(
-            f"eval_cache_bytes={eval_cache_bytes!r} must be an int >= 0 (0: no cache)"
-        )
-    loss_fn = _loss_fn(loss)
-    next_batch = _check_batches(batches)
-    gen = layer_generator(generator)
-    model.eval()
-    reference = copy.deepcopy(model) if loss == "imitation" else None
-    gm = GatedModel(model, example_input, groups)
-    macs_model = MacsModel(profile_layers(model, example_input), gm.groups)
-    if target_macs is not None:
-        target_macs = parse_macs(target_macs, macs_model.full_macs)
-    result = GreedyPruneResult()
-    done: dict[str, int] = {}
-    if target_macs is not None:
-        result.planned_macs = macs_model.macs(macs_model.plan(target_macs))
-    extra = {} if max_bytes is None else {"max_bytes": max_bytes}
-    device = example_input.device
+    target_macs: int | float | str | None = None
+    widths: Mapping[str, int] | None = None
+    tol: float | None = None
+    precheck: float | None = None
+    candidates: int | tuple | None = 50
+    candidate_order: str = "random"
+    replacement: bool = False
+    loss: str = "ce"
+    mode: str = "batched"
+    generator: torch.Generator | int | None = 0
+    chunk_size: int | None = None
+    max_bytes: int | None = None
+    eval_chunk: int = 64
+    eval_cache_bytes: int = 1 << 30
 
-    def plan(g, gen) -> LayerPlan | None:
-        """The group's objective on a first batch, its step rule and cap; None: kept whole."""
-        t0 = time.perf_counter()
-        gate = gm.gates[g.name]
-        d = g.n_channels
-        cap = d
-        if target_macs is not None:
-            cap = macs_model.plan(target_macs, fixed=done)[g.name]
-        elif widths is not None:
+    def __post_init__(self):
+        check_selection_settings(
+            candidates=self.candidates,
+            candidate_order=self.candidate_order,
+            loss=self.loss,
+            tol=self.tol,
+            mode=self.mode,
+        )
+        if self.target_macs is None and self.tol is None and self.widths is None:
+            raise GreedypruneError(
+                "pass target_macs (e.g. 0.5 or '220M'), widths or tol (e.g. 0.02)"
+            )
+        if self.target_macs is not None and self.widths is not None:
+            raise GreedypruneError("pass target_macs or widths, not both")
+        if self.widths is not None and not isinstance(self.widths, Mapping):
+            raise refuse("widths", self.widths, "a dict of group name -> channels", wrong_type=True)
+        if self.precheck is not None:
+            check_number("precheck", self.precheck, above=0, maximum=1)
+        check_bool("replacement", self.replacement)
+        for name in ("chunk_size", "max_bytes"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
+        check_int("eval_chunk", self.eval_chunk, minimum=1)
+        check_int("eval_cache_bytes", self.eval_cache_bytes, minimum=0)
+
+
+_GREEDY_FIELDS = frozenset(f.name for f in fields(GreedySettings))
+
+
+class _GreedyRun:
+    """One :func:`greedy_prune` call's state: the gated model, the MACs plan, the records, and the
+    two callbacks of ``select_layerwise``: :meth:`plan` (a group's objective and stop rule) and
+    :meth:`apply` (its selection as the group's gate)."""
+
+    def __init__(self, model, batches, example_input, st: GreedySettings, eval_data, groups):
+        self.st, self.model, self.eval_data = st, model, eval_data
+        self.loss_fn = _loss_fn(st.loss)
+        self.next_batch = _check_batches(batches)
+        model.eval()
+        self.reference = copy.deepcopy(model) if st.loss == "imitation" else None
+        self.gm = GatedModel(model, example_input, groups)
+        self.macs = MacsModel(profile_layers(model, example_input), self.gm.groups)
+        self.target = None
+        self.result = GreedyPruneResult()
+        if st.target_macs is not None:
+            self.target = parse_macs(st.target_macs, self.macs.full_macs)
+            self.result.planned_macs = self.macs.macs(self.macs.plan(self.target))
+        self.done: dict[str, int] = {}
+
+    def _cap(self, g) -> int:
+        """Channels the group may keep: planned for the MACs target, its width, or all."""
+        d, widths = g.n_channels, self.st.widths
+        if self.target is not None:
+            return self.macs.plan(self.target, fixed=self.done)[g.name]
+        if widths is not None:
             cap = int(widths.get(g.name, d))
             if not 1 <= cap <= d:
                 raise GreedypruneError(f"widths[{g.name!r}]={cap} must be in 1..{d}")
-        if cap >= d and tol is None:
-            done[g.name] = d
-            result.layers.append(LayerRecord(g.name, d, [], list(range(d)), [1.0] * d, []))
+            return cap
+        return d
+
+    def plan(self, g, gen) -> LayerPlan | None:
+        """The group's objective on a first batch, its step rule and cap; None: kept whole."""
+        t0 = time.perf_counter()
+        st, d, cap = self.st, g.n_channels, self._cap(g)
+        if cap >= d and st.tol is None:
+            self.done[g.name] = d
+            self.result.layers.append(LayerRecord(g.name, d, [], list(range(d)), [1.0] * d, []))
             return None
-        prefix, suffix = gm.split(g.name)
+        gate = self.gm.gates[g.name]
+        prefix, suffix = self.gm.split(g.name)
+        batched = st.mode == "batched"
         acc_before, cache = (
             (None, None)
-            if tol is None
-            else _first_pass(prefix, suffix, eval_data, eval_chunk, eval_cache_bytes)
+            if st.tol is None
+            else _first_pass(prefix, suffix, self.eval_data, st.eval_chunk, st.eval_cache_bytes)
         )
-
-        def prepare(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            with torch.no_grad():
-                inputs = _run_chunked(prefix, x, eval_chunk) if mode == "batched" else x
-                target = y if reference is None else _run_chunked(reference, x, eval_chunk)
-            return inputs, target
-
-        def run_suffix(xs: Tensor, gates: Tensor) -> Tensor:
-            gate.stacked = gates
-            try:
-                return suffix(xs)
-            finally:
-                gate.stacked = None
-
-        def run_full(xs: Tensor, gates: Tensor) -> Tensor:
-            gate.stacked = gates
-            try:
-                return model(xs)
-            finally:
-                gate.stacked = None
-
-        x, y = next_batch()
+        prepare = functools.partial(self._prepare, prefix if batched else None)
+        x, y = self.next_batch()
         inputs, target = prepare(x, y)
+        extra = {} if st.max_bytes is None else {"max_bytes": st.max_bytes}
         obj = _LayerObjective(
             inputs,
-            run_suffix if mode == "batched" else run_full,
-            loss_fn,
+            functools.partial(_gated_run, gate, suffix if batched else self.model),
+            self.loss_fn,
             d,
             target=target,
             scale=float(d),
-            chunk_size=1 if mode == "sequential" else chunk_size,
+            chunk_size=st.chunk_size if batched else 1,
             reduce=gather_mean if is_distributed() else None,
             **extra,
         )
@@ -447,38 +421,45 @@ def greedy_prune(
             obj=obj,
             labels=y,
             cap=cap,
-            model=model,
+            model=self.model,
             gate=gate,
-            suffix=suffix if mode == "batched" else model,
+            suffix=suffix if batched else self.model,
             prepare=prepare,
-            next_batch=next_batch,
-            tol=tol,
-            precheck=precheck,
+            next_batch=self.next_batch,
+            settings=st,
             acc_before=acc_before,
-            eval_data=eval_data,
+            eval_data=self.eval_data,
             eval_cache=cache,
             eval_suffix=suffix,
-            chunk=eval_chunk,
         )
         return LayerPlan(
             obj,
-            cap if not replacement else 64 * d,
+            cap if not st.replacement else 64 * d,
             stop=after_step.stop,
             on_step=after_step.on_step,
             state=(after_step, acc_before, t0),
         )
 
-    def apply(g, spec: LayerPlan, sel) -> bool:
+    def _prepare(self, prefix, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A step batch as the objective takes it: the prefix's output (batched mode) or the
+        images, and the labels or the unpruned network's logits (imitation)."""
+        chunk = self.st.eval_chunk
+        with torch.no_grad():
+            inputs = x if prefix is None else _run_chunked(prefix, x, chunk)
+            target = y if self.reference is None else _run_chunked(self.reference, x, chunk)
+        return inputs, target
+
+    def apply(self, g, spec: LayerPlan, sel) -> bool:
         """Gate the group by its selection and record it; whether the group was cut."""
         after_step, acc_before, t0 = spec.state
         after_step.eval_cache = None  # free the group's activations before tuning
-        obj, gate, d = spec.objective, gm.gates[g.name], g.n_channels
+        obj, gate, d = spec.objective, self.gm.gates[g.name], g.n_channels
         kept = sorted(int(i) for i in torch.nonzero(obj.w > 0).flatten())
         whole = len(kept) == d
         # A group that selected every channel is restored whole (no gate), as the authors do.
         gate.value = None if whole else obj.gates().detach().clone()
-        done[g.name] = len(kept)
-        result.layers.append(
+        self.done[g.name] = len(kept)
+        self.result.layers.append(
             LayerRecord(
                 g.name,
                 d,
@@ -495,23 +476,94 @@ def greedy_prune(
         )
         return not whole
 
+
+def _gated_run(gate, net: nn.Module, xs: Tensor, gates: Tensor) -> Tensor:
+    """``net`` on ``xs`` with the group's gate set to the stacked candidate ``gates``."""
+    gate.stacked = gates
+    try:
+        return net(xs)
+    finally:
+        gate.stacked = None
+
+
+def resolve_greedy(settings: GreedySettings | None, knobs: dict) -> GreedySettings:
+    """``settings`` (or the defaults) with any field given as a keyword replaced; checked."""
+    unknown = sorted(set(knobs) - _GREEDY_FIELDS)
+    if unknown:
+        raise GreedypruneTypeError(
+            f"greedy_prune() got unknown keywords {unknown}; pass fields of GreedySettings "
+            f"({', '.join(f.name for f in fields(GreedySettings))})"
+        )
+    if settings is not None and not isinstance(settings, GreedySettings):
+        raise GreedypruneTypeError(f"settings={settings!r} must be a GreedySettings or None")
+    if settings is None:
+        return GreedySettings(**knobs)
+    return replace(settings, **knobs) if knobs else settings
+
+
+def greedy_prune(
+    model: nn.Module,
+    batches,
+    example_input: Tensor,
+    settings: GreedySettings | None = None,
+    *,
+    eval_data=None,
+    groups=None,
+    between_layers: Callable[[nn.Module], None] | None = None,
+    amp: str | None = None,
+    progress: bool = False,
+    **knobs,
+) -> tuple[GatedModel, GreedyPruneResult]:
+    """Select channels of every prunable group, input to output; the model is gated in place.
+
+    model: in eval mode during selection; its modules get gate hooks (``GatedModel``).
+    batches: callable or iterator giving ``(x [B, C, H, W], y [B])`` on the model's device; one
+        batch per greedy step (the authors' fresh mini-batch). In a ``torch.distributed`` process
+        group each rank gives its contiguous slice of the same global batch, and ``eval_data``
+        its share of the evaluation set: the scores are then those of the global batch, the
+        same on every rank and the same as one process (see ``batch_stream``).
+    example_input: [1, C, H, W] (tracing and MACs counting).
+    settings: what the selection computes, a :class:`GreedySettings` (the MACs target or widths,
+        ``tol``, candidates, loss, ...; None: its defaults), checked when made. Any of its fields
+        may be given as a keyword instead (``greedy_prune(m, b, x, target_macs=0.5)``); it
+        replaces that field.
+    eval_data: the images ``tol`` measures top-1 on: an ``(x, y)`` pair (run ``eval_chunk``
+        images at a time) or a callable returning an iterable of ``(x, y)`` batches on the
+        model's device (streamed: memory does not grow with the evaluation set).
+    groups: the prunable groups (default: ``find_prunable_groups`` of the model).
+    between_layers: called with the model after each group that was cut (e.g. a short
+        fine-tune); not after a group that stayed whole.
+    amp: "bf16" or "fp16" autocast for the scoring passes on CUDA (ignored on the CPU);
+    progress: bars on the groups and steps (how it runs, not what it computes).
+    Returns the gated model and the per-group records. The loop over the groups is
+    ``greedyprune.layerwise.select_layerwise``; :class:`_GreedyRun` builds each group's
+    objective and stop rule and applies its selection as the group's gate.
+    """
+    from ._finetune import autocast
+
+    st = resolve_greedy(settings, knobs)
+    if st.tol is not None and eval_data is None:
+        raise GreedypruneError("tol needs eval_data: the images the top-1 is measured on")
+    run = _GreedyRun(model, batches, example_input, st, eval_data, groups)
+    device = example_input.device
+
     def tune(g) -> None:
         between_layers(model)
         model.eval()
 
     select_layerwise(
-        gm.groups,
-        plan,
-        apply,
-        replacement=replacement,
-        candidates=candidates,
-        candidate_order=candidate_order,
-        generator=gen,
+        run.gm.groups,
+        run.plan,
+        run.apply,
+        replacement=st.replacement,
+        candidates=st.candidates,
+        candidate_order=st.candidate_order,
+        generator=layer_generator(st.generator),
         between_layers=None if between_layers is None else tune,
         context=lambda g: autocast(device, amp),
         progress=progress,
     )
-    return gm, result
+    return run.gm, run.result
 
 
 @register_method(

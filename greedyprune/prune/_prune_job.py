@@ -18,6 +18,7 @@ from greedyprune.runs import RunDir, open_run
 from . import _finetune, _greedy_prune
 from ._data import class_count, eval_indices, labels_of, seeded_draws
 from ._finetune import batch_stream, evaluate, stream_batches
+from ._greedy_prune import GreedySettings
 from ._io import load_pruned, save_pruned, state_hash
 from ._local import (
     LocalSettings,
@@ -131,11 +132,26 @@ def prune(
         progress=progress,
         seed=seed,
     )
-    if target_macs is None and r.tol is None:
+    target = prep.targets[0] if prep.targets else None
+    if target is None and r.tol is None:
         raise GreedypruneError("pass target_macs=0.5 (or 220M, 50%) or tol=0.02")
     if r.tol is not None and r.n_eval is None and r.eval_every is None:
         raise GreedypruneError("tol needs n_eval or eval_every: the images top-1 is measured on")
     plan = _plan_local(prep, local, seed) if local is not None else None
+    greedy = None
+    if local is None:  # the global selection's whole settings, checked before the folder
+        greedy = GreedySettings(
+            target_macs=target,
+            tol=r.tol,
+            precheck=r.precheck,
+            candidates=r.candidates,
+            candidate_order=r.candidate_order,
+            replacement=replacement,
+            loss=loss,
+            mode=mode,
+            generator=seed,
+            eval_cache_bytes=rt.eval_cache_mb << 20,
+        )
     config = {
         "job": "prune",
         "arch": arch,
@@ -162,10 +178,9 @@ def prune(
     model, example, train = prep.model, prep.example, prep.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    target = prep.targets[0] if prep.targets else None
     idx = eval_indices(len(train), n_eval=r.n_eval, every=r.eval_every)
     eval_set = Subset(train, idx[rank() :: world_size()])  # this rank's share
-    job = _Job(prep, r, config, rt, device, progress, run, loader, plan)
+    job = _Job(prep, r, config, rt, device, progress, run, loader, plan, greedy)
     summary = {
         "arch": arch,
         "recipe": r.name,
@@ -232,6 +247,7 @@ class _Job:
     run: RunDir
     loader: dict
     local: _LocalPlan | None = None
+    greedy: GreedySettings | None = None  # the global selection's settings (None: local)
 
 
 @dataclass
@@ -322,7 +338,7 @@ def _select_or_load(
         model, kept, select_s, table = _select_local(job)
     else:
         with seeded_draws(job.config["seed"], device):  # crops and flips of the step batches
-            model, kept, select_s, table = _select_global(job, target, eval_set)
+            model, kept, select_s, table = _select_global(job, eval_set)
     run.write_table(table, "layers")
     if is_main():
         save_pruned(
@@ -338,7 +354,7 @@ def _select_or_load(
     return model, kept, select_s
 
 
-def _select_global(job: _Job, target: int | None, eval_set):
+def _select_global(job: _Job, eval_set):
     """Layer-wise greedy on the whole network's loss, with the recipe."""
     prep, r, rt, loader = job.prep, job.recipe, job.runtime, job.loader
     device, train, seed = job.device, prep.train, job.config["seed"]
@@ -361,8 +377,7 @@ def _select_global(job: _Job, target: int | None, eval_set):
             channels_last=rt.channels_last,
         ),
         prep.example,
-        target_macs=target,
-        tol=r.tol,
+        job.greedy,
         eval_data=stream_batches(
             eval_set,
             64,
@@ -372,15 +387,7 @@ def _select_global(job: _Job, target: int | None, eval_set):
         )
         if r.tol is not None
         else None,
-        precheck=r.precheck,
-        candidates=r.candidates,
-        candidate_order=r.candidate_order,
-        replacement=job.config["replacement"],
-        loss=job.config["loss"],
-        mode=job.config["mode"],
-        generator=seed,
         amp=rt.amp,
-        eval_cache_bytes=rt.eval_cache_mb << 20,
         between_layers=between if r.between.epochs > 0 else None,
         progress=job.progress,
     )
