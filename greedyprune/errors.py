@@ -34,6 +34,7 @@ __all__ = [
     "check_number",
     "check_path",
     "check_range",
+    "check_type",
     "refuse",
 ]
 
@@ -68,7 +69,11 @@ def _leading_name(message: str) -> str | None:
 
 
 def _show(value) -> str:
-    text = repr(value)  # a number or a string whole; anything else cut at 80 characters
+    """A number or a string whole; anything else cut at 80 characters, and a value whose repr
+    spans lines (a module, a big tensor) as its type name, so that a message stays one line."""
+    text = repr(value)
+    if "\n" in text:
+        return f"<{type(value).__name__}>"
     return text if isinstance(value, (float, str)) or len(text) <= 80 else text[:77] + "..."
 
 
@@ -89,14 +94,29 @@ def check_bool(name: str, value) -> bool:
     raise refuse(name, value, "True or False", wrong_type=True)
 
 
-def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_type(name: str, value, types: type | tuple[type, ...], what: str):
+    """``value`` when it is an instance of ``types``; else the type error ``NAME=VALUE must be
+    WHAT`` (``what`` in words: "an nn.Module", "a tensor [m, d]")."""
+    if isinstance(value, types):
+        return value
+    raise refuse(name, value, what, wrong_type=True)
+
+
+def check_int(
+    name: str,
+    value,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    fix: str | None = None,
+) -> int:
     """``value`` as an int within ``minimum..maximum`` (either end optional); a bool is refused,
-    a numpy integer taken."""
+    a numpy integer taken. ``fix``: the hint after the message (``"or None for all"``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise refuse(name, value, f"an int{_bounds(minimum, maximum)}", wrong_type=True)
+        raise refuse(name, value, f"an int{_bounds(minimum, maximum)}", fix, wrong_type=True)
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise refuse(name, value, f"an int{_bounds(minimum, maximum)}")
+        raise refuse(name, value, f"an int{_bounds(minimum, maximum)}", fix)
     return value
 
 
@@ -109,9 +129,11 @@ def check_number(
     above: float | None = None,
     below: float | None = None,
     finite: bool = True,
+    fix: str | None = None,
 ) -> float:
     """``value`` (an int or a float, not a bool) as a float: ``minimum <= value <= maximum`` and
-    ``above < value < below`` where given; NaN always refused, inf unless ``finite=False``."""
+    ``above < value < below`` where given; NaN always refused, inf unless ``finite=False``.
+    ``fix``: the hint after the message."""
     what = "a finite number" if finite else "a number"
     parts = [f">= {minimum}"] if minimum is not None else []
     parts += [f"> {above}"] if above is not None else []
@@ -119,13 +141,13 @@ def check_number(
     parts += [f"< {below}"] if below is not None else []
     what += (" " + " and ".join(parts)) if parts else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise refuse(name, value, what, wrong_type=True)
+        raise refuse(name, value, what, fix, wrong_type=True)
     v = float(value)
     bad = math.isnan(v) or (finite and math.isinf(v))
     bad = bad or (minimum is not None and v < minimum) or (maximum is not None and v > maximum)
     bad = bad or (above is not None and not v > above) or (below is not None and not v < below)
     if bad:
-        raise refuse(name, value, what)
+        raise refuse(name, value, what, fix)
     return v
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneTypeError
+from greedyprune.errors import refuse
 from greedyprune.select import Objective, Selection, greedy_select
 
 __all__ = ["LayerPlan", "layer_generator", "select_layerwise"]
@@ -68,9 +68,8 @@ def layer_generator(generator: torch.Generator | int | None) -> torch.Generator:
     if generator is None:
         generator = 0
     if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
-        raise GreedypruneTypeError(
-            f"generator must be a torch.Generator, an int seed or None (seed 0), got {generator!r}"
-        )
+        what = "a torch.Generator, an int seed or None (seed 0)"
+        raise refuse("generator", generator, what, wrong_type=True)
     return torch.Generator().manual_seed(int(generator))
 
 

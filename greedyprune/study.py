@@ -40,7 +40,7 @@ import pandas as pd
 
 from greedyprune import errors
 from greedyprune.dist import from_main
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, refuse
 from greedyprune.runs import RunDir, open_run
 
 __all__ = ["Study", "StudyResult", "check_device", "cpu_threads", "run_study"]
@@ -150,7 +150,7 @@ def run_study(
     from greedyprune.dist import is_main, world_size
 
     if not isinstance(study, Study):
-        raise GreedypruneTypeError(f"study must be a Study, got {type(study).__name__}")
+        raise refuse("study", study, "a Study", wrong_type=True)
     n_boot = errors.check_int("n_boot", n_boot, minimum=10)  # 1000 for reported intervals
     device = check_device(device)
     units = _units(study, device)

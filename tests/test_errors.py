@@ -22,6 +22,7 @@ from greedyprune.errors import (
     check_number,
     check_path,
     check_range,
+    check_type,
 )
 
 PACKAGE = Path(greedyprune.__file__).parent
@@ -116,6 +117,18 @@ def test_check_device_and_path(tmp_path):
     assert isinstance(_refused(check_path, "weights", 3), TypeError)
 
 
+def test_check_type_names_the_value_in_one_line():
+    import torch
+
+    assert check_type("x", 3, int, "an int") == 3
+    exc = _refused(check_type, "x", "abc", (int, float), "a number")
+    assert isinstance(exc, TypeError) and str(exc) == "x='abc' must be a number"
+    # a value whose repr spans lines is shown by its type: the message stays one line
+    exc = _refused(check_type, "model", torch.nn.Sequential(torch.nn.ReLU()), str, "a name")
+    assert str(exc) == "model=<Sequential> must be a name"
+    assert "\n" not in str(_refused(check_int, "n", torch.zeros(20, 20)))
+
+
 def test_a_message_names_its_argument():
     assert GreedypruneError("tol=-1 must be >= 0").name == "tol"
     assert GreedypruneError("n_eval must be set").name == "n_eval"
@@ -182,3 +195,102 @@ def test_bad_input_exits_2_and_a_bug_keeps_its_traceback(monkeypatch, tmp_path, 
     monkeypatch.setattr(two, "run", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(argv)
+
+
+def _one_wording_cases():
+    """Bad values at the sites that had their own wording ("x must be ..., got ..."), with the
+    exact message each now gives: ``NAME=VALUE must be WHAT; FIX``."""
+    import torch
+
+    import greedyprune.prune as gp
+    from greedyprune.layerwise import layer_generator
+    from greedyprune.prune._data import eval_indices, parse_data
+    from greedyprune.prune._finetune import batch_stream, finetune
+    from greedyprune.prune._local import check_local
+    from greedyprune.sims._mean_field_net import TwoLayerNet
+    from greedyprune.sims._train import train_mean_field
+    from greedyprune.sims.deep import DeepMeanFieldNet
+    from greedyprune.sims.deep.presets import study as deep_study
+    from greedyprune.study import run_study
+
+    net = TwoLayerNet(torch.zeros(2, 3), torch.zeros(2))
+    deep = DeepMeanFieldNet([torch.zeros(2, 3), torch.zeros(1, 2)], [torch.zeros(2)])
+    x, y = torch.zeros(4, 3), torch.zeros(4)
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4).long())
+    return [
+        (
+            lambda: layer_generator("a"),
+            "generator='a' must be a torch.Generator, an int seed or None (seed 0)",
+        ),
+        (lambda: train_mean_field("m", x, y, steps=1, lr=0.1), "model='m' must be an nn.Module"),
+        (
+            lambda: train_mean_field(net, x, y, steps=1, lr=0.1, loss=3),
+            "loss=3 must be a name or a callable",
+        ),
+        (
+            lambda: train_mean_field(net, x, y, steps=1, lr=0.1, batch_size=0),
+            "batch_size=0 must be an int >= 1; or None for the full batch",
+        ),
+        (
+            lambda: train_mean_field(net, x, y, steps=1, lr=0.1, record_every=0),
+            "record_every=0 must be an int >= 1; or None",
+        ),
+        (
+            lambda: net(x.tolist()),
+            "x=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]] must be a tensor [m, d]",
+        ),
+        (lambda: deep.hidden(x, 2), "layer=2 must be an int in 1..1"),
+        (lambda: deep.forward_from(x, 0), "layer=0 must be an int in 1..1"),
+        (lambda: deep("x"), "x='x' must be a tensor [m, d]"),
+        (lambda: deep_study("s", [0]), "setting='s' must be a DeepSetting"),
+        (lambda: run_study("s", "out"), "study='s' must be a Study"),
+        (
+            lambda: gp.save_pruned("out", net, arch="", image_size=8, kept={}),
+            "arch='' must be a non-empty string",
+        ),
+        (lambda: gp.GatedModel("m", None), "model='m' must be a torch.nn.Module"),
+        (lambda: parse_data(3), "data=3 must be a string"),
+        (lambda: batch_stream(data, 0, generator=None), "batch_size=0 must be an int >= 1"),
+        (lambda: finetune(net, data, epochs=0), "epochs=0 must be a finite number > 0"),
+        (
+            lambda: finetune(net, data, epochs=1, lr=float("nan")),
+            "lr=nan must be a finite number > 0",
+        ),
+        (
+            lambda: gp.proxylessnas_mobile(10, width_mult=0),
+            "width_mult=0 must be a finite number > 0",
+        ),
+        (
+            lambda: eval_indices(10, every=0),
+            "every=0 must be an int >= 1; the evaluation stride (the authors: 200)",
+        ),
+        (
+            lambda: check_local(gp.LocalSettings(swaps=-1)),
+            "swaps=-1 must be an int >= 0; rounds of swap search",
+        ),
+        (
+            lambda: check_local(gp.LocalSettings(ridge=float("inf"))),
+            "ridge=inf must be a finite number >= 0; relative to mean(diag)",
+        ),
+        (
+            lambda: gp.GreedySettings(tol=1.5),
+            "tol=1.5 must be a finite number >= 0 and < 1; the top-1 drop allowed, e.g. 0.02",
+        ),
+        (
+            lambda: gp.GreedySettings(target_macs=0.5, mode="fast"),
+            "mode='fast' must be one of 'batched', 'sequential'",
+        ),
+    ]
+
+
+def test_the_migrated_messages_have_the_one_wording():
+    wrong = []
+    for call, message in _one_wording_cases():
+        try:
+            call()
+        except GreedypruneError as exc:
+            if str(exc) != message:
+                wrong.append((str(exc), message))
+        else:
+            wrong.append(("no error", message))
+    assert not wrong, wrong

@@ -215,7 +215,7 @@ def test_custom_module_already_pruned_is_refused(pruned_tiny):
     folder, pruned, _ = pruned_tiny
     with pytest.raises(ValueError, match="unpruned"):
         gp.load_pruned(folder, model=pruned)
-    with pytest.raises(TypeError, match="model must be"):
+    with pytest.raises(TypeError, match=r"^model='TinyNet' must be a torch\.nn\.Module or None$"):
         gp.load_pruned(folder, model="TinyNet")
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from greedyprune.dist import init_from_env, is_main, local_slice
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_bool, check_int
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
@@ -96,8 +96,7 @@ class CompareSettings:
         targets = unique(targets)
         needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
         methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]
-        if not isinstance(curves, bool):
-            raise GreedypruneError(f"curves={curves!r} must be True or False")
+        check_bool("curves", curves)
         object.__setattr__(self, "targets", tuple(targets))
         object.__setattr__(self, "methods", tuple(methods))
         object.__setattr__(self, "seeds", tuple(seeds))

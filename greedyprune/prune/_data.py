@@ -16,8 +16,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from greedyprune.errors import (
     GreedypruneError,
     GreedypruneFileError,
-    GreedypruneTypeError,
     check_int,
+    refuse,
 )
 
 __all__ = [
@@ -47,7 +47,7 @@ class DataSpec:
 def parse_data(spec: str) -> DataSpec:
     """``folder:PATH`` | ``digits`` | ``synthetic`` -> DataSpec (checks that the folder exists)."""
     if not isinstance(spec, str):
-        raise GreedypruneTypeError(f"data must be a string, got {type(spec).__name__}")
+        raise refuse("data", spec, "a string", wrong_type=True)
     if spec in ("digits", "synthetic"):
         return DataSpec(spec)
     if spec.startswith("folder:"):
@@ -214,10 +214,7 @@ def eval_indices(n_total: int, *, n_eval: int | None = None, every: int | None =
     if (n_eval is None) == (every is None):
         raise GreedypruneError("pass exactly one of n_eval (a count) and every (a stride)")
     if every is not None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise GreedypruneError(
-                f"eval stride every={every!r} must be an int >= 1 (the authors: 200)"
-            )
+        check_int("every", every, minimum=1, fix="the evaluation stride (the authors: 200)")
         return list(range(0, n_total, every))
     check_int("n_eval", n_eval, minimum=1)
     stride = max(1, n_total // n_eval)

@@ -35,7 +35,7 @@ from greedyprune.dist import (
     rank,
     world_size,
 )
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._data import seeded_draws
@@ -186,8 +186,7 @@ def batch_stream(
     In a ``torch.distributed`` process group every rank draws the same global batch and returns
     its contiguous slice (the batch size must be a multiple of the world size); ``shard=False``
     gives every rank the whole batch."""
-    if batch_size < 1:
-        raise GreedypruneError(f"batch_size must be >= 1, got {batch_size}")
+    check_int("batch_size", batch_size, minimum=1)
     n = len(dataset)
     device = torch.device(device)
     tensors = getattr(dataset, "tensors", None)
@@ -338,10 +337,8 @@ def finetune(
     epochs, lr, batch_size, schedule = ph.epochs, ph.lr, ph.batch_size, ph.schedule
     momentum, nesterov, weight_decay = ph.momentum, ph.nesterov, ph.weight_decay
     label_smoothing, decay_all = ph.label_smoothing, ph.decay_all
-    if not epochs > 0:
-        raise GreedypruneError(f"epochs must be > 0, got {epochs!r}")
-    if not lr > 0:
-        raise GreedypruneError(f"lr must be > 0, got {lr!r}")
+    check_number("epochs", epochs, above=0)
+    check_number("lr", lr, above=0)
     if schedule not in ("cosine", "constant"):
         raise GreedypruneError(f"schedule={schedule!r} must be 'cosine' or 'constant'")
     if amp is not None and amp not in AMP_DTYPES:

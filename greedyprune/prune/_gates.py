@@ -26,7 +26,7 @@ import torch.fx
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 __all__ = ["Gate", "GatedModel", "PrunableGroup", "find_prunable_groups"]
 
@@ -60,7 +60,7 @@ def find_prunable_groups(
     example_input: [1, C, H, W] on the model's device and dtype (used to trace the graph).
     """
     if not isinstance(model, nn.Module):
-        raise GreedypruneTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise refuse("model", model, "a torch.nn.Module", wrong_type=True)
     names = {m: n for n, m in model.named_modules()}
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     was_training = model.training

@@ -24,6 +24,7 @@ from greedyprune.errors import (
     GreedypruneError,
     GreedypruneTypeError,
     check_bool,
+    check_choice,
     check_int,
     check_number,
     refuse,
@@ -165,16 +166,10 @@ def check_selection_settings(
             "('eps', e) (stochastic greedy)"
         )
     _loss_fn(loss)
-    if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
-    ):
-        raise GreedypruneError(f"tol={tol!r} must be in [0, 1), e.g. 0.02")
-    if mode not in ("batched", "sequential"):
-        raise GreedypruneError(f"mode={mode!r} must be 'batched' or 'sequential'")
-    if candidate_order not in CANDIDATE_ORDERS:
-        raise GreedypruneError(
-            f"candidate_order={candidate_order!r} must be one of {', '.join(CANDIDATE_ORDERS)}"
-        )
+    if tol is not None:
+        check_number("tol", tol, minimum=0, below=1, fix="the top-1 drop allowed, e.g. 0.02")
+    check_choice("mode", mode, ("batched", "sequential"))
+    check_choice("candidate_order", candidate_order, CANDIDATE_ORDERS)
 
 
 def _check_batches(batches) -> Callable[[], Batch]:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneFileError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneFileError, refuse
 from greedyprune.runs import atomic_write_bytes, atomic_write_text
 
 from ._models import build_model, list_archs, load_into
@@ -80,7 +80,7 @@ def save_pruned(
     if arch is None:
         arch = type(model).__name__
     if not isinstance(arch, str) or not arch:
-        raise GreedypruneError(f"arch must be a non-empty string, got {arch!r}")
+        raise refuse("arch", arch, "a non-empty string")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_state(folder / "model.safetensors", model)
@@ -156,9 +156,7 @@ def load_pruned(
         model = build_model(arch, int(record["num_classes"]))
         given = False
     elif not isinstance(model, nn.Module):
-        raise GreedypruneTypeError(
-            f"model must be a torch.nn.Module or None, got {type(model).__name__}"
-        )
+        raise refuse("model", model, "a torch.nn.Module or None", wrong_type=True)
     else:
         model = copy.deepcopy(model)
         given = True

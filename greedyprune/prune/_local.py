@@ -31,7 +31,6 @@ number of images.
 from __future__ import annotations
 
 import copy
-import math
 import shutil
 import tempfile
 import time
@@ -46,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int, check_number
 from greedyprune.select import (
     FixedWeightLoss,
     GramLoss,
@@ -217,19 +216,9 @@ def check_local(settings: LocalSettings, criterion: str | None = None) -> None:
     criterion = settings.method if criterion is None else criterion
     for name in ("positions", "calibration_images", "chunk", "memory_budget"):
         v = getattr(settings, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise GreedypruneError(f"{name}={v!r} must be an int >= 1")
-    if (
-        isinstance(settings.swaps, bool)
-        or not isinstance(settings.swaps, int)
-        or settings.swaps < 0
-    ):
-        raise GreedypruneError(
-            f"swaps={settings.swaps!r} must be an int >= 0 (rounds of swap search)"
-        )
-    r = settings.ridge
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < math.inf:
-        raise GreedypruneError(f"ridge={r!r} must be a finite number >= 0 (relative to mean(diag))")
+        check_int(name, v, minimum=1)
+    check_int("swaps", settings.swaps, minimum=0, fix="rounds of swap search")
+    check_number("ridge", settings.ridge, minimum=0, fix="relative to mean(diag)")
     if criterion not in CRITERIA:
         raise GreedypruneError(
             f"method={criterion!r} is not a local method; use one of {', '.join(CRITERIA)}"

@@ -17,11 +17,9 @@ and ``torch.fx`` trace it like a torchvision model.
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import check_int, check_number
 
 __all__ = ["PROXYLESS_MOBILE_SPEC", "ProxylessNAS", "proxylessnas_mobile"]
 
@@ -145,10 +143,5 @@ def proxylessnas_mobile(num_classes: int = 1000, width_mult: float = 1.0) -> Pro
     differently, so ``width_mult=1.4`` is close to, not equal to, their ``proxyless_mobile_14``.
     """
     check_int("num_classes", num_classes, minimum=1)
-    if (
-        isinstance(width_mult, bool)
-        or not isinstance(width_mult, (int, float))
-        or not (math.isfinite(width_mult) and width_mult > 0)
-    ):
-        raise GreedypruneError(f"width_mult must be a positive number, got {width_mult!r}")
+    check_number("width_mult", width_mult, above=0)
     return ProxylessNAS(num_classes=num_classes, width_mult=float(width_mult))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 
 from ._finetune import batch_stream
 from ._gates import PrunableGroup
@@ -138,8 +138,7 @@ def select_channels(method: str, request: SelectionRequest) -> Choice:
         )
     for g in request.groups:
         w = request.widths.get(g.name, g.n_channels)
-        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= g.n_channels:
-            raise GreedypruneError(f"widths[{g.name!r}]={w!r} must be an int in 1..{g.n_channels}")
+        check_int(f"widths[{g.name!r}]", w, minimum=1, maximum=g.n_channels)
     return SELECTION_METHODS[method].select(request)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, refuse
 
 __all__ = ["ACTIVATIONS", "TwoLayerNet", "activation_fn"]
 
@@ -114,7 +114,7 @@ class TwoLayerNet(nn.Module):
 
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise GreedypruneTypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
+            raise refuse("x", x, "a tensor [m, d]", wrong_type=True)
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
 

@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_int,
+    check_number,
+    check_type,
+    refuse,
+)
 from greedyprune.select import per_sample_loss
 
 __all__ = [
@@ -107,8 +114,7 @@ def train_mean_field(
     Returns a list of ``{"step": int, "loss": float}``. The loss is evaluated on all of
     ``(x, y)`` before the step with that number (step == steps is after the last update).
     """
-    if not isinstance(model, nn.Module):
-        raise GreedypruneTypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_type("model", model, nn.Module, "an nn.Module")
     check_int("steps", steps, minimum=0)
     lr = check_number("lr", lr, above=0)
     noise = check_number("noise", noise, minimum=0)
@@ -122,19 +128,16 @@ def train_mean_field(
     elif callable(loss):
         loss_fn = loss
     else:
-        raise GreedypruneTypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+        raise refuse("loss", loss, "a name or a callable", wrong_type=True)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise GreedypruneTypeError("x and y must be tensors")
     m = x.shape[0]
     if y.shape[0] != m:
         raise GreedypruneError(f"x has {m} rows but y has {y.shape[0]}; pass matching data")
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise GreedypruneError(
-                f"batch_size={batch_size!r} must be None (full batch) or an int >= 1"
-            )
-    if record_every is not None and (not isinstance(record_every, int) or record_every < 1):
-        raise GreedypruneError(f"record_every={record_every!r} must be None or an int >= 1")
+        check_int("batch_size", batch_size, minimum=1, fix="or None for the full batch")
+    if record_every is not None:
+        check_int("record_every", record_every, minimum=1, fix="or None")
 
     groups = lr_scales(model)
     gen = torch.Generator(device=x.device).manual_seed(int(seed))

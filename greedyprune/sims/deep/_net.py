@@ -20,7 +20,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_int,
+    check_number,
+    check_type,
+)
 
 from .._mean_field_net import activation_fn
 
@@ -160,8 +166,7 @@ class DeepMeanFieldNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def _check_x(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise GreedypruneTypeError(f"x must be a tensor [m, d], got {type(x).__name__}")
+        check_type("x", x, Tensor, "a tensor [m, d]")
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
         w = self.weights[0]
@@ -199,8 +204,7 @@ class DeepMeanFieldNet(nn.Module):
         gates: as in :meth:`forward`; only the gates of the layers below ``layer`` act.
         """
         self._check_x(x)
-        if not 1 <= layer <= self.depth:
-            raise GreedypruneError(f"layer must lie in 1..{self.depth}, got {layer}")
+        check_int("layer", layer, minimum=1, maximum=self.depth)
         gates = self._gates(gates)
         h = self._act(self._layer(0, x))
         for l in range(1, layer):
@@ -213,8 +217,7 @@ class DeepMeanFieldNet(nn.Module):
 
         h: the layer's ungated activations; ``gates[layer - 1:]`` act (the ones below are ignored).
         """
-        if not 1 <= layer <= self.depth:
-            raise GreedypruneError(f"layer must lie in 1..{self.depth}, got {layer}")
+        check_int("layer", layer, minimum=1, maximum=self.depth)
         if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.widths[layer - 1]:
             raise GreedypruneError(
                 f"h must be [B, {self.widths[layer - 1]}] (layer {layer}'s activations), got "

@@ -18,14 +18,19 @@ Baselines reuse the same bookkeeping: ``"random"`` (a uniform subset per layer) 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import (
+    GreedypruneError,
+    check_int,
+    check_number,
+    check_type,
+    refuse,
+)
 from greedyprune.layerwise import LayerPlan, select_layerwise
 from greedyprune.select import (
     FactoredSquaredLoss,
@@ -81,7 +86,7 @@ class LayerwiseResult:
 
 def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> list[int]:
     if isinstance(sizes, bool):
-        raise GreedypruneTypeError(f"{name} must be an int or a list of ints, got {sizes!r}")
+        raise refuse(name, sizes, "an int or a list of ints", wrong_type=True)
     if sizes is None:
         sizes = list(widths)
     elif isinstance(sizes, int):
@@ -197,8 +202,7 @@ def layerwise_select(
     :func:`greedyprune.layerwise.select_layerwise`; this function builds each layer's objective
     and applies its selection as the gates of the layers above.
     """
-    if not isinstance(net, DeepMeanFieldNet):
-        raise GreedypruneTypeError(f"net must be a DeepMeanFieldNet, got {type(net).__name__}")
+    check_type("net", net, DeepMeanFieldNet, "a DeepMeanFieldNet")
     if method not in METHODS:
         raise GreedypruneError(f"method={method!r} is not known; pass one of {list(METHODS)}")
     net._check_x(x)
@@ -214,21 +218,12 @@ def layerwise_select(
         raise GreedypruneError(
             f"loss_tol applies to the greedy methods only, not method={method!r}"
         )
-    if loss_tol is not None and (
-        isinstance(loss_tol, bool)
-        or not isinstance(loss_tol, (int, float))
-        or not math.isfinite(loss_tol)
-        or loss_tol < 0
-    ):
-        raise GreedypruneError(
-            f"loss_tol={loss_tol!r} must be a finite number >= 0 (or None to stop by size)"
-        )
+    if loss_tol is not None:
+        check_number("loss_tol", loss_tol, minimum=0, fix="or None to stop by size")
     repl = replacement and method in ("local", "global")
     sizes = _sizes(sizes, net.widths, repl)
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise GreedypruneError(f"batch_size={batch_size!r} must be None or an int >= 1")
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1, fix="or None for the full batch")
 
     def plan(l: int, gen: torch.Generator) -> LayerPlan:
         if method == "global":

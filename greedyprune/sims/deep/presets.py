@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, refuse
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 from greedyprune.theory import deep_claims
@@ -138,7 +138,7 @@ def study(setting: DeepSetting, seeds, *, preset: str = "custom", progress: bool
     name and data), the claims of :func:`greedyprune.theory.deep_claims` and the summary table.
     progress: the units' own progress bars (training, selection)."""
     if not isinstance(setting, DeepSetting):
-        raise GreedypruneTypeError(f"setting must be a DeepSetting, got {type(setting).__name__}")
+        raise refuse("setting", setting, "a DeepSetting", wrong_type=True)
     seeds = tuple(unique(int(s) for s in seeds))
     if not seeds:
         raise GreedypruneError("seeds is empty; pass at least one seed")

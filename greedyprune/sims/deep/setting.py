@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number
+from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number, refuse
 
 from .._common import DTYPES, check_dtype
 from .._mean_field_net import activation_fn
@@ -66,13 +66,12 @@ class DeepSetting:
             )
         for key in ("m", "m_test", "d", "num_samples", "width", "depth", "steps", "finetune_steps"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "steps" in key else 1):
-                raise GreedypruneError(f"setting {self.name!r}: {key}={v!r} must be a positive int")
+            check_int(key, v, minimum=0 if "steps" in key else 1, fix=f"setting {self.name!r}")
         check_dtype(self.name, self.dtype)
-        if not self.sizes or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.sizes
-        ):
-            raise GreedypruneError(f"setting {self.name!r}: sizes={self.sizes!r} must be ints >= 1")
+        if not self.sizes:
+            raise refuse("sizes", self.sizes, "one size n or more", f"setting {self.name!r}")
+        for i, n in enumerate(self.sizes):
+            check_int(f"sizes[{i}]", n, minimum=1, fix=f"setting {self.name!r}")
         if max(self.sizes) > self.width:
             raise GreedypruneError(
                 f"setting {self.name!r}: sizes up to {max(self.sizes)} exceed width={self.width}"

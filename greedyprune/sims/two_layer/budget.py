@@ -394,10 +394,7 @@ class BudgetConfig:
     def __post_init__(self):
         if len(self.ms) < 1 or min(self.ms) < 1:
             raise GreedypruneError(f"budget {self.name!r}: ms={self.ms!r} must be sizes >= 1")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise GreedypruneError(
-                f"budget {self.name!r}: seeds={self.seeds!r} must be an int >= 1"
-            )
+        check_int("seeds", self.seeds, minimum=1, fix=f"budget {self.name!r}")
         checkpoint_grid(self.max_steps, self.per_decade)
 
     @property

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from greedyprune.errors import GreedypruneError, check_fits, check_number
+from greedyprune.errors import check_fits, check_int, check_number
 
 from .._common import DTYPES, check_dtype
 from .._mean_field_net import activation_fn
@@ -46,12 +46,8 @@ class Setting:
     def __post_init__(self):
         for key in ("m", "d", "m_test", "teacher_width", "width"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise GreedypruneError(f"setting {self.name!r}: {key}={v!r} must be an int >= 1")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise GreedypruneError(
-                f"setting {self.name!r}: steps={self.steps!r} must be an int >= 0"
-            )
+            check_int(key, v, minimum=1, fix=f"setting {self.name!r}")
+        check_int("steps", self.steps, minimum=0, fix=f"setting {self.name!r}")
         check_dtype(self.name, self.dtype)
         activation_fn(self.activation)
         check_number("lr", self.lr, above=0)

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_int
 from greedyprune.study import Study, StudyResult, run_study
 from greedyprune.theory import Claim, ClaimCase, fit_rate, format_verdicts, register_form
 
@@ -312,10 +312,8 @@ class SweepConfig:
             raise GreedypruneError(
                 f"sweep {self.name!r}: activations, dims and ms must be non-empty"
             )
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise GreedypruneError(f"sweep {self.name!r}: seeds={self.seeds!r} must be an int >= 1")
-        if isinstance(self.n_max, bool) or not isinstance(self.n_max, int) or self.n_max < 8:
-            raise GreedypruneError(f"sweep {self.name!r}: n_max={self.n_max!r} must be an int >= 8")
+        check_int("seeds", self.seeds, minimum=1, fix=f"sweep {self.name!r}")
+        check_int("n_max", self.n_max, minimum=8, fix=f"sweep {self.name!r}")
         self.settings()  # Setting checks every field
 
     def settings(self) -> list[Setting]:
