@@ -207,10 +207,14 @@ def _one_wording_cases():
     from greedyprune.prune._data import eval_indices, parse_data
     from greedyprune.prune._finetune import batch_stream, finetune
     from greedyprune.prune._local import check_local
-    from greedyprune.sims._mean_field_net import TwoLayerNet
+    from greedyprune.sims._data import gaussian_classification, make_dataset
+    from greedyprune.sims._mean_field_net import TwoLayerNet, activation_fn
     from greedyprune.sims._train import train_mean_field
     from greedyprune.sims.deep import DeepMeanFieldNet
+    from greedyprune.sims.deep._data import digits_data, load_data, mnist1d_data
+    from greedyprune.sims.deep.presets import deep_preset
     from greedyprune.sims.deep.presets import study as deep_study
+    from greedyprune.sims.two_layer.presets import PRESETS, get_preset
     from greedyprune.study import run_study
 
     net = TwoLayerNet(torch.zeros(2, 3), torch.zeros(2))
@@ -280,7 +284,40 @@ def _one_wording_cases():
             lambda: gp.GreedySettings(target_macs=0.5, mode="fast"),
             "mode='fast' must be one of 'batched', 'sequential'",
         ),
+        (
+            lambda: gp.baseline_channels("nope", None, None, None, None),
+            "method='nope' must be one of 'l1', 'taylor', 'bn', 'ispasp', 'ispasp-seq', 'random'",
+        ),
+        (
+            lambda: gp.select_channels("nope", None),
+            f"method='nope' must be one of {_listing(gp.SELECTION_METHODS)}",
+        ),
+        (lambda: gp.resolve_recipe("nope"), f"recipe='nope' must be one of {_listing(gp.RECIPES)}"),
+        (
+            lambda: make_dataset("nope"),
+            "data='nope' must be one of 'gaussian_classification', 'teacher_student'",
+        ),
+        (
+            lambda: gaussian_classification(4, 2, delta=1),
+            "delta=1 must be a finite number > 0 and < 1",
+        ),
+        (
+            lambda: activation_fn("nope"),
+            "activation='nope' must be one of 'relu', 'sigmoid', 'tanh'",
+        ),
+        (lambda: load_data("nope"), "data='nope' must be one of 'teacher', 'mnist1d', 'digits'"),
+        (lambda: mnist1d_data(num_samples=5), "num_samples=5 must be an int >= 20"),
+        (
+            lambda: digits_data(test_fraction=1.0),
+            "test_fraction=1.0 must be a finite number > 0 and < 1",
+        ),
+        (lambda: deep_preset("nope"), "preset='nope' must be one of 'quick', 'paper'"),
+        (lambda: get_preset("nope"), f"preset='nope' must be one of {_listing(sorted(PRESETS))}"),
     ]
+
+
+def _listing(names) -> str:
+    return ", ".join(repr(n) for n in names)
 
 
 def test_the_migrated_messages_have_the_one_wording():

@@ -366,7 +366,7 @@ def test_prune_local_end_to_end_resumes_and_repeats(tmp_path, capsys):
         (["--calibration-images", "100000"], ["--calibration-images=100000", "training split"]),
         (["--memory-budget", "0"], ["--memory-budget"]),
         (["--recipe", "authors"], ["--objective local", "authors"]),
-        (["--method", "greedy"], ["not a local method"]),
+        (["--method", "greedy"], ["--method='greedy' must be one of 'greedy-local'"]),
         (["--method", "greedy-local", "--swaps", "1"], ["swaps need a refit criterion"]),
     ],
 )

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, check_choice
 
 from ..select import SquaredLoss, ispasp
 from . import _greedy_prune  # noqa: F401  (registers greedy first: the registry's order is compare's)
@@ -118,10 +118,7 @@ def baseline_channels(
     leaves gradients in ``.grad``, which are cleared). ``ispasp`` is described in
     :func:`_ispasp_channels`.
     """
-    if method not in BASELINES:
-        raise GreedypruneError(
-            f"method={method!r} is not a baseline; use one of {', '.join(BASELINES)}"
-        )
+    check_choice("method", method, BASELINES)
     request = SelectionRequest(
         model=model,
         example=example_input,

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError, check_int, check_number
+from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number
 from greedyprune.select import (
     FixedWeightLoss,
     GramLoss,
@@ -219,10 +219,7 @@ def check_local(settings: LocalSettings, criterion: str | None = None) -> None:
         check_int(name, v, minimum=1)
     check_int("swaps", settings.swaps, minimum=0, fix="rounds of swap search")
     check_number("ridge", settings.ridge, minimum=0, fix="relative to mean(diag)")
-    if criterion not in CRITERIA:
-        raise GreedypruneError(
-            f"method={criterion!r} is not a local method; use one of {', '.join(CRITERIA)}"
-        )
+    check_choice("method", criterion, CRITERIA)
     if settings.swaps and not CRITERIA[criterion].swaps:
         takers = ", ".join(k for k, v in CRITERIA.items() if v.swaps)
         raise GreedypruneError(

@@ -13,7 +13,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from greedyprune.dist import barrier, is_main
-from greedyprune.errors import GreedypruneError, check_fits, check_int, check_number
+from greedyprune.errors import (
+    GreedypruneError,
+    check_choice,
+    check_device,
+    check_fits,
+    check_int,
+    check_number,
+)
 
 from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
@@ -130,17 +137,9 @@ def check_settings(
         check_number(name, value, above=0)  # finite: an epoch count of inf never ends
     for name, value in non_negative:
         check_number(name, value, minimum=0)
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        raise GreedypruneError(
-            f"device={device!r} is not a torch device; pass cpu, cuda or cuda:1"
-        ) from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise GreedypruneError(f"device={device!r} but no CUDA device is available; pass cpu")
+    kind = torch.device(check_device("device", device)).type
     if amp is not None:
-        if amp not in AMP_DTYPES:
-            raise GreedypruneError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+        check_choice("amp", amp, AMP_DTYPES)
         if kind != "cuda":
             raise GreedypruneError(
                 f"amp={amp!r} needs a CUDA device (device={device!r}); drop amp on the CPU"

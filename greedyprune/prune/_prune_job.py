@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from greedyprune.dist import barrier, init_from_env, is_main, local_slice, rank, world_size
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import GreedypruneError, check_choice, check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _greedy_prune
@@ -95,11 +95,7 @@ def prune(
     """
     rt = runtime if runtime is not None else Runtime()
     if isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise GreedypruneError(
-                f"recipe={recipe!r} is not a recipe; choose one of {', '.join(RECIPES)}"
-            )
-        recipe = RECIPES[recipe]
+        recipe = RECIPES[check_choice("recipe", recipe, RECIPES)]
     if not isinstance(recipe, Recipe):
         raise GreedypruneError(
             f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from greedyprune.errors import (
-    GreedypruneError,
     GreedypruneTypeError,
     check_bool,
     check_choice,
@@ -185,10 +184,7 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
 
     ``n_eval`` given explicitly replaces the recipe's ``eval_every`` (and the reverse).
     """
-    if name not in RECIPES:
-        raise GreedypruneError(
-            f"recipe={name!r} is not a recipe; choose one of {', '.join(RECIPES)}"
-        )
+    check_choice("recipe", name, RECIPES)
     recipe = RECIPES[name]
     top, phases = {}, {"between": {}, "final": {}}
     for key, value in overrides.items():

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import GreedypruneError, check_choice, check_int
 
 from ._finetune import batch_stream
 from ._gates import PrunableGroup
@@ -132,10 +132,7 @@ def register_method(name: str, description: str):
 
 def select_channels(method: str, request: SelectionRequest) -> Choice:
     """Run the registered ``method`` on ``request``, after checking its widths."""
-    if method not in SELECTION_METHODS:
-        raise GreedypruneError(
-            f"method={method!r} is not a selection method; use one of {', '.join(SELECTION_METHODS)}"
-        )
+    check_choice("method", method, SELECTION_METHODS)
     for g in request.groups:
         w = request.widths.get(g.name, g.n_channels)
         check_int(f"widths[{g.name!r}]", w, minimum=1, maximum=g.n_channels)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number
 
 from ._mean_field_net import TwoLayerNet, activation_fn
 
@@ -141,8 +141,7 @@ def gaussian_classification(
     floats) and a test set of ``m_test`` fresh points.
     """
     _check_common(m, d, m_test)
-    if not isinstance(delta, (int, float)) or not 0 < delta < 1:
-        raise GreedypruneError(f"delta={delta!r} must lie in (0, 1)")
+    check_number("delta", delta, above=0, below=1)
     g = torch.Generator().manual_seed(int(seed))
     n = m + m_test
     y = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
@@ -164,8 +163,5 @@ _KINDS = {"teacher_student": teacher_student, "gaussian_classification": gaussia
 
 def make_dataset(kind: str, **kwargs) -> Dataset:
     """``teacher_student(**kwargs)`` or ``gaussian_classification(**kwargs)`` by name."""
-    if kind not in _KINDS:
-        raise GreedypruneError(
-            f"data={kind!r} is not a known data set; pass one of {sorted(_KINDS)}"
-        )
+    check_choice("data", kind, sorted(_KINDS))
     return _KINDS[kind](**kwargs)

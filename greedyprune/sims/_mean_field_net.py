@@ -22,9 +22,7 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 def activation_fn(name: str):
     """The activation called ``name`` (one of ``ACTIVATIONS``)."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise GreedypruneError(
-            f"activation={name!r} is not supported; pass one of {sorted(ACTIVATIONS)}"
-        )
+        raise refuse("activation", name, f"one of {', '.join(map(repr, sorted(ACTIVATIONS)))}")
     return ACTIVATIONS[name]
 
 

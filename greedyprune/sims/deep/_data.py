@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, check_int
+from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number
 
 from .._data import Dataset
 from ._net import DeepMeanFieldNet
@@ -92,9 +92,7 @@ def mnist1d_data(
     num_samples: total number of signals (a multiple of 10 keeps the classes balanced);
     seed 42 with 5000 samples is the data set of the MNIST-1D paper.
     """
-    check_int("num_samples", num_samples, minimum=1)
-    if num_samples < 20:
-        raise GreedypruneError(f"num_samples={num_samples} is too small; pass at least 20")
+    check_int("num_samples", num_samples, minimum=20)
     x, y, xt, yt = _mnist1d_arrays(int(num_samples), int(seed))
     ds = Dataset(
         torch.as_tensor(x, dtype=torch.float64),
@@ -121,8 +119,7 @@ def digits_data(
     """
     from sklearn.datasets import load_digits
 
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise GreedypruneError(f"test_fraction={test_fraction!r} must lie in (0, 1)")
+    check_number("test_fraction", test_fraction, above=0, below=1)
     bunch = load_digits()
     x = torch.as_tensor(bunch.data, dtype=torch.float64)
     y = torch.as_tensor(bunch.target, dtype=torch.long)
@@ -142,8 +139,7 @@ DATA_KINDS = ("teacher", "mnist1d", "digits")
 def load_data(kind: str, **kwargs) -> Dataset:
     """``deep_teacher``, ``mnist1d_data`` or ``digits_data`` by name (``DATA_KINDS``)."""
     fns = {"teacher": deep_teacher, "mnist1d": mnist1d_data, "digits": digits_data}
-    if kind not in fns:
-        raise GreedypruneError(f"data={kind!r} is not known; pass one of {list(DATA_KINDS)}")
+    check_choice("data", kind, DATA_KINDS)
     return fns[kind](**kwargs)
 
 

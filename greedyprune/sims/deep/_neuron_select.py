@@ -26,6 +26,7 @@ from torch import Tensor
 
 from greedyprune.errors import (
     GreedypruneError,
+    check_choice,
     check_int,
     check_number,
     check_type,
@@ -203,8 +204,7 @@ def layerwise_select(
     and applies its selection as the gates of the layers above.
     """
     check_type("net", net, DeepMeanFieldNet, "a DeepMeanFieldNet")
-    if method not in METHODS:
-        raise GreedypruneError(f"method={method!r} is not known; pass one of {list(METHODS)}")
+    check_choice("method", method, METHODS)
     net._check_x(x)
     if method == "global":
         if y is None:

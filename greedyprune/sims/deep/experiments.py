@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import check_choice
 from greedyprune.select import per_sample_loss
 
 from .._common import PretrainCache, sub_seed
@@ -228,8 +228,7 @@ def rate_experiment(
     setting: DeepSetting, seed: int, method: str, device=None, *, progress: bool = False
 ) -> list[dict]:
     """Loss against the per-layer size n for one method (experiment ``"rate"``)."""
-    if method not in DEEP_METHODS:
-        raise GreedypruneError(f"method={method!r} is not known; pass one of {list(DEEP_METHODS)}")
+    check_choice("method", method, DEEP_METHODS)
     data, big, init = pretrain_deep(setting, seed, device, progress=progress)
     with torch.no_grad():
         f_big = big(data.x_train)

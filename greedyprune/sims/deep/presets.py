@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, refuse
+from greedyprune.errors import GreedypruneError, check_choice, refuse
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 from greedyprune.theory import deep_claims
@@ -124,11 +124,8 @@ def _names(names) -> str:
 def deep_preset(preset: str, data: str = "teacher") -> tuple[DeepSetting, tuple[int, ...]]:
     """The setting and seeds of ``greedyprune verify deep --preset PRESET --data DATA``
     (``PRESETS[preset]``'s record for ``data``)."""
-    if preset not in PRESETS:
-        raise GreedypruneError(f"preset={preset!r} is not known; pass {_names(PRESETS)}")
-    p = PRESETS[preset]
-    if data not in p.settings:
-        raise GreedypruneError(f"data={data!r} is not known; pass {_names(p.settings)}")
+    p = PRESETS[check_choice("preset", preset, PRESETS)]
+    check_choice("data", data, p.settings)
     return p.settings[data], tuple(p.seeds[data])
 
 

@@ -30,6 +30,7 @@ from greedyprune.errors import (
     GreedypruneError,
     GreedypruneFileError,
     GreedypruneTypeError,
+    check_choice,
     check_int,
 )
 from greedyprune.study import Study, run_study
@@ -220,9 +221,7 @@ def units(preset: Preset, seeds: int, device):
 
 
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise GreedypruneError(f"preset={name!r} is not known; pass one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return PRESETS[check_choice("preset", name, sorted(PRESETS))]
 
 
 def load_results(out: str | os.PathLike) -> pd.DataFrame:
