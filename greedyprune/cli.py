@@ -18,7 +18,7 @@ import importlib
 import re
 import sys
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import SEED_MAX, GreedypruneError
 
 DESCRIPTION = (
     "Greedy forward selection of subnetworks (Ye et al., ICML 2020): check the paper's claims "
@@ -88,9 +88,6 @@ def _version() -> str:
 
 
 # -- the shared grammar --------------------------------------------------------------------------
-
-
-SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes at most this
 
 
 def seeds_type(text: str) -> tuple[int, ...]:

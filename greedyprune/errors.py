@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "SEED_MAX",
     "GreedypruneError",
     "GreedypruneFileError",
     "GreedypruneTypeError",
@@ -34,6 +35,7 @@ __all__ = [
     "check_number",
     "check_path",
     "check_range",
+    "check_seeds",
     "check_type",
     "refuse",
 ]
@@ -149,6 +151,24 @@ def check_number(
     if bad:
         raise refuse(name, value, what, fix)
     return v
+
+
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes seeds up to this
+
+
+def check_seeds(name: str, value) -> tuple[int, ...]:
+    """``value`` (one seed or an iterable of them) as a tuple of distinct ints in
+    ``0..SEED_MAX``, first occurrences kept in order; at least one."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise refuse(name, value, "a seed or a list of seeds", wrong_type=True)
+    seeds: dict[int, None] = {}
+    for i, s in enumerate(value):
+        seeds[check_int(f"{name}[{i}]", s, minimum=0, maximum=SEED_MAX)] = None
+    if not seeds:
+        raise refuse(name, value, "at least one seed")
+    return tuple(seeds)
 
 
 def check_choice(name: str, value, choices: Iterable):

@@ -187,3 +187,17 @@ def test_cli_refuses_a_folder_with_other_settings(tmp_path, capsys):
 def test_cli_asks_for_a_missing_gpu(tmp_path, capsys):
     assert main(["verify", "deep", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_seeds_a_generator_cannot_take_are_refused_before_the_folder(tmp_path):
+    """A seed list is checked as seeds (ints in 0..2^63-1, each once), not cast with int(): 2.7
+    ran as seed 2 and -1 reached torch, which refuses it only when the unit runs."""
+    from greedyprune.errors import GreedypruneError
+    from greedyprune.sims.deep.presets import deep_preset, run_deep, study
+
+    setting, _ = deep_preset("quick")
+    for bad in ([2.7], [-1], ["a"]):
+        with pytest.raises(GreedypruneError, match=r"^seeds\[0\]="):
+            run_deep(setting, bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert study(setting, [1, 1, 0]).config["seeds"] == [1, 0]

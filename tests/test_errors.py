@@ -22,6 +22,7 @@ from greedyprune.errors import (
     check_number,
     check_path,
     check_range,
+    check_seeds,
     check_type,
 )
 
@@ -115,6 +116,25 @@ def test_check_device_and_path(tmp_path):
     assert check_path("weights", str(f)) == f
     _refused(check_path, "weights", f, kind="dir")
     assert isinstance(_refused(check_path, "weights", 3), TypeError)
+
+
+@given(st.lists(st.integers(0, 2**63 - 1), min_size=1, max_size=6))
+def test_check_seeds_keeps_each_seed_once_in_order(seeds):
+    assert check_seeds("seeds", seeds) == tuple(dict.fromkeys(seeds))
+    assert check_seeds("seeds", np.int64(seeds[0])) == (seeds[0],)
+
+
+def test_check_seeds_refuses_what_a_generator_cannot_take():
+    for bad, message in [
+        (["a"], "seeds[0]='a' must be an int in 0..9223372036854775807"),
+        ([0, 2.0], "seeds[1]=2.0 must be an int in 0..9223372036854775807"),
+        ([-1], "seeds[0]=-1 must be an int in 0..9223372036854775807"),
+        ([2**63], "seeds[0]=9223372036854775808 must be an int in 0..9223372036854775807"),
+        ([], "seeds=[] must be at least one seed"),
+        ("0,1", "seeds='0,1' must be a seed or a list of seeds"),
+        (True, "seeds=True must be a seed or a list of seeds"),
+    ]:
+        assert str(_refused(check_seeds, "seeds", bad)) == message
 
 
 def test_check_type_names_the_value_in_one_line():

@@ -16,7 +16,12 @@ import pandas as pd
 import torch
 
 from greedyprune.dist import init_from_env, is_main, local_slice
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_bool, check_int
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_bool,
+    check_seeds,
+)
 from greedyprune.runs import unique
 from greedyprune.study import Study, run_study
 
@@ -91,8 +96,7 @@ class CompareSettings:
                         f"methods={m} needs {need} too: its budget counts {need}'s selection"
                     )
         targets = [targets] if isinstance(targets, (str, int, float)) else list(targets)
-        seeds = [seeds] if isinstance(seeds, int) else seeds
-        seeds = unique(check_int("seeds", s, minimum=0, maximum=2**63 - 1) for s in seeds)
+        seeds = check_seeds("seeds", seeds)
         targets = unique(targets)
         needed = {n for m in methods if m in WIDTH_RULES for n in WIDTH_RULES[m].needs}
         methods = [*(m for m in methods if m in needed), *(m for m in methods if m not in needed)]

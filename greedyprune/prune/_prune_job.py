@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from greedyprune.dist import barrier, init_from_env, is_main, local_slice, rank, world_size
-from greedyprune.errors import GreedypruneError, check_choice, check_int
+from greedyprune.errors import SEED_MAX, GreedypruneError, check_choice, check_int
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _greedy_prune
@@ -101,7 +101,7 @@ def prune(
             f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name"
         )
     r = recipe
-    check_int("seed", seed, minimum=0, maximum=2**63 - 1)  # a generator's seed
+    check_int("seed", seed, minimum=0, maximum=SEED_MAX)  # a generator's seed
     check_settings(  # the recipe's own knobs were checked when it was made (Recipe)
         loss=loss,
         mode=mode,

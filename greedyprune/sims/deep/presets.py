@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, check_choice, refuse
-from greedyprune.runs import unique
+from greedyprune.errors import check_choice, check_seeds, refuse
 from greedyprune.study import Study, run_study
 from greedyprune.theory import deep_claims
 
@@ -136,9 +135,7 @@ def study(setting: DeepSetting, seeds, *, preset: str = "custom", progress: bool
     progress: the units' own progress bars (training, selection)."""
     if not isinstance(setting, DeepSetting):
         raise refuse("setting", setting, "a DeepSetting", wrong_type=True)
-    seeds = tuple(unique(int(s) for s in seeds))
-    if not seeds:
-        raise GreedypruneError("seeds is empty; pass at least one seed")
+    seeds = check_seeds("seeds", seeds)
 
     def bound(device):
         return [
