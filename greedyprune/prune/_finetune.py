@@ -35,7 +35,13 @@ from greedyprune.dist import (
     rank,
     world_size,
 )
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_choice,
+    check_int,
+    check_number,
+)
 from greedyprune.runs import atomic_write_bytes, load_checkpoint_file
 
 from ._data import seeded_draws
@@ -334,68 +340,37 @@ def finetune(
     the last finished epoch (same model architecture required).
     """
     ph = _phase(phase, knobs)
-    epochs, lr, batch_size, schedule = ph.epochs, ph.lr, ph.batch_size, ph.schedule
-    momentum, nesterov, weight_decay = ph.momentum, ph.nesterov, ph.weight_decay
-    label_smoothing, decay_all = ph.label_smoothing, ph.decay_all
-    check_number("epochs", epochs, above=0)
-    check_number("lr", lr, above=0)
-    if schedule not in ("cosine", "constant"):
-        raise GreedypruneError(f"schedule={schedule!r} must be 'cosine' or 'constant'")
-    if amp is not None and amp not in AMP_DTYPES:
-        raise GreedypruneError(f"amp={amp!r} must be one of {', '.join(AMP_DTYPES)} or None")
+    check_number("epochs", ph.epochs, above=0)
+    check_number("lr", ph.lr, above=0)
+    check_choice("schedule", ph.schedule, ("cosine", "constant"))
+    if amp is not None:
+        check_choice("amp", amp, AMP_DTYPES)
     device = _device_of(model)
     gen = (
         generator
         if isinstance(generator, torch.Generator)
         else torch.Generator().manual_seed(int(generator))
     )
-    distributed = is_distributed()
-    loader, net, sampler = _train_loader(model, train_set, batch_size, gen, num_workers, device)
-    per_epoch = len(loader)
-    total_steps = max(1, math.ceil(epochs * per_epoch))
-    n_epochs = math.ceil(epochs)
-    opt = torch.optim.SGD(
-        param_groups(model, weight_decay, decay_all=decay_all),
-        lr=lr,
-        momentum=momentum,
-        nesterov=bool(nesterov and momentum > 0),
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+    loader, net, sampler = _train_loader(model, train_set, ph.batch_size, gen, num_workers, device)
+    sgd = _SGDPhase(ph, net, loader, device, amp, channels_last)
+    opt = sgd.optimizer(model)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start = _resume(ckpt, model, opt, gen, device)
+    n_epochs = math.ceil(ph.epochs)
+    sgd.step = start * len(loader)
     history: list[float] = []
-    step = start * per_epoch
     model.train()
     for epoch in range(start, n_epochs):
-        if distributed:
+        if is_distributed():
             sampler.set_epoch(epoch)
         # the epoch's draws that take no generator (random crops and flips, dropout) start from
         # a seed the shuffling generator gives, which the checkpoint saves: a resumed run
         # repeats them; each rank its own
         epoch_seed = int(torch.randint(2**62, (1,), generator=gen)) + rank()
         with seeded_draws(epoch_seed, device):
-            total, count = 0.0, 0
-            bar = tqdm(
-                loader, desc=f"epoch {epoch + 1}/{n_epochs}", disable=not progress, leave=False
-            )
-            for x, y in bar:
-                if step >= total_steps:
-                    break
-                x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
-                with autocast(device, amp):
-                    loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                # the schedule is a function of the step alone, so a resumed run needs no state
-                if schedule == "cosine":
-                    for group in opt.param_groups:
-                        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-                scaler.step(opt)
-                scaler.update()
-                step += 1
-                total += float(loss.detach()) * y.numel()
-                count += y.numel()
-        if distributed:
+            label = f"epoch {epoch + 1}/{n_epochs}"
+            total, count = sgd.epoch(tqdm(loader, desc=label, disable=not progress, leave=False))
+        if is_distributed():
             total, count = all_sum(total, count)
             # DDP keeps the parameters equal; batch-norm statistics are each rank's own until
             # rank 0's are sent to all (what a checkpoint holds and the next selection sees)
@@ -411,6 +386,53 @@ def finetune(
             barrier()
     model.eval()
     return history
+
+
+class _SGDPhase:
+    """One phase's optimiser steps: SGD on ``net`` (the model, or its DDP wrapper) with the
+    phase's schedule, counted over the whole phase (``step`` of ``total_steps``; the schedule is
+    a function of the step alone, so a resumed run needs no more state than the step)."""
+
+    def __init__(self, ph: FinetuneSettings, net, loader, device, amp, channels_last):
+        self.ph, self.net, self.device = ph, net, device
+        self.amp, self.channels_last = amp, channels_last
+        self.total_steps = max(1, math.ceil(ph.epochs * len(loader)))
+        self.step = 0
+        self.opt = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+
+    def optimizer(self, model: nn.Module) -> torch.optim.SGD:
+        ph = self.ph
+        self.opt = torch.optim.SGD(
+            param_groups(model, ph.weight_decay, decay_all=ph.decay_all),
+            lr=ph.lr,
+            momentum=ph.momentum,
+            nesterov=bool(ph.nesterov and ph.momentum > 0),
+        )
+        return self.opt
+
+    def epoch(self, batches) -> tuple[float, int]:
+        """Steps on ``batches`` until the phase's last step; the summed loss and image count."""
+        ph, opt, scaler, device = self.ph, self.opt, self.scaler, self.device
+        total, count = 0.0, 0
+        for x, y in batches:
+            if self.step >= self.total_steps:
+                break
+            x, y = _to(x, device, self.channels_last), y.to(device, non_blocking=True)
+            with autocast(device, self.amp):
+                loss = F.cross_entropy(self.net(x), y, label_smoothing=ph.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if ph.schedule == "cosine":
+                lr = ph.lr * 0.5 * (1 + math.cos(math.pi * self.step / self.total_steps))
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            scaler.step(opt)
+            scaler.update()
+            self.step += 1
+            total += float(loss.detach()) * y.numel()
+            count += y.numel()
+        return total, count
 
 
 @torch.no_grad()
