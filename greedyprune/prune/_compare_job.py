@@ -295,11 +295,11 @@ def _compare_study(
             lat_full=latency_ms(model, lat_example),
         )
 
-    def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
-        b = base(device)
+    def pruned(b, device: str, method: str, t, target: int, seed: int, seen: list):
+        """The unit's pruned model and, for a width rule, its context (None otherwise); ``seen``
+        counts the images greedy's selection sends through the classifier."""
         widths = b.macs.plan(target)
-        seen = [0]
-        t0 = time.perf_counter()
+        ctx = None
         if method in WIDTH_RULES:
             rule = WIDTH_RULES[method]
             ctx = RuleContext(
@@ -337,6 +337,13 @@ def _compare_study(
                 # random channels are those of folders made then
                 request.one_batch(method)
             apply_choice(model, example, b.groups, select_channels(method, request))
+        return model, ctx
+
+    def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        b = base(device)
+        seen = [0]
+        t0 = time.perf_counter()
+        model, ctx = pruned(b, device, method, t, target, seed, seen)
         select_s = time.perf_counter() - t0
         if method == "greedy":
             seen_by_greedy[(str(t), seed)] = seen[0]
