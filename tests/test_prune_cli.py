@@ -25,9 +25,10 @@ def _fails(capsys, argv, *words):
 
 
 def test_unknown_arch(capsys, tmp_path):
+    argv = ["prune", "--arch", "resnet19", "--data", "digits", "--target-macs", "0.5"]
     _fails(
         capsys,
-        ["prune", "--arch", "resnet19", "--data", "digits", "--out", str(tmp_path / "r")],
+        [*argv, "--out", str(tmp_path / "r")],
         "arch='resnet19'",
         "resnet18",
     )
@@ -413,3 +414,50 @@ def test_bad_settings_fail_before_any_work(capsys, tmp_path, extra, word):
     argv = ["prune", "--arch", "resnet18", "--data", "digits", "--out", str(tmp_path / "r")]
     _fails(capsys, [*argv, *extra], word)
     assert not (tmp_path / "r").exists()
+
+
+PRUNE_BAD = {
+    "recipe": "fastest",
+    "seed": -1,
+    "replacement": "no",
+    "loss": "l2",
+    "mode": "fast",
+    "train_epochs": float("nan"),
+    "local": "yes",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRUNE_BAD))
+def test_prune_settings_name_each_bad_field_when_made(name, tmp_path):
+    """PruneSettings checks every field when made; prune() given the field as a keyword refuses
+    it the same way before the model is built or the folder made."""
+    from greedyprune.errors import GreedypruneError
+
+    with pytest.raises(GreedypruneError, match=rf"^{name}="):
+        gp.PruneSettings(target_macs=0.5, **{name: PRUNE_BAD[name]})
+    out = tmp_path / "r"
+    with pytest.raises(GreedypruneError, match=rf"^{name}="):
+        gp.prune("resnet18", "synthetic", out, target_macs=0.5, **{name: PRUNE_BAD[name]})
+    assert not out.exists()
+
+
+def test_prune_takes_settings_a_recipe_or_keywords_alike(tmp_path):
+    from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+
+    with pytest.raises(
+        GreedypruneTypeError, match=r"prune\(\) got unknown keywords \['candidats'\]"
+    ):
+        gp.prune("resnet18", "synthetic", tmp_path / "r", target_macs=0.5, candidats=3)
+    with pytest.raises(GreedypruneError, match=r"pass target_macs=0\.5"):
+        gp.PruneSettings()
+    authors = gp.resolve_recipe("authors", candidates=4)
+    st = gp.PruneSettings(recipe=authors, target_macs=0.5, seed=3)
+    assert st.recipe is authors
+    assert gp.PruneSettings(recipe="authors", target_macs=0.5).recipe is gp.RECIPES["authors"]
+    # the config written is the settings' own, the recipe in full
+    config = st.config("resnet18", "synthetic", None, 16)
+    assert config["recipe"] == authors.as_dict() and config["seed"] == 3
+    assert "objective" not in config  # local keys only for local runs (older folders match)
+    g = st.greedy(1000, gp.Runtime(eval_cache_mb=2))
+    assert (g.target_macs, g.candidates, g.tol, g.generator) == (1000, 4, authors.tol, 3)
+    assert g.eval_cache_bytes == 2 << 20

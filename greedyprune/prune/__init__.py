@@ -41,7 +41,7 @@ from ._local import LocalSettings, calibration_set, local_select
 from ._macs import MacsModel, count_macs, count_params, parse_macs, profile_layers
 from ._models import build_model, list_archs, load_checkpoint
 from ._proxyless import proxylessnas_mobile
-from ._prune_job import Runtime, prune
+from ._prune_job import PruneSettings, Runtime, prune
 from ._recipes import RECIPES, UNSET, FinetuneSettings, Recipe, resolve_recipe
 from ._registry import (
     SELECTION_METHODS,
@@ -76,6 +76,7 @@ __all__ = [
     "MacsModel",
     "MethodSpec",
     "PrunableGroup",
+    "PruneSettings",
     "Recipe",
     "RuleContext",
     "Runtime",

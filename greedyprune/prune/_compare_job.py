@@ -8,7 +8,7 @@ import functools
 import json
 import os
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +18,6 @@ import torch
 from greedyprune.dist import init_from_env, is_main, local_slice
 from greedyprune.errors import (
     GreedypruneError,
-    GreedypruneTypeError,
     check_bool,
     check_seeds,
 )
@@ -31,7 +30,14 @@ from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
 from ._latency import latency_phase
 from ._macs import MacsModel, count_macs, count_params, profile_layers
-from ._prepare import Prepared, auto_progress, check_settings, prepare, train_base
+from ._prepare import (
+    Prepared,
+    auto_progress,
+    check_settings,
+    prepare,
+    resolve_settings,
+    train_base,
+)
 from ._prune_job import Runtime
 from ._registry import SELECTION_METHODS, SelectionRequest, apply_choice, select_channels
 from ._width_rules import META_STEPS, SCRATCH_LR, WIDTH_RULES, RuleContext
@@ -134,28 +140,7 @@ class CompareSettings:
         return config
 
 
-_SETTINGS_FIELDS = {f.name for f in fields(CompareSettings)}
-_RUNTIME_FIELDS = {"device", "workers", "amp", "progress"}
-
-
-def _resolve(settings, runtime, knobs: dict) -> tuple[CompareSettings, Runtime]:
-    """The run's settings and runtime: ``settings`` / ``runtime`` (or the defaults) with any
-    field given as a keyword (``compare(..., methods=["l1"], device="cuda")``) replaced."""
-    unknown = sorted(set(knobs) - _SETTINGS_FIELDS - _RUNTIME_FIELDS)
-    if unknown:
-        raise GreedypruneTypeError(
-            f"compare() got unknown keywords {unknown}; pass fields of CompareSettings or of "
-            f"Runtime ({', '.join(sorted(_RUNTIME_FIELDS))})"
-        )
-    if settings is not None and not isinstance(settings, CompareSettings):
-        raise GreedypruneTypeError(f"settings={settings!r} must be a CompareSettings or None")
-    if runtime is not None and not isinstance(runtime, Runtime):
-        raise GreedypruneTypeError(f"runtime={runtime!r} must be a Runtime or None")
-    st = replace(
-        settings or CompareSettings(), **{k: knobs[k] for k in knobs if k in _SETTINGS_FIELDS}
-    )
-    rt = replace(runtime or Runtime(), **{k: knobs[k] for k in knobs if k in _RUNTIME_FIELDS})
-    return st, rt
+_RUNTIME_FIELDS = ("device", "workers", "amp", "progress")  # what compare reads of a Runtime
 
 
 def compare(
@@ -213,7 +198,9 @@ def compare(
     and ``local``) only when used, so folders made without them resume unchanged.
     Returns the results table (every unit of the folder, this call's and earlier ones').
     """
-    st, rt = _resolve(settings, runtime, knobs)
+    st, rt = resolve_settings(
+        "compare", CompareSettings, settings, Runtime, runtime, knobs, how=_RUNTIME_FIELDS
+    )
     check_settings(
         candidates=st.candidates,
         loss=st.loss,

@@ -4,6 +4,7 @@ on bad input runs before a run folder is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ from torch.utils.data import Dataset
 from greedyprune.dist import barrier, is_main
 from greedyprune.errors import (
     GreedypruneError,
+    GreedypruneTypeError,
     check_choice,
     check_device,
     check_fits,
     check_int,
     check_number,
+    check_type,
 )
 
 from . import _finetune, _io
@@ -109,6 +112,29 @@ def prepare(
         absolute.append(target)
     model = model.to(device).eval()
     return Prepared(spec.kind, size, train, test, n_classes, model, example.to(device), absolute)
+
+
+def resolve_settings(job: str, cls, settings, runtime_cls, runtime, knobs: dict, how=None):
+    """A job's settings and runtime: ``settings`` / ``runtime`` (None: ``cls`` / ``runtime_cls``
+    made from the keywords alone) with any field given as a keyword replaced, checked when made
+    (``job`` names the function in the message for an unknown keyword; ``how``: the runtime
+    fields the job reads, default all)."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    how = set(how) if how is not None else {f.name for f in dataclasses.fields(runtime_cls)}
+    unknown = sorted(set(knobs) - own - how)
+    if unknown:
+        raise GreedypruneTypeError(
+            f"{job}() got unknown keywords {unknown}; pass fields of {cls.__name__} or of "
+            f"{runtime_cls.__name__} ({', '.join(sorted(how))})"
+        )
+    if settings is not None:
+        check_type("settings", settings, cls, f"a {cls.__name__} or None")
+    if runtime is not None:
+        check_type("runtime", runtime, runtime_cls, f"a {runtime_cls.__name__} or None")
+    mine = {k: v for k, v in knobs.items() if k in own}
+    st = cls(**mine) if settings is None else dataclasses.replace(settings, **mine)
+    rt = dataclasses.replace(runtime or runtime_cls(), **{k: knobs[k] for k in knobs if k in how})
+    return st, rt
 
 
 def check_settings(

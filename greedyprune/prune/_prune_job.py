@@ -12,13 +12,21 @@ from torch import nn
 from torch.utils.data import Subset
 
 from greedyprune.dist import barrier, init_from_env, is_main, local_slice, rank, world_size
-from greedyprune.errors import SEED_MAX, GreedypruneError, check_choice, check_int
+from greedyprune.errors import (
+    SEED_MAX,
+    GreedypruneError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_type,
+)
 from greedyprune.runs import RunDir, open_run
 
 from . import _finetune, _greedy_prune
 from ._data import class_count, eval_indices, labels_of, seeded_draws
 from ._finetune import batch_stream, evaluate, stream_batches
-from ._greedy_prune import GreedySettings
+from ._greedy_prune import GreedySettings, check_selection_settings
 from ._io import load_pruned, save_pruned, state_hash
 from ._local import (
     LocalSettings,
@@ -27,12 +35,19 @@ from ._local import (
     internal_groups,
 )
 from ._macs import MacsModel, count_macs, count_params, profile_layers
-from ._prepare import Prepared, auto_progress, check_settings, prepare, train_base
+from ._prepare import (
+    Prepared,
+    auto_progress,
+    check_settings,
+    prepare,
+    resolve_settings,
+    train_base,
+)
 from ._recipes import RECIPES, Recipe
 from ._registry import SelectionRequest, apply_choice, select_channels
 from ._surgery import fold_and_prune
 
-__all__ = ["Runtime", "prune"]
+__all__ = ["PruneSettings", "Runtime", "prune"]
 
 
 @dataclass(frozen=True)
@@ -58,119 +73,153 @@ class Runtime:
     progress: bool | None = None
 
 
-def prune(
-    arch: str,
-    data: str,
-    out: str | os.PathLike,
-    recipe: Recipe | str = "default",
-    *,
-    target_macs: str | float | None = None,
-    weights: str | None = None,
-    image_size: int | None = None,
-    replacement: bool = False,
-    loss: str = "ce",
-    mode: str = "batched",
-    train_epochs: float = 20,
-    seed: int = 0,
-    local: LocalSettings | None = None,
-    runtime: Runtime | None = None,
-) -> dict:
-    """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
+@dataclass(frozen=True)
+class PruneSettings:
+    """What a :func:`prune` run computes (its ``config.json`` with the model and data), checked
+    when made, before anything is read or written.
 
     recipe: a resolved :class:`Recipe` (``resolve_recipe("authors", candidates=8)``) or the name
         of one of :data:`RECIPES` taken as it is: every knob of the selection and fine-tuning.
     target_macs: "220M", "1.5G", 0.5 or "50%" (see ``parse_macs``); the recipe's ``tol``: the
         authors' per-layer top-1 tolerance, measured on every ``eval_every``-th training image (or
         ``n_eval`` images spread over the whole set). At least one of them.
-    weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
-        ``train_epochs`` and cached in ``out``.
-    replacement, loss, mode: greedy's (see ``greedy_prune``); seed: every random draw of the run.
+    replacement, loss, mode: greedy's (see :class:`GreedySettings`).
+    train_epochs: the base model's training when no ``weights`` are given.
+    seed: every random draw of the run.
     local: None (the global objective: greedy on the whole network's loss) or the settings of
         local imitation (:class:`LocalSettings`: each internal group's consumer imitates the dense
         one on a calibration set, then is refitted; the recipe's selection knobs are not used).
-    runtime: how the run executes (:class:`Runtime`; default: one CPU process).
+    """
+
+    recipe: Recipe | str = "default"
+    target_macs: str | float | None = None
+    replacement: bool = False
+    loss: str = "ce"
+    mode: str = "batched"
+    train_epochs: float = 20
+    seed: int = 0
+    local: LocalSettings | None = None
+
+    def __post_init__(self):
+        recipe = self.recipe
+        if isinstance(recipe, str):
+            recipe = RECIPES[check_choice("recipe", recipe, RECIPES)]
+        check_type("recipe", recipe, Recipe, "a Recipe (see resolve_recipe) or its name")
+        object.__setattr__(self, "recipe", recipe)  # its knobs were checked when it was made
+        check_int("seed", self.seed, minimum=0, maximum=SEED_MAX)  # a generator's seed
+        check_bool("replacement", self.replacement)
+        check_selection_settings(loss=self.loss, mode=self.mode)
+        check_number("train_epochs", self.train_epochs, minimum=0)
+        if self.target_macs is None and recipe.tol is None:
+            raise GreedypruneError("pass target_macs=0.5 (or 220M, 50%) or tol=0.02")
+        if recipe.tol is not None and recipe.n_eval is None and recipe.eval_every is None:
+            raise GreedypruneError(
+                "tol needs n_eval or eval_every: the images top-1 is measured on"
+            )
+        if self.local is not None:
+            _check_local_recipe(recipe, self.local)
+
+    def config(self, arch: str, data: str, weights, image_size) -> dict:
+        """The run's ``config.json``; the local keys only for local runs, so that the global
+        folders made before them match."""
+        config = {
+            "job": "prune",
+            "arch": arch,
+            "data": data,
+            "target_macs": self.target_macs,
+            "weights": weights,
+            "image_size": image_size,
+            "recipe": self.recipe.as_dict(),
+            "replacement": self.replacement,
+            "loss": self.loss,
+            "mode": self.mode,
+            "train_epochs": self.train_epochs,
+            "seed": self.seed,
+        }
+        if self.local is not None:
+            config["objective"] = "local"
+            config["local"] = self.local.as_dict()
+        return config
+
+    def greedy(self, target: int | None, runtime: Runtime) -> GreedySettings:
+        """The global selection's settings (checked when made) for the absolute MACs target."""
+        r = self.recipe
+        return GreedySettings(
+            target_macs=target,
+            tol=r.tol,
+            precheck=r.precheck,
+            candidates=r.candidates,
+            candidate_order=r.candidate_order,
+            replacement=self.replacement,
+            loss=self.loss,
+            mode=self.mode,
+            generator=self.seed,
+            eval_cache_bytes=runtime.eval_cache_mb << 20,
+        )
+
+
+def prune(
+    arch: str,
+    data: str,
+    out: str | os.PathLike,
+    settings: PruneSettings | Recipe | str | None = None,
+    *,
+    weights: str | None = None,
+    image_size: int | None = None,
+    runtime: Runtime | None = None,
+    **knobs,
+) -> dict:
+    """Prune ``arch`` by layer-wise greedy forward selection, fine-tune, save into ``out``.
+
+    settings: what the run computes, a :class:`PruneSettings` (None: its defaults; a
+        :class:`Recipe` or a recipe's name: the defaults with that recipe), checked when made;
+        runtime: how it runs, a :class:`Runtime` (default: one CPU process). Any field of either
+        may be given as a keyword instead (``prune(arch, data, out, target_macs=0.5, seed=1)``);
+        it replaces that field.
+    weights: a local checkpoint; without one (digits, synthetic) a model is trained here for
+        ``train_epochs`` and cached in ``out``.
     Every value but ``runtime`` is recorded in ``out/config.json``. A finished run is not redone:
     its summary is returned. Returns the summary (also in ``out/summary.json``). The pruned model
     is ``out/model.safetensors`` + ``out/pruned.json`` (see ``load_pruned``).
     """
-    rt = runtime if runtime is not None else Runtime()
-    if isinstance(recipe, str):
-        recipe = RECIPES[check_choice("recipe", recipe, RECIPES)]
-    if not isinstance(recipe, Recipe):
-        raise GreedypruneError(
-            f"recipe={recipe!r} must be a Recipe (see resolve_recipe) or its name"
-        )
-    r = recipe
-    check_int("seed", seed, minimum=0, maximum=SEED_MAX)  # a generator's seed
-    check_settings(  # the recipe's own knobs were checked when it was made (Recipe)
-        loss=loss,
-        mode=mode,
+    if isinstance(settings, (Recipe, str)):  # prune(arch, data, out, recipe): the older form
+        settings, knobs = None, {"recipe": settings, **knobs}
+    st, rt = resolve_settings("prune", PruneSettings, settings, Runtime, runtime, knobs)
+    r = st.recipe
+    check_settings(
         device=rt.device,
         amp=rt.amp,
         non_negative_ints=[("workers", rt.workers), ("eval_cache_mb", rt.eval_cache_mb)],
-        positive=[("train_epochs", train_epochs)] if weights is None else [],
+        positive=[("train_epochs", st.train_epochs)] if weights is None else [],
     )
-    if local is not None:
-        _check_local_recipe(r, local)
     device = init_from_env(rt.device)
     workers, amp, channels_last = rt.workers, rt.amp, rt.channels_last
     local_slice(r.batch_size)  # the step batch must split evenly over the processes
     progress = auto_progress(rt.progress)
+    seed, local = st.seed, st.local
     prep = prepare(
         arch,
         data,
         image_size,
         weights,
         device,
-        [target_macs],
+        [st.target_macs],
         crop_scale=tuple(r.crop_scale),
         workers=workers,
         progress=progress,
         seed=seed,
     )
     target = prep.targets[0] if prep.targets else None
-    if target is None and r.tol is None:
-        raise GreedypruneError("pass target_macs=0.5 (or 220M, 50%) or tol=0.02")
-    if r.tol is not None and r.n_eval is None and r.eval_every is None:
-        raise GreedypruneError("tol needs n_eval or eval_every: the images top-1 is measured on")
     plan = _plan_local(prep, local, seed) if local is not None else None
-    greedy = None
-    if local is None:  # the global selection's whole settings, checked before the folder
-        greedy = GreedySettings(
-            target_macs=target,
-            tol=r.tol,
-            precheck=r.precheck,
-            candidates=r.candidates,
-            candidate_order=r.candidate_order,
-            replacement=replacement,
-            loss=loss,
-            mode=mode,
-            generator=seed,
-            eval_cache_bytes=rt.eval_cache_mb << 20,
-        )
-    config = {
-        "job": "prune",
-        "arch": arch,
-        "data": data,
-        "target_macs": target_macs,
-        "weights": weights,
-        "image_size": image_size,
-        "recipe": r.as_dict(),
-        "replacement": replacement,
-        "loss": loss,
-        "mode": mode,
-        "train_epochs": train_epochs,
-        "seed": seed,
-    }
-    if local is not None:  # keys only for local runs, so the global folders made before match
-        config["objective"] = "local"
-        config["local"] = local.as_dict()
+    # the global selection's whole settings, checked before the folder
+    greedy = st.greedy(target, rt) if local is None else None
+    config = st.config(arch, data, weights, image_size)
     run = open_run(out, config)  # rank 0 writes; the other ranks read
     if (run.path / "summary.json").is_file() and (run.path / "model.safetensors").is_file():
         return run.read_json("summary.json")  # finished: nothing to redo
     loader = {"num_workers": workers, "amp": amp, "channels_last": channels_last}
     if weights is None:
-        train_base(prep, run.path, train_epochs, seed, progress, **loader)
+        train_base(prep, run.path, st.train_epochs, seed, progress, **loader)
     model, example, train = prep.model, prep.example, prep.train
     if channels_last:
         model.to(memory_format=torch.channels_last)

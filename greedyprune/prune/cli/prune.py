@@ -312,19 +312,14 @@ def summary_table(summary: dict, layers=None) -> str:
 def run(args) -> int:
     import pandas as pd
 
-    from .._prune_job import Runtime, prune
+    from .._prune_job import PruneSettings, Runtime, prune
     from .._recipes import resolve_recipe
 
     knobs = {k: getattr(args, k) for k in _KNOBS if hasattr(args, k)}
     out = args.out or f"runs/prune-{args.data.split(':')[0]}-{args.arch}"
-    summary = prune(
-        args.arch,
-        args.data,
-        out,
-        resolve_recipe(args.recipe, **knobs),
+    settings = PruneSettings(
+        recipe=resolve_recipe(args.recipe, **knobs),
         target_macs=args.target_macs,
-        weights=args.weights,
-        image_size=args.image_size,
         replacement=args.replacement,
         loss=args.loss,
         mode=args.mode,
@@ -335,6 +330,14 @@ def run(args) -> int:
             args.objective == "local",
             "--objective local (the global objective has no such setting)",
         ),
+    )
+    summary = prune(
+        args.arch,
+        args.data,
+        out,
+        settings,
+        weights=args.weights,
+        image_size=args.image_size,
         runtime=Runtime(
             device=args.device,
             workers=args.workers,
