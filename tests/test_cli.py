@@ -315,8 +315,9 @@ def test_prune_out_has_a_default_like_compare(monkeypatch, tmp_path, capsys):
     }
     monkeypatch.setattr(_prune_job, "prune", lambda *a, **kw: calls.append((a, kw)) or summary)
     monkeypatch.chdir(tmp_path)
-    assert main(["prune", "--arch", "resnet18", "--data", "digits", "--seeds", "7"]) == 0
-    (_, _, out, recipe), kw = calls[0]
-    assert out == "runs/prune-digits-resnet18" and kw["seed"] == 7 and kw["runtime"].device == "cpu"
-    assert recipe == gp_recipes.RECIPES["default"]
+    argv = ["prune", "--arch", "resnet18", "--data", "digits", "--target-macs", "0.5"]
+    assert main([*argv, "--seeds", "7"]) == 0
+    (_, _, out, settings), kw = calls[0]
+    assert out == "runs/prune-digits-resnet18" and kw["runtime"].device == "cpu"
+    assert settings.seed == 7 and settings.recipe == gp_recipes.RECIPES["default"]
     assert "runs/prune-digits-resnet18/model.safetensors" in capsys.readouterr().out
