@@ -110,13 +110,13 @@ def test_all_ones_gates_and_gated_subnetwork_match():
 
 def test_input_errors_name_the_argument():
     net = _net()
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match=r"^x\.shape=\(3, 7\) must be \(m, 3\)$"):
         net(torch.zeros(3, 7, dtype=torch.float64))
     with pytest.raises(ValueError, match="convert with"):
         net(_x(dtype=torch.float32))
     with pytest.raises(ValueError, match="reshape y"):
         layerwise_select(net, _x(), torch.zeros(7, dtype=torch.float64), method="global")
-    with pytest.raises(ValueError, match="gates must hold"):
+    with pytest.raises(ValueError, match=r"^len\(gates\)=1 must be 2, one per hidden layer"):
         net(_x(), gates=[None])
     with pytest.raises(ValueError, match=r"counts\[0\] keeps no neuron"):
         net.subnetwork([torch.zeros(5), None])

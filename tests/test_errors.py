@@ -333,6 +333,28 @@ def _one_wording_cases():
         ),
         (lambda: deep_preset("nope"), "preset='nope' must be one of 'quick', 'paper'"),
         (lambda: get_preset("nope"), f"preset='nope' must be one of {_listing(sorted(PRESETS))}"),
+        (
+            lambda: DeepMeanFieldNet([torch.zeros(2, 3)], []),
+            "len(weights)=1 must be at least 2: a hidden layer and the output layer",
+        ),
+        (
+            lambda: DeepMeanFieldNet([torch.zeros(2, 3), torch.zeros(1, 2)], []),
+            "len(biases)=0 must be 1, one per hidden layer",
+        ),
+        (
+            lambda: DeepMeanFieldNet([torch.zeros(2, 3), torch.zeros(1, 4)], [torch.zeros(2)]),
+            "weights[1].shape=(1, 4) must be (rows, 2): as many columns as the width below",
+        ),
+        (
+            lambda: deep.subnetwork([torch.zeros(2), torch.zeros(2)]),
+            "len(counts)=2 must be 1, one per hidden layer",
+        ),
+        (lambda: net.subnetwork([0, 5]), "indices=[0, 5] must be neuron indices in 0..1"),
+        (lambda: gp.count_macs(net, "x"), "example_input='x' must be a tensor [1, C, H, W]"),
+        (
+            lambda: TwoLayerNet(torch.zeros(2, 3), torch.zeros(3)),
+            "b.shape=(3,) must be (2,) or (2, c): N=2 matching a",
+        ),
     ]
 
 

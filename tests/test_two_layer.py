@@ -160,11 +160,11 @@ def test_train_rejects_bad_arguments(kwargs, exc, word):
 def test_network_rejects_bad_arguments():
     with pytest.raises(ValueError, match="activation"):
         TwoLayerNet.random(3, 2, activation="gelu")
-    with pytest.raises(ValueError, match=r"a must be \[N, d\]"):
+    with pytest.raises(ValueError, match=r"^a\.shape=\(3,\) must be \(N, d\)$"):
         TwoLayerNet(torch.zeros(3), torch.zeros(3))
     with pytest.raises(TypeError, match="width"):
         TwoLayerNet.random(2.5, 2)
-    with pytest.raises(ValueError, match=r"x must be \[m, d=2\]"):
+    with pytest.raises(ValueError, match=r"^x\.shape=\(4, 3\) must be \(m, 2\)$"):
         TwoLayerNet.random(3, 2)(torch.zeros(4, 3, dtype=torch.float64))
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, check_choice
+from greedyprune.errors import GreedypruneError, check_choice, refuse
 
 from ..select import SquaredLoss, ispasp
 from . import _greedy_prune  # noqa: F401  (registers greedy first: the registry's order is compare's)
@@ -228,8 +228,8 @@ def _contributions(module: nn.Module, x: Tensor, n_channels: int, positions: int
         return torch.einsum("bckp,ock->cbop", cols, w)
     if isinstance(module, nn.Linear):
         if x.dim() != 2 or x.shape[1] % C:
-            raise GreedypruneError(
-                f"i-SpaSP needs a linear consumer's input to be [B, {C} * r], got {tuple(x.shape)}"
+            raise refuse(
+                "x.shape", tuple(x.shape), f"(B, {C} * r): i-SpaSP's linear consumer's input"
             )
         w = module.weight.float().reshape(module.out_features, C, -1)
         return torch.einsum("bcr,ocr->cbo", x.reshape(B, C, -1), w).unsqueeze(-1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, refuse
 
 __all__ = ["LayerCost", "MacsModel", "count_macs", "count_params", "parse_macs", "profile_layers"]
 
@@ -41,10 +41,7 @@ class LayerCost:
 def profile_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost]:
     """The cost of every Conv2d/Linear layer for one sample; ``example_input: [1, C, H, W]``."""
     if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4:
-        raise GreedypruneError(
-            "example_input must be a tensor [1, C, H, W], got "
-            f"{getattr(example_input, 'shape', type(example_input).__name__)}"
-        )
+        raise refuse("example_input", example_input, "a tensor [1, C, H, W]")
     costs: list[LayerCost] = []
     handles = []
     names = {m: n for n, m in model.named_modules()}

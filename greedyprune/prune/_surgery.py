@@ -6,7 +6,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, refuse
 
 from ._gates import GatedModel
 
@@ -30,9 +30,7 @@ def prune_channels(
         d = mods[name].out_channels
         keep_set = {int(i) for i in keep}
         if not keep_set or min(keep_set) < 0 or max(keep_set) >= d:
-            raise GreedypruneError(
-                f"kept[{name!r}] must be a non-empty subset of range({d}), got {keep!r}"
-            )
+            raise refuse(f"kept[{name!r}]", keep, f"a non-empty subset of range({d})")
         drop = [i for i in range(d) if i not in keep_set]
         if drop:
             removed[name] = drop

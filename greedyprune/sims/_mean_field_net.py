@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, refuse
+from greedyprune.errors import GreedypruneError, check_int, check_type, refuse
 
 __all__ = ["ACTIVATIONS", "TwoLayerNet", "activation_fn"]
 
@@ -41,16 +41,13 @@ class TwoLayerNet(nn.Module):
 
     def __init__(self, a: Tensor, b: Tensor, activation: str = "tanh"):
         super().__init__()
-        if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-            raise GreedypruneTypeError(
-                f"a and b must be tensors, got {type(a).__name__}, {type(b).__name__}"
-            )
+        check_type("a", a, Tensor, "a tensor [N, d]")
+        check_type("b", b, Tensor, "a tensor [N] or [N, c]")
         if a.dim() != 2:
-            raise GreedypruneError(f"a must be [N, d], got shape {tuple(a.shape)}")
+            raise refuse("a.shape", tuple(a.shape), "(N, d)")
         if b.dim() not in (1, 2) or b.shape[0] != a.shape[0]:
-            raise GreedypruneError(
-                f"b must be [N] or [N, c] with N={a.shape[0]} matching a, got shape {tuple(b.shape)}"
-            )
+            n = a.shape[0]
+            raise refuse("b.shape", tuple(b.shape), f"({n},) or ({n}, c): N={n} matching a")
         if a.shape[0] < 1:
             raise GreedypruneError("a network needs at least one neuron (N >= 1)")
         if a.device != b.device or a.dtype != b.dtype:
@@ -114,7 +111,7 @@ class TwoLayerNet(nn.Module):
         if not isinstance(x, Tensor):
             raise refuse("x", x, "a tensor [m, d]", wrong_type=True)
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
+            raise refuse("x.shape", tuple(x.shape), f"(m, {self.dim})")
 
     def hidden(self, x: Tensor) -> Tensor:
         """Activations ``act(a_i . x_j)``: ``x [m, d] -> [N, m]``."""
@@ -159,11 +156,9 @@ class TwoLayerNet(nn.Module):
         """
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.a.device).reshape(-1)
         if idx.numel() == 0:
-            raise GreedypruneError("indices is empty; a subnetwork needs at least one neuron")
+            raise refuse("indices", indices, "one neuron index or more")
         if int(idx.min()) < 0 or int(idx.max()) >= self.width:
-            raise GreedypruneError(
-                f"indices must lie in [0, {self.width}), got {idx.min()}..{idx.max()}"
-            )
+            raise refuse("indices", indices, f"neuron indices in 0..{self.width - 1}")
         a = self.a[idx]
         b = self.b[idx]
         if weights is not None:

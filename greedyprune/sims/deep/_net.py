@@ -26,6 +26,7 @@ from greedyprune.errors import (
     check_int,
     check_number,
     check_type,
+    refuse,
 )
 
 from .._mean_field_net import activation_fn
@@ -54,14 +55,11 @@ class DeepMeanFieldNet(nn.Module):
         super().__init__()
         weights, biases = list(weights), list(biases)
         if len(weights) < 2:
-            raise GreedypruneError(
-                f"weights must hold at least two matrices (one hidden layer and the output), "
-                f"got {len(weights)}"
+            raise refuse(
+                "len(weights)", len(weights), "at least 2: a hidden layer and the output layer"
             )
         if len(biases) != len(weights) - 1:
-            raise GreedypruneError(
-                f"biases must hold one vector per hidden layer ({len(weights) - 1}), got {len(biases)}"
-            )
+            raise refuse("len(biases)", len(biases), f"{len(weights) - 1}, one per hidden layer")
         for i, t in enumerate([*weights, *biases]):
             if not isinstance(t, Tensor) or not t.is_floating_point():
                 raise GreedypruneTypeError(
@@ -70,17 +68,16 @@ class DeepMeanFieldNet(nn.Module):
         ref = weights[0]
         for i, w in enumerate(weights):
             if w.dim() != 2:
-                raise GreedypruneError(f"weights[{i}] must be a matrix, got shape {tuple(w.shape)}")
+                raise refuse(f"weights[{i}].shape", tuple(w.shape), "a matrix's, (rows, columns)")
             if i > 0 and w.shape[1] != weights[i - 1].shape[0]:
-                raise GreedypruneError(
-                    f"weights[{i}] must have {weights[i - 1].shape[0]} columns (the width below), "
-                    f"got shape {tuple(w.shape)}"
+                raise refuse(
+                    f"weights[{i}].shape",
+                    tuple(w.shape),
+                    f"(rows, {weights[i - 1].shape[0]}): as many columns as the width below",
                 )
         for i, b in enumerate(biases):
             if tuple(b.shape) != (weights[i].shape[0],):
-                raise GreedypruneError(
-                    f"biases[{i}] must have shape ({weights[i].shape[0]},), got {tuple(b.shape)}"
-                )
+                raise refuse(f"biases[{i}].shape", tuple(b.shape), f"({weights[i].shape[0]},)")
         for t in [*weights, *biases]:
             if t.device != ref.device or t.dtype != ref.dtype:
                 raise GreedypruneError(
@@ -168,7 +165,7 @@ class DeepMeanFieldNet(nn.Module):
     def _check_x(self, x: Tensor) -> None:
         check_type("x", x, Tensor, "a tensor [m, d]")
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise GreedypruneError(f"x must be [m, d={self.dim}], got shape {tuple(x.shape)}")
+            raise refuse("x.shape", tuple(x.shape), f"(m, {self.dim})")
         w = self.weights[0]
         if x.dtype != w.dtype or x.device != w.device:
             raise GreedypruneError(
@@ -181,9 +178,8 @@ class DeepMeanFieldNet(nn.Module):
             return [None] * self.depth
         gates = list(gates)
         if len(gates) != self.depth:
-            raise GreedypruneError(
-                f"gates must hold one entry per hidden layer ({self.depth}, None for ungated), "
-                f"got {len(gates)}"
+            raise refuse(
+                "len(gates)", len(gates), f"{self.depth}, one per hidden layer (None: ungated)"
             )
         for l, g in enumerate(gates):
             if g is not None and (not isinstance(g, Tensor) or g.shape[-1] != self.widths[l]):
@@ -218,10 +214,12 @@ class DeepMeanFieldNet(nn.Module):
         h: the layer's ungated activations; ``gates[layer - 1:]`` act (the ones below are ignored).
         """
         check_int("layer", layer, minimum=1, maximum=self.depth)
-        if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.widths[layer - 1]:
-            raise GreedypruneError(
-                f"h must be [B, {self.widths[layer - 1]}] (layer {layer}'s activations), got "
-                f"{tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__}"
+        check_type("h", h, Tensor, f"a tensor [B, {self.widths[layer - 1]}]")
+        if h.dim() != 2 or h.shape[1] != self.widths[layer - 1]:
+            raise refuse(
+                "h.shape",
+                tuple(h.shape),
+                f"(B, {self.widths[layer - 1]}): layer {layer}'s activations",
             )
         gates = self._gates(gates)
         for l in range(layer, self.depth):
@@ -260,9 +258,7 @@ class DeepMeanFieldNet(nn.Module):
         """
         counts = list(counts)
         if len(counts) != self.depth:
-            raise GreedypruneError(
-                f"counts must hold one entry per hidden layer ({self.depth}), got {len(counts)}"
-            )
+            raise refuse("len(counts)", len(counts), f"{self.depth}, one per hidden layer")
         keep, mult = [], []
         for l, c in enumerate(counts):
             N = self.widths[l]
@@ -272,10 +268,7 @@ class DeepMeanFieldNet(nn.Module):
                 continue
             c = torch.as_tensor(c).detach().to(self.biases[l].device)
             if c.shape != (N,) or bool((c < 0).any()) or not bool(torch.isfinite(c).all()):
-                raise GreedypruneError(
-                    f"counts[{l}] must be a nonnegative finite tensor [{N}], got shape "
-                    f"{tuple(c.shape)}"
-                )
+                raise refuse(f"counts[{l}]", c, f"a nonnegative finite tensor [{N}]")
             idx = torch.nonzero(c > 0).flatten()
             if idx.numel() == 0:
                 raise GreedypruneError(f"counts[{l}] keeps no neuron; pick at least one")

@@ -95,9 +95,7 @@ def _sizes(sizes, widths: list[int], replacement: bool, name: str = "sizes") -> 
     else:
         sizes = list(sizes)
     if len(sizes) != len(widths):
-        raise GreedypruneError(
-            f"{name} must give one size per hidden layer ({len(widths)}), got {len(sizes)}"
-        )
+        raise refuse(f"len({name})", len(sizes), f"{len(widths)}, one size per hidden layer")
     for l, (n, N) in enumerate(zip(sizes, widths)):
         check_int(f"{name}[{l}]", n, minimum=1)
         if not replacement and n > N:

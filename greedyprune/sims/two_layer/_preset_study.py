@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from greedyprune.errors import GreedypruneTypeError
+from greedyprune.errors import check_type
 from greedyprune.study import Study, StudyResult, run_study
 
 __all__ = ["preset_arguments", "resolve_config", "run_preset"]
@@ -19,10 +19,8 @@ __all__ = ["preset_arguments", "resolve_config", "run_preset"]
 def resolve_config(config, table: Mapping[str, Any], cls: type, what: str):
     """``table[config]`` for a name, ``config`` itself for an instance of ``cls``."""
     cfg = table[config] if isinstance(config, str) and config in table else config
-    if not isinstance(cfg, cls):
-        raise GreedypruneTypeError(
-            f"config must be one of {sorted(table)} or a {cls.__name__} ({what}), got {config!r}"
-        )
+    names = ", ".join(repr(n) for n in sorted(table))
+    check_type("config", cfg, cls, f"one of {names} or a {cls.__name__} ({what})")
     return cfg
 
 

@@ -29,9 +29,10 @@ import pandas as pd
 from greedyprune.errors import (
     GreedypruneError,
     GreedypruneFileError,
-    GreedypruneTypeError,
     check_choice,
     check_int,
+    check_type,
+    refuse,
 )
 from greedyprune.study import Study, run_study
 from greedyprune.theory import check, halves, two_layer_claims
@@ -64,7 +65,7 @@ __all__ = [
 def geometric_grid(low: int, high: int, points: int) -> list[int]:
     """About ``points`` integers spaced evenly in log between ``low`` and ``high`` (inclusive)."""
     if not 1 <= low <= high:
-        raise GreedypruneError(f"need 1 <= low <= high, got low={low}, high={high}")
+        raise refuse("(low, high)", (low, high), "integers with 1 <= low <= high")
     return sorted({int(v) for v in np.rint(np.geomspace(low, high, points))})
 
 
@@ -265,10 +266,7 @@ def verify_two_layer(
     Returns ``(results, verdicts)``.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
-    if not isinstance(p, Preset):
-        raise GreedypruneTypeError(
-            f"preset must be a name or a Preset, got {type(preset).__name__}"
-        )
+    check_type("preset", p, Preset, "a preset's name or a Preset")
     if seeds is not None:
         check_int("seeds", seeds, minimum=1)
     done = run_study(study(p, seeds, device), out, device=device, progress=progress, n_boot=n_boot)
