@@ -113,3 +113,40 @@ def test_load_rejects_corrupt_files(tmp_path):
         gp.load_pruned(tmp_path)
     with pytest.raises(FileNotFoundError):
         gp.load_pruned(tmp_path / "nowhere")
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(torch.relu(self.stem(x)))))
+        return self.fc(self.conv2(h).mean((2, 3)))
+
+
+class _Branchy(_Plain):
+    """_Plain whose forward branches on its data: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(torch.relu(self.stem(x)))))
+        if h.sum() > 0:
+            h = h * 2
+        return self.fc(self.conv2(h).mean((2, 3)))
+
+
+def test_an_untraceable_model_is_one_type_error_naming_what_needs_the_graph():
+    from greedyprune.errors import GreedypruneTypeError
+    from greedyprune.prune._local import _Segments
+
+    model, example = _Branchy().eval(), torch.zeros(1, 3, 8, 8)
+    groups = gp.find_prunable_groups(_Plain().eval(), example)  # the same modules, traceable
+    assert groups
+    with pytest.raises(GreedypruneTypeError, match=r"^_Branchy could not be traced by torch\.fx"):
+        gp.GatedModel(model, example, groups)
+    with pytest.raises(GreedypruneTypeError, match=r"local imitation needs a traceable model$"):
+        _Segments(model)

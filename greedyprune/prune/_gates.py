@@ -164,6 +164,18 @@ def _live_counts(nodes: list[torch.fx.Node]) -> tuple[list[list[torch.fx.Node]],
     return live, index
 
 
+def fx_trace(model: nn.Module, needs: str) -> torch.fx.GraphModule:
+    """``torch.fx.symbolic_trace(model)``, or the type error saying that ``needs`` (what reads the
+    graph: "greedy selection", "local imitation") wants a traceable model."""
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for what it cannot follow
+        raise GreedypruneTypeError(
+            f"{type(model).__name__} could not be traced by torch.fx ({exc}); {needs} needs a "
+            "traceable model"
+        ) from None
+
+
 class GatedModel:
     """A model with a :class:`Gate` on each prunable group and prefix/suffix splits.
 
@@ -182,13 +194,7 @@ class GatedModel:
                 f"found no prunable channel group in {type(model).__name__}; only groups that are "
                 "not coupled by residual additions or concatenations can be pruned here"
             )
-        try:
-            self.graph_module = torch.fx.symbolic_trace(model)
-        except Exception as exc:
-            raise GreedypruneTypeError(
-                f"{type(model).__name__} could not be traced by torch.fx ({exc}); greedy selection "
-                "needs a traceable model"
-            ) from None
+        self.graph_module = fx_trace(model, "greedy selection")
         mods = dict(model.named_modules())
         self.gates: dict[str, Gate] = {}
         for g in self.groups:

@@ -59,7 +59,7 @@ from greedyprune.select import (
 )
 
 from ._baselines import _bn_after, _bn_scale
-from ._gates import PrunableGroup, _live_counts, find_prunable_groups
+from ._gates import PrunableGroup, _live_counts, find_prunable_groups, fx_trace
 from ._registry import Choice, SelectionRequest, register_method
 
 __all__ = [
@@ -391,13 +391,7 @@ class _Segments:
     before a consumer's node keeps the consumer's input among its live tensors."""
 
     def __init__(self, model: nn.Module):
-        try:
-            self.gm = torch.fx.symbolic_trace(model)
-        except Exception as exc:
-            raise GreedypruneError(
-                f"{type(model).__name__} could not be traced by torch.fx ({exc}); local "
-                "imitation needs a traceable model"
-            ) from None
+        self.gm = fx_trace(model, "local imitation")
         self.nodes = list(self.gm.graph.nodes)
         self.live, self.index = _live_counts(self.nodes)
         self._cache: dict[tuple[int, int | None], nn.Module] = {}
