@@ -237,6 +237,172 @@ def compare(
     return results
 
 
+class _CompareUnits:
+    """The units of one :func:`compare` run (see :func:`_compare_study`): the base model, built
+    once per device when the first unit left to do starts, and one unit per (method, target,
+    seed)."""
+
+    def __init__(self, prep: Prepared, out, config: dict, st: CompareSettings, loader, progress):
+        self.prep, self.out, self.config, self.st = prep, Path(out), config, st
+        self.loader, self.progress = loader, progress
+        self.extended = any(
+            k in config for k in ("curves", "metapruner_steps", "scratch_lr", "local")
+        )
+        self.local = st.local  # the settings given (config.json leaves the memory budget out)
+        self.seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, scratch-B
+        self._bases: dict[str, SimpleNamespace] = {}
+
+    def greedy_images(self, t, seed: int) -> int:
+        """S of greedy's unit at (target, seed): counted in this call or read from its row."""
+        if (str(t), seed) in self.seen_by_greedy:
+            return self.seen_by_greedy[(str(t), seed)]
+        done = pd.read_csv(self.out / "results.csv")  # greedy finished in an earlier call
+        row = done[done["unit"] == f"greedy-{t}-s{seed}"]
+        return int(row["select_images"].iloc[0])
+
+    def base(self, device: str) -> SimpleNamespace:
+        """The base model's groups, MACs model, accuracy and latency (the run folder is open),
+        made once per device."""
+        if device not in self._bases:
+            self._bases[device] = self._make_base(device)
+        return self._bases[device]
+
+    def _make_base(self, device: str) -> SimpleNamespace:
+        if self.config["weights"] is None:
+            train_base(
+                self.prep, self.out, self.config["train_epochs"], 0, self.progress, **self.loader
+            )
+        model = self.prep.model
+        base_hash = _io.state_hash(model)
+        _check_one_base(self.out / "results.csv", base_hash)
+        groups = find_prunable_groups(model, self.prep.example, residual=self.local is None)
+        lat_example = torch.zeros(32, 3, self.prep.size, self.prep.size, device=device)
+        return SimpleNamespace(
+            model=model,
+            base_hash=base_hash,
+            groups=groups,
+            macs=MacsModel(profile_layers(model, self.prep.example), groups),
+            acc_full=evaluate(model, self.prep.test),
+            lat_example=lat_example,
+            lat_full=latency_ms(model, lat_example),
+        )
+
+    def pruned(self, b, device: str, method: str, t, target: int, seed: int, seen: list):
+        """The unit's pruned model and, for a width rule, its context (None otherwise); ``seen``
+        counts the images greedy's selection sends through the classifier."""
+        widths = b.macs.plan(target)
+        ctx = None
+        if method in WIDTH_RULES:
+            rule = WIDTH_RULES[method]
+            prep = self.prep
+            ctx = RuleContext(
+                b.model, prep.example, widths, target, seed, self.config, len(prep.train),
+                greedy_images=lambda: self.greedy_images(t, seed),
+            )  # fmt: skip
+            model = rule.build(ctx)
+        else:
+            model = copy.deepcopy(b.model)
+            request = SelectionRequest(
+                model=model,
+                example=self.prep.example,
+                groups=b.groups,
+                widths=widths,
+                generator=torch.Generator().manual_seed(seed),
+                target_macs=target,
+                data=self.prep.train,
+                batch_size=self.config["greedy_batch"],
+                seed=seed,
+                device=device,
+                options={"candidates": self.config["candidates"], "loss": self.config["loss"]},
+                on_images=lambda k: seen.__setitem__(0, seen[0] + k),
+            )
+            if method in _local.CRITERIA:
+                request.data = _local.calibration_set(
+                    self.prep.train,
+                    self.prep.test,
+                    self.local.calibration_images,
+                    torch.Generator().manual_seed(seed),
+                    labels_of(self.prep.train),
+                )
+                request.options["local"] = self.local
+            elif method != "greedy":
+                # drawn first for every criterion, as before the registry, so that a seed's
+                # random channels are those of folders made then
+                request.one_batch(method)
+            apply_choice(model, self.prep.example, b.groups, select_channels(method, request))
+        return model, ctx
+
+    def unit(self, device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        b = self.base(device)
+        seen = [0]
+        t0 = time.perf_counter()
+        model, ctx = self.pruned(b, device, method, t, target, seed, seen)
+        select_s = time.perf_counter() - t0
+        if method == "greedy":
+            self.seen_by_greedy[(str(t), seed)] = seen[0]
+        acc_pruned = evaluate(model, self.prep.test, **self.loader)
+        macs = count_macs(model, self.prep.example)
+        full_macs = b.macs.full_macs
+        if method in WIDTH_RULES:
+            epochs, lr = WIDTH_RULES[method].budget(ctx, macs, full_macs)
+        else:
+            epochs, lr = self.config["finetune_epochs"], self.config["finetune_lr"]
+        curve: list[float] = []
+        t0 = time.perf_counter()
+        _finetune.finetune(
+            model,
+            self.prep.train,
+            epochs=epochs,
+            lr=lr,
+            generator=seed,
+            progress=self.progress,
+            on_epoch=(lambda _e: curve.append(evaluate(model, self.prep.test)))
+            if self.config.get("curves")
+            else None,
+            **self.loader,
+        )
+        ft_s = time.perf_counter() - t0
+        if self.st.latency_runs > 0 and is_main():  # the latency phase times every unit's model
+            _io.save_state(self.out / "models" / f"{method}-{t}-s{seed}.safetensors", model)
+        row = {
+            "arch": self.config["arch"],
+            "method": method,
+            "target": str(t),
+            "seed": seed,
+            "macs_target": target,
+            "macs": macs,
+            "macs_full": full_macs,
+            "macs_fraction": macs / full_macs,
+            "params": count_params(model),
+            "acc_full": b.acc_full,
+            "acc_pruned": acc_pruned,
+            "acc_finetuned": evaluate(model, self.prep.test),
+            "latency_ms": latency_ms(model, b.lat_example),
+            "latency_full_ms": b.lat_full,
+            "select_s": select_s,
+            "finetune_s": ft_s,
+            "base_hash": b.base_hash,
+        }
+        if self.extended:
+            row["epochs"] = epochs
+            row["select_images"] = seen[0]
+        if self.config.get("curves"):
+            row["acc_curve"] = json.dumps(curve)
+        return [row]
+
+    def seeded_unit(self, device: str, method: str, t, target: int, seed: int) -> list[dict]:
+        with seeded_draws(seed, device):  # crops, flips, dropout: from the unit's seed
+            return self.unit(device, method, t, target, seed)
+
+    def units(self, device: str):
+        return [
+            (f"{m}-{t}-s{s}", functools.partial(self.seeded_unit, device, m, t, a, s))
+            for s in self.st.seeds
+            for t, a in zip(self.st.targets, self.prep.targets)
+            for m in self.st.methods
+        ]
+
+
 def _compare_study(
     prep: Prepared,
     out,
@@ -250,154 +416,11 @@ def _compare_study(
     seed) in seed-major order, so an interrupted run has every method at every target for its
     first seeds, and the summary (:func:`summarize`). The base model is trained (or loaded from
     ``out/base.safetensors``) and measured once, when the first unit left to do starts."""
-    test, example = prep.test, prep.example
-    extended = any(k in config for k in ("curves", "metapruner_steps", "scratch_lr", "local"))
-    local = st.local  # the settings given (config.json leaves the memory budget out)
-    seen_by_greedy: dict[tuple[str, int], int] = {}  # (target, seed) -> S, for scratch-B
-
-    def greedy_images(t, seed: int) -> int:
-        if (str(t), seed) in seen_by_greedy:
-            return seen_by_greedy[(str(t), seed)]
-        done = pd.read_csv(Path(out) / "results.csv")  # greedy finished in an earlier call
-        row = done[done["unit"] == f"greedy-{t}-s{seed}"]
-        return int(row["select_images"].iloc[0])
-
-    @functools.cache
-    def base(device: str) -> SimpleNamespace:
-        """The base model's groups, MACs model, accuracy and latency (the run folder is open)."""
-        if config["weights"] is None:
-            train_base(prep, Path(out), config["train_epochs"], 0, progress, **loader)
-        model = prep.model
-        base_hash = _io.state_hash(model)
-        _check_one_base(Path(out) / "results.csv", base_hash)
-        groups = find_prunable_groups(model, example, residual=local is None)
-        lat_example = torch.zeros(32, 3, prep.size, prep.size, device=device)
-        return SimpleNamespace(
-            model=model,
-            base_hash=base_hash,
-            groups=groups,
-            macs=MacsModel(profile_layers(model, example), groups),
-            acc_full=evaluate(model, test),
-            lat_example=lat_example,
-            lat_full=latency_ms(model, lat_example),
-        )
-
-    def pruned(b, device: str, method: str, t, target: int, seed: int, seen: list):
-        """The unit's pruned model and, for a width rule, its context (None otherwise); ``seen``
-        counts the images greedy's selection sends through the classifier."""
-        widths = b.macs.plan(target)
-        ctx = None
-        if method in WIDTH_RULES:
-            rule = WIDTH_RULES[method]
-            ctx = RuleContext(
-                b.model, example, widths, target, seed, config, len(prep.train),
-                greedy_images=lambda: greedy_images(t, seed),
-            )  # fmt: skip
-            model = rule.build(ctx)
-        else:
-            model = copy.deepcopy(b.model)
-            request = SelectionRequest(
-                model=model,
-                example=example,
-                groups=b.groups,
-                widths=widths,
-                generator=torch.Generator().manual_seed(seed),
-                target_macs=target,
-                data=prep.train,
-                batch_size=config["greedy_batch"],
-                seed=seed,
-                device=device,
-                options={"candidates": config["candidates"], "loss": config["loss"]},
-                on_images=lambda k: seen.__setitem__(0, seen[0] + k),
-            )
-            if method in _local.CRITERIA:
-                request.data = _local.calibration_set(
-                    prep.train,
-                    test,
-                    local.calibration_images,
-                    torch.Generator().manual_seed(seed),
-                    labels_of(prep.train),
-                )
-                request.options["local"] = local
-            elif method != "greedy":
-                # drawn first for every criterion, as before the registry, so that a seed's
-                # random channels are those of folders made then
-                request.one_batch(method)
-            apply_choice(model, example, b.groups, select_channels(method, request))
-        return model, ctx
-
-    def unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
-        b = base(device)
-        seen = [0]
-        t0 = time.perf_counter()
-        model, ctx = pruned(b, device, method, t, target, seed, seen)
-        select_s = time.perf_counter() - t0
-        if method == "greedy":
-            seen_by_greedy[(str(t), seed)] = seen[0]
-        acc_pruned = evaluate(model, test, **loader)
-        macs = count_macs(model, example)
-        full_macs = b.macs.full_macs
-        if method in WIDTH_RULES:
-            epochs, lr = WIDTH_RULES[method].budget(ctx, macs, full_macs)
-        else:
-            epochs, lr = config["finetune_epochs"], config["finetune_lr"]
-        curve: list[float] = []
-        t0 = time.perf_counter()
-        _finetune.finetune(
-            model,
-            prep.train,
-            epochs=epochs,
-            lr=lr,
-            generator=seed,
-            progress=progress,
-            on_epoch=(lambda _e: curve.append(evaluate(model, test)))
-            if config.get("curves")
-            else None,
-            **loader,
-        )
-        ft_s = time.perf_counter() - t0
-        if st.latency_runs > 0 and is_main():  # the latency phase times every unit's model
-            _io.save_state(Path(out) / "models" / f"{method}-{t}-s{seed}.safetensors", model)
-        row = {
-            "arch": config["arch"],
-            "method": method,
-            "target": str(t),
-            "seed": seed,
-            "macs_target": target,
-            "macs": macs,
-            "macs_full": full_macs,
-            "macs_fraction": macs / full_macs,
-            "params": count_params(model),
-            "acc_full": b.acc_full,
-            "acc_pruned": acc_pruned,
-            "acc_finetuned": evaluate(model, test),
-            "latency_ms": latency_ms(model, b.lat_example),
-            "latency_full_ms": b.lat_full,
-            "select_s": select_s,
-            "finetune_s": ft_s,
-            "base_hash": b.base_hash,
-        }
-        if extended:
-            row["epochs"] = epochs
-            row["select_images"] = seen[0]
-        if config.get("curves"):
-            row["acc_curve"] = json.dumps(curve)
-        return [row]
-
-    def seeded_unit(device: str, method: str, t, target: int, seed: int) -> list[dict]:
-        with seeded_draws(seed, device):  # crops, flips, dropout: from the unit's seed
-            return unit(device, method, t, target, seed)
-
-    def units(device: str):
-        return [
-            (f"{m}-{t}-s{s}", functools.partial(seeded_unit, device, m, t, a, s))
-            for s in st.seeds
-            for t, a in zip(st.targets, prep.targets)
-            for m in st.methods
-        ]
-
+    units = _CompareUnits(prep, out, config, st, loader, progress)
     name = f"compare {config['arch']}"
-    return Study(name=name, config=config, units=units, summary=summarize, belongs=_is_compare_unit)
+    return Study(
+        name=name, config=config, units=units.units, summary=summarize, belongs=_is_compare_unit
+    )
 
 
 def _is_compare_unit(unit: str) -> bool:
