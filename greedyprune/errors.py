@@ -79,13 +79,22 @@ def _show(value) -> str:
     return text if isinstance(value, (float, str)) or len(text) <= 80 else text[:77] + "..."
 
 
-def refuse(name: str, value, must: str, fix: str | None = None, *, wrong_type: bool = False):
-    """The error for ``name=value`` (not raised): ``NAME=VALUE must be MUST; FIX``."""
+def refuse(
+    name: str,
+    value,
+    must: str,
+    fix: str | None = None,
+    *,
+    wrong_type: bool = False,
+    argument: str | None = None,
+):
+    """The error for ``name=value`` (not raised): ``NAME=VALUE must be MUST; FIX``. ``argument``:
+    the argument the error names when ``name`` is a part of it (``x.shape`` of ``x``)."""
     text = f"{name}={_show(value)} must be {must}"
     if fix:
         text += f"; {fix}"
     cls = GreedypruneTypeError if wrong_type else GreedypruneError
-    return cls(text, name=name)
+    return cls(text, name=argument if argument is not None else name)
 
 
 def check_bool(name: str, value) -> bool:

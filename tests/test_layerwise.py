@@ -214,7 +214,10 @@ def test_per_sample_loss():
     assert torch.allclose(
         ce, torch.nn.functional.cross_entropy(out, torch.tensor([1, 0]), reduction="none")
     )
-    with pytest.raises(ValueError, match="shaped like the outputs"):
+    with pytest.raises(
+        ValueError,
+        match=r"^target\.shape=\(2, 1\) must be the outputs' \(2, 2\) for the squared loss",
+    ):
         per_sample_loss("squared", out, t[:, :1])
     with pytest.raises(ValueError, match="not known"):
         per_sample_loss("hinge", out, t)

@@ -371,7 +371,9 @@ def test_what_on_step_changes_is_seen_by_the_next_step():
 
 @pytest.mark.parametrize("bad", [1, "log", object()])
 def test_on_step_must_be_callable(bad):
-    with pytest.raises(TypeError, match="on_step must be None or a callable"):
+    with pytest.raises(
+        TypeError, match=r"^on_step=.* must be None or a callable\(step, index, loss\)$"
+    ):
         greedy_select(_squared(), 2, on_step=bad)
 
 

@@ -247,13 +247,13 @@ def test_hull_membership_unfinished_solve_is_nan(monkeypatch, x):
             torch.zeros(3),
             torch.zeros(3),
             ValueError,
-            r"features must be \[N, m\] or \[N, m, c\], got shape \(3,\)",
+            r"^features\.shape=\(3,\) must be \(N, m\) or \(N, m, c\)$",
         ),
         (
             torch.zeros(2, 3),
             torch.zeros(4),
             ValueError,
-            r"target must have shape \(3,\) \(features' \[m\(, c\)\]\), got \(4,\)",
+            r"^target\.shape=\(4,\) must be \(3,\), features' \(m\(, c\)\)$",
         ),
     ],
 )

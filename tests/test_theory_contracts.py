@@ -94,7 +94,7 @@ def test_a_condition_that_cannot_be_judged_is_noted_not_failed():
 
 
 def test_check_names_the_type_of_a_non_claim():
-    with pytest.raises(TypeError, match=r"^claims must be Claim objects, got int$"):
+    with pytest.raises(TypeError, match=r"^claims=3 must be Claim objects$"):
         check(curve("a", -1.0), [3])
 
 
@@ -594,7 +594,7 @@ def test_slope_difference_interval_has_the_requested_level():
 
 
 def test_theory_messages_name_the_argument_and_the_fix():
-    with pytest.raises(TypeError, match=r"^results must be a pandas DataFrame, got dict$"):
+    with pytest.raises(TypeError, match=r"^results=\{\} must be a pandas DataFrame$"):
         check({}, [])
     with pytest.raises(ValueError, match=r"^deep_claims needs at least one size n$"):
         deep_claims([])

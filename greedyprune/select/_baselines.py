@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 from ._checks import check_bool, check_positive_int
 from ._greedy import _check_objective, _declares, _device_of, make_generator
@@ -68,8 +68,8 @@ def magnitude(objective, n: int, *, scores: Tensor | None = None) -> Selection:
         scores = objective.feature_norms()
     scores = torch.as_tensor(scores).detach().flatten().cpu().double()
     if scores.numel() != objective.n_candidates:
-        raise GreedypruneError(
-            f"scores must have {objective.n_candidates} entries, got {scores.numel()}"
+        raise refuse(
+            "scores.numel()", scores.numel(), f"{objective.n_candidates}, one per candidate"
         )
     if not bool(torch.isfinite(scores).all()):
         raise GreedypruneError("scores hold NaN or inf")

@@ -6,25 +6,25 @@ import torch
 from torch import Tensor
 
 from greedyprune import errors
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 
 def check_tensor(name: str, x, *, ndims: tuple[int, ...], floating: bool = True) -> Tensor:
     if not isinstance(x, Tensor):
-        raise GreedypruneTypeError(
-            f"{name} must be a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor"
-        )
+        raise refuse(name, x, "a torch.Tensor", "wrap it with torch.as_tensor", wrong_type=True)
     if x.dim() not in ndims:
         shapes = " or ".join(f"{d}-D" for d in ndims)
-        raise GreedypruneError(f"{name} must be {shapes}, got shape {tuple(x.shape)}")
+        raise refuse(f"{name}.shape", tuple(x.shape), shapes, argument=name)
     if floating and not x.is_floating_point():
-        raise GreedypruneTypeError(
-            f"{name} must be a floating-point tensor, got {x.dtype}; convert with .float() or .double()"
-        )
+        raise refuse(
+            f"{name}.dtype", x.dtype, "a floating-point dtype", "convert with .float() or .double()",
+            wrong_type=True, argument=name,
+        )  # fmt: skip
     if x.numel() == 0:
-        raise GreedypruneError(
-            f"{name} is empty (shape {tuple(x.shape)}); pass at least one candidate and one data point"
-        )
+        raise refuse(
+            f"{name}.shape", tuple(x.shape), "non-empty",
+            "pass at least one candidate and one data point", argument=name,
+        )  # fmt: skip
     return x
 
 

@@ -35,7 +35,13 @@ import math
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, check_number
+from greedyprune.errors import (
+    GreedypruneError,
+    GreedypruneTypeError,
+    check_int,
+    check_number,
+    refuse,
+)
 
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from ._objectives import linesearch
@@ -61,18 +67,16 @@ def _check_terms(gram: Tensor, linear: Tensor, const, *, block: int = 1) -> tupl
     check_same_dtype(gram=gram, linear=linear)
     n = gram.shape[0]
     if tuple(gram.shape) != (n, n):
-        raise GreedypruneError(f"gram must be square, got shape {tuple(gram.shape)}")
+        raise refuse("gram.shape", tuple(gram.shape), "square, (N, N)")
     if linear.shape[0] != n:
-        raise GreedypruneError(
-            f"linear must have {n} rows (one per row of gram), got shape {tuple(linear.shape)}"
-        )
+        raise refuse("linear.shape", tuple(linear.shape), f"({n}, ...): a row per row of gram")
     if n % block:
         raise GreedypruneError(f"gram's size {n} is not a multiple of block={block}")
     check_finite("gram", gram)
     check_finite("linear", linear)
     const = float(const)
     if not const >= 0 or const == float("inf"):
-        raise GreedypruneError(f"const must be ||target||^2, a finite number >= 0, got {const!r}")
+        raise refuse("const", const, "||target||^2, a finite number >= 0")
     return n // block, const
 
 
@@ -98,9 +102,7 @@ class GramLoss:
     def __init__(self, gram: Tensor, linear: Tensor, const, *, rows: int = 1, scale: float = 1.0):
         self.n_candidates, self.const = _check_terms(gram, linear, const)
         if linear.dim() != 1:
-            raise GreedypruneError(
-                f"linear must be 1-D [N] for GramLoss, got {tuple(linear.shape)}"
-            )
+            raise refuse("linear.shape", tuple(linear.shape), "(N,) for GramLoss")
         rows = check_int("rows", rows, minimum=1)  # the data rows m
         scale = check_number("scale", scale, above=0)
         self.gram, self.linear, self.rows, self.scale = gram, linear, rows, float(scale)
@@ -236,7 +238,7 @@ class FixedWeightLoss(_KeptSet):
     def __init__(self, gram: Tensor, linear: Tensor, const):
         self.n_candidates, self.const = _check_terms(gram, linear, const)
         if linear.dim() != 1:
-            raise GreedypruneError(f"linear must be 1-D [N], got {tuple(linear.shape)}")
+            raise refuse("linear.shape", tuple(linear.shape), "(N,)")
         self.gram, self.linear = gram, linear
         self._diag = gram.diagonal().clone()
         self.reset()
@@ -548,13 +550,11 @@ class PatchGram:
         check_tensor("target", target, ndims=(2,))
         n = patches.shape[0]
         if tuple(patches.shape[1:]) != (self.channels, self.taps):
-            raise GreedypruneError(
-                f"patches must be [n, {self.channels}, {self.taps}], got {tuple(patches.shape)}"
+            raise refuse(
+                "patches.shape", tuple(patches.shape), f"(n, {self.channels}, {self.taps})"
             )
         if tuple(target.shape) != (n, self.outputs):
-            raise GreedypruneError(
-                f"target must be [{n}, {self.outputs}], got {tuple(target.shape)}"
-            )
+            raise refuse("target.shape", tuple(target.shape), f"({n}, {self.outputs})")
         x = patches.reshape(n, -1).to(self.H)
         z = target.to(self.H)
         self.H.addmm_(x.T, x)

@@ -32,8 +32,8 @@ def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
     elif isinstance(generator, int) and not isinstance(generator, bool):
         g.manual_seed(generator)
     else:
-        raise GreedypruneTypeError(
-            f"generator must be a torch.Generator, an int seed or None, got {generator!r}"
+        raise refuse(
+            "generator", generator, "a torch.Generator, an int seed or None", wrong_type=True
         )
     return g
 
@@ -49,10 +49,11 @@ def candidates_per_step(candidates, n_candidates: int, n: int) -> int | None:
         return max(1, math.ceil(n_candidates / n * math.log(1 / eps)))
     if isinstance(candidates, numbers.Integral) and not isinstance(candidates, bool):
         return check_positive_int("candidates", int(candidates))
-    raise GreedypruneError(
-        f"candidates must be None (score all), an int s >= 1 (s random candidates per step) or "
-        f"('eps', eps) for s = (N/n) log(1/eps); got {candidates!r}"
-    )
+    raise refuse(
+        "candidates", candidates,
+        "None (score all), an int s >= 1 (s random candidates per step) or ('eps', eps) for "
+        "s = (N/n) log(1/eps)",
+    )  # fmt: skip
 
 
 def stop_rule(stop) -> StopRule | None:
@@ -61,11 +62,11 @@ def stop_rule(stop) -> StopRule | None:
         return stop
     if isinstance(stop, (int, float)) and not isinstance(stop, bool):
         if not math.isfinite(stop):
-            raise GreedypruneError(f"stop must be a finite loss threshold, got {stop!r}")
+            raise refuse("stop", stop, "a finite loss threshold")
         threshold = float(stop)
         return lambda step, loss: loss <= threshold
-    raise GreedypruneTypeError(
-        f"stop must be None, a loss threshold or a callable(step, loss) -> bool; got {stop!r}"
+    raise refuse(
+        "stop", stop, "None, a loss threshold or a callable(step, loss) -> bool", wrong_type=True
     )
 
 
@@ -91,10 +92,10 @@ def _check_corrective(objective) -> None:
 def _check_objective(objective) -> None:
     for attr in ("n_candidates", "losses", "add", "current_loss"):
         if not hasattr(objective, attr):
-            raise GreedypruneTypeError(
-                f"objective must follow greedyprune.select.Objective (missing {attr!r}); got "
-                f"{type(objective).__name__}"
-            )
+            raise refuse(
+                "objective", objective,
+                f"a greedyprune.select.Objective (missing {attr!r})", wrong_type=True,
+            )  # fmt: skip
     if getattr(objective, "size", 0) != 0:
         raise GreedypruneError(
             f"objective already holds {objective.size} neurons; call objective.reset() first"
@@ -208,9 +209,7 @@ def greedy_select(
     if corrective:
         _check_corrective(objective)
     if on_step is not None and not callable(on_step):
-        raise GreedypruneTypeError(
-            f"on_step must be None or a callable(step, index, loss); got {type(on_step).__name__}"
-        )
+        raise refuse("on_step", on_step, "None or a callable(step, index, loss)", wrong_type=True)
     s = candidates_per_step(candidates, N, n)
     check_choice("candidate_order", candidate_order, ("random", "lowest-index"))
     lowest = candidate_order == "lowest-index"

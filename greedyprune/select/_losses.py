@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError
+from greedyprune.errors import GreedypruneError, refuse
 
 __all__ = ["PER_SAMPLE_LOSSES", "per_sample_loss"]
 
@@ -26,10 +26,11 @@ def per_sample_loss(loss: str, output: Tensor, target: Tensor) -> Tensor:
     if loss == "squared":
         if target.shape != output.shape:
             # broadcasting [B, 1] against [B] would silently compare every pair of samples
-            raise GreedypruneError(
-                f"the squared loss needs targets shaped like the outputs {tuple(output.shape)}, "
-                f"got {tuple(target.shape)}; reshape y to [m, c] (e.g. y[:, None])"
-            )
+            raise refuse(
+                "target.shape", tuple(target.shape),
+                f"the outputs' {tuple(output.shape)} for the squared loss",
+                "reshape y to [m, c] (e.g. y[:, None])",
+            )  # fmt: skip
         return 0.5 * (output - target).pow(2).reshape(output.shape[0], -1).sum(1)
     if loss == "cross_entropy":
         return F.cross_entropy(output, target, reduction="none")

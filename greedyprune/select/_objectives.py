@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int, refuse
 
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from ._simplex import simplex_terms
@@ -320,9 +320,12 @@ def _check_target(features: Tensor, target: Tensor, name: str = "target") -> Ten
     check_same_device(features=features, **{name: target})
     check_same_dtype(features=features, **{name: target})
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise GreedypruneError(
-            f"{name} must have shape {tuple(features.shape[1:])} (features' shape without N), "
-            f"got {tuple(target.shape)}"
+        want = tuple(features.shape[1:])
+        raise refuse(
+            f"{name}.shape",
+            tuple(target.shape),
+            f"{want}, features' shape without N",
+            argument=name,
         )
     return target
 
@@ -438,15 +441,12 @@ class CrossEntropyLoss(FeatureObjective):
                 "labels must be an integer torch.Tensor [m]; convert with .long()"
             )
         if labels.dim() != 1 or labels.shape[0] != features.shape[1]:
-            raise GreedypruneError(
-                f"labels must have shape ({features.shape[1]},), got {tuple(labels.shape)}"
-            )
+            raise refuse("labels.shape", tuple(labels.shape), f"({features.shape[1]},)")
         check_same_device(features=features, labels=labels)
         c = features.shape[2]
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
-            raise GreedypruneError(
-                f"labels must lie in [0, {c}) for {c} classes, got range [{int(labels.min())}, {int(labels.max())}]"
-            )
+            shown = f"{int(labels.min())}..{int(labels.max())}"
+            raise refuse("labels", shown, f"within 0..{c - 1} for {c} classes")
         self.labels = labels.long()
 
     def _loss_of(self, pred: Tensor) -> Tensor:
@@ -472,11 +472,9 @@ class ElementwiseLoss(FeatureObjective):
     ):
         super().__init__(features, max_bytes=max_bytes)
         if not callable(loss_fn):
-            raise GreedypruneTypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+            raise refuse("loss_fn", loss_fn, "callable", wrong_type=True)
         if not isinstance(target, Tensor):
-            raise GreedypruneTypeError(
-                f"target must be a torch.Tensor, got {type(target).__name__}"
-            )
+            raise refuse("target", target, "a torch.Tensor", wrong_type=True)
         check_finite("target", target)
         check_same_device(features=features, target=target)
         try:
@@ -531,12 +529,12 @@ class FactoredSquaredLoss(FeatureObjective):
         check_same_dtype(activations=activations, out_weights=out_weights, target=target)
         n, m = activations.shape
         if out_weights.shape[0] != n:
-            raise GreedypruneError(
-                f"out_weights must have {n} rows (one per neuron), got {tuple(out_weights.shape)}"
+            raise refuse(
+                "out_weights.shape", tuple(out_weights.shape), f"({n}, c), a row per neuron"
             )
         c = out_weights.shape[1]
         if tuple(target.shape) != (m, c):
-            raise GreedypruneError(f"target must have shape ({m}, {c}), got {tuple(target.shape)}")
+            raise refuse("target.shape", tuple(target.shape), f"({m}, {c})")
         _check_max_bytes(max_bytes)
         self.activations, self.out_weights, self.target = activations, out_weights, target
         # The base class's bookkeeping works on any tensor whose first axis indexes neurons.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 from ._baselines import _n_for, _trace
 from ._checks import check_positive_int
@@ -177,20 +177,17 @@ def _check_points(points, m: int, device: torch.device) -> Tensor | None:
     if points is None:
         return None
     if not isinstance(points, Tensor) or points.dtype not in (torch.int64, torch.int32):
-        raise GreedypruneTypeError(
-            f"points must be None (every data point) or an integer torch.Tensor of data-point "
-            f"indices, got {type(points).__name__}"
-            + (f" of {points.dtype}" if isinstance(points, Tensor) else "")
-        )
+        raise refuse(
+            "points", points,
+            "None (every data point) or an integer torch.Tensor of data-point indices",
+            wrong_type=True,
+        )  # fmt: skip
     if points.dim() != 1 or points.numel() == 0:
-        raise GreedypruneError(
-            f"points must be a non-empty 1-D tensor of data-point indices, got shape "
-            f"{tuple(points.shape)}"
-        )
+        raise refuse("points.shape", tuple(points.shape), "(k,) with k >= 1: data-point indices")
     lo, hi = int(points.min()), int(points.max())
     if lo < 0 or hi >= m:
-        raise GreedypruneError(
-            f"points must lie in [0, {m}) (the objective's {m} data points), got range [{lo}, {hi}]"
+        raise refuse(
+            "points", f"{lo}..{hi}", f"indices in 0..{m - 1}, the objective's {m} data points"
         )
     return points.long().to(device)
 
@@ -350,14 +347,10 @@ def losses_at_sizes(
     ``losses[j] = selections[j].losses[-1]``.
     """
     if not callable(select):
-        raise GreedypruneTypeError(
-            f"select must be a selection function, got {type(select).__name__}"
-        )
+        raise refuse("select", select, "a selection function", wrong_type=True)
     _check_objective(objective)
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
-        raise GreedypruneTypeError(
-            f"sizes must be an iterable of ints >= 1, got {type(sizes).__name__}"
-        )
+        raise refuse("sizes", sizes, "an iterable of ints >= 1", wrong_type=True)
     sizes = [check_positive_int("sizes", v) for v in sizes]
     if not sizes:
         raise GreedypruneError("sizes is empty; pass at least one size n >= 1")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, check_int, check_path
+from greedyprune.errors import check_int, check_path, refuse
 
 __all__ = ["Selection"]
 
@@ -69,15 +69,11 @@ class Selection:
     ) -> Selection:
         order = torch.as_tensor(order, dtype=torch.long).flatten().cpu()
         if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n_candidates):
-            raise GreedypruneError(
-                f"order must hold indices in [0, {n_candidates}) for n_candidates={n_candidates}, "
-                f"got range [{int(order.min())}, {int(order.max())}]"
-            )
+            shown = f"{int(order.min())}..{int(order.max())}"
+            raise refuse("order", shown, f"indices in 0..{n_candidates - 1} (n_candidates)")
         losses = torch.as_tensor(losses, dtype=torch.float64).flatten().cpu()
         if losses.numel() != order.numel():
-            raise GreedypruneError(
-                f"losses must hold one loss per step ({order.numel()}), got {losses.numel()}"
-            )
+            raise refuse("len(losses)", losses.numel(), f"{order.numel()}, one loss per step")
         counts = torch.bincount(order, minlength=n_candidates)
         if weights is None:
             weights = counts.to(torch.float64) / max(1, order.numel())
@@ -128,7 +124,7 @@ class Selection:
             )
             atomic_write_bytes(path, buf.getvalue())
         else:
-            raise GreedypruneError(f"path must end in .json or .npz, got {str(path)!r}")
+            raise refuse("path", str(path), "a file name ending in .json or .npz")
         return path
 
     @classmethod
@@ -157,4 +153,4 @@ class Selection:
                     method=meta["method"],
                     info=meta.get("info", {}),
                 )
-        raise GreedypruneError(f"path must end in .json or .npz, got {str(path)!r}")
+        raise refuse("path", str(path), "a file name ending in .json or .npz")

@@ -51,7 +51,7 @@ from greedyprune.dist import (
     rank,
     world_size,
 )
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_choice, refuse
 
 from ._checks import check_bool, check_positive_int
 from ._greedy import greedy_select
@@ -190,10 +190,10 @@ class ShardedSquaredLoss:
             )
         widths = {row[3] for row in table}
         if len(widths) > 1:
-            raise GreedypruneError(
-                f"every rank's features must have the same shape per row; got {sorted(widths)} "
-                f"values per row"
-            )
+            raise refuse(
+                "features' values per row", sorted(widths), "one number, the same on every rank",
+                argument="features",
+            )  # fmt: skip
         if len({row[4] for row in table}) > 1:
             raise GreedypruneTypeError("features_shard must have the same dtype on every rank")
         given = [row[0] for row in table]
@@ -359,7 +359,7 @@ def sharded_greedy_select(
         For "greedi", stop applies to round two.
     """
     if method not in METHODS:
-        raise GreedypruneError(f"method must be one of {METHODS}, got {method!r}")
+        check_choice("method", method, METHODS)
     n = check_positive_int("n", n)
     replacement = check_bool("replacement", replacement)
     if method == "central":

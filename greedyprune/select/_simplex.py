@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, check_number
+from greedyprune.errors import check_number, refuse
 
 from ._checks import (
     check_finite,
@@ -50,10 +50,8 @@ def solve_simplex_ls(
     check_same_device(features=features, target=target)
     check_same_dtype(features=features, target=target)
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise GreedypruneError(
-            f"target must have shape {tuple(features.shape[1:])} (features' shape without k), "
-            f"got {tuple(target.shape)}"
-        )
+        want = tuple(features.shape[1:])
+        raise refuse("target.shape", tuple(target.shape), f"{want}, features' shape without k")
     check_finite("features", features)
     check_finite("target", target)
     max_iter, patience = _check_solver(init, features.shape[0], "features", max_iter, tol, patience)
@@ -93,9 +91,7 @@ def solve_simplex_gram(
     check_same_dtype(gram=gram, lin=lin)
     k = lin.shape[0]
     if tuple(gram.shape) != (k, k):
-        raise GreedypruneError(
-            f"gram must have shape ({k}, {k}) (lin has {k} entries), got {tuple(gram.shape)}"
-        )
+        raise refuse("gram.shape", tuple(gram.shape), f"({k}, {k}): lin has {k} entries")
     check_finite("gram", gram)
     check_finite("lin", lin)
     max_iter, patience = _check_solver(init, k, "gram", max_iter, tol, patience)
@@ -109,9 +105,7 @@ def _check_solver(init, k: int, rows: str, max_iter, tol, patience) -> tuple[int
     if init is not None:
         check_tensor("init", init, ndims=(1,))
         if init.shape[0] != k:
-            raise GreedypruneError(
-                f"init must have shape ({k},), one weight per row of {rows}, got {tuple(init.shape)}"
-            )
+            raise refuse("init.shape", tuple(init.shape), f"({k},), one weight per row of {rows}")
     check_number("tol", tol, minimum=0)
     return check_positive_int("max_iter", max_iter), check_positive_int("patience", patience)
 

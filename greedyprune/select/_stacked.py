@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError, check_int
+from greedyprune.errors import GreedypruneTypeError, check_int, refuse
 
 from ._objectives import DEFAULT_MAX_BYTES
 
@@ -78,17 +78,12 @@ class StackedObjective:
             raise GreedypruneTypeError("inputs must be a torch.Tensor [B, ...] or a tuple of them")
         batch = self.inputs[0].shape[0]
         if any(t.shape[0] != batch for t in self.inputs):
-            raise GreedypruneError(
-                f"all inputs must share the batch size {batch}, got {[tuple(t.shape) for t in self.inputs]}"
-            )
+            shapes = [tuple(t.shape) for t in self.inputs]
+            raise refuse("inputs' shapes", shapes, f"of one batch size, {batch}", argument="inputs")
         if target is not None and not isinstance(target, Tensor):
-            raise GreedypruneTypeError(
-                f"target must be a torch.Tensor [B, ...] or None, got {type(target).__name__}"
-            )
+            raise refuse("target", target, "a torch.Tensor [B, ...] or None", wrong_type=True)
         if target is not None and target.shape[0] != batch:
-            raise GreedypruneError(
-                f"target must have batch size {batch}, got shape {tuple(target.shape)}"
-            )
+            raise refuse("target.shape", tuple(target.shape), f"({batch}, ...): the inputs' batch")
         if not callable(forward) or not callable(loss_fn):
             raise GreedypruneTypeError("forward and loss_fn must be callables")
         n_candidates = check_int("n_candidates", n_candidates, minimum=1)
@@ -135,9 +130,10 @@ class StackedObjective:
         out = self.forward(xs if self._tuple else xs[0], gates)
         per_sample = self.loss_fn(out, ts)
         if per_sample.numel() != k * self.batch:
-            raise GreedypruneError(
-                f"loss_fn must return one loss per stacked sample ({k * self.batch}), got shape {tuple(per_sample.shape)}"
-            )
+            raise refuse(
+                "loss_fn's output shape", tuple(per_sample.shape),
+                f"({k * self.batch},): one loss per stacked sample", argument="loss_fn",
+            )  # fmt: skip
         per_sample = per_sample.reshape(k, self.batch)
         return per_sample.mean(1) if self.reduce is None else self.reduce(per_sample)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 __all__ = [
     "b_n",
@@ -28,14 +28,10 @@ def _flat(features: Tensor, target: Tensor) -> tuple[Tensor, Tensor, int]:
     if not isinstance(features, Tensor) or not isinstance(target, Tensor):
         raise GreedypruneTypeError("features and target must be tensors")
     if features.dim() not in (2, 3):
-        raise GreedypruneError(
-            f"features must be [N, m] or [N, m, c], got shape {tuple(features.shape)}"
-        )
+        raise refuse("features.shape", tuple(features.shape), "(N, m) or (N, m, c)")
     if tuple(target.shape) != tuple(features.shape[1:]):
-        raise GreedypruneError(
-            f"target must have shape {tuple(features.shape[1:])} (features' [m(, c)]), got "
-            f"{tuple(target.shape)}"
-        )
+        want = tuple(features.shape[1:])
+        raise refuse("target.shape", tuple(target.shape), f"{want}, features' (m(, c))")
     m = features.shape[1]
     n = features.shape[0]
     return features.reshape(n, -1), target.reshape(-1).to(features), m

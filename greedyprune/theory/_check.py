@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, GreedypruneTypeError
+from greedyprune.errors import GreedypruneError, GreedypruneTypeError, refuse
 
 from ._claims import FORMS, Claim
 from ._fit import fit_rate, slope_difference_interval
@@ -335,9 +335,7 @@ def check(
     measured slope is still reported.
     """
     if not isinstance(results, pd.DataFrame):
-        raise GreedypruneTypeError(
-            f"results must be a pandas DataFrame, got {type(results).__name__}"
-        )
+        raise refuse("results", results, "a pandas DataFrame", wrong_type=True)
     missing = {"experiment", "method", "n", "seed"} - set(results.columns)
     if missing:
         raise GreedypruneError(
@@ -346,7 +344,7 @@ def check(
     conds = dict(CONDITIONS, **(conditions or {}))
     for c in claims:
         if not isinstance(c, Claim):
-            raise GreedypruneTypeError(f"claims must be Claim objects, got {type(c).__name__}")
+            raise refuse("claims", c, "Claim objects", wrong_type=True)
         for name in c.conditions:
             if name not in conds:
                 raise GreedypruneError(

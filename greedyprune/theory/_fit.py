@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number
+from greedyprune.errors import GreedypruneError, check_choice, check_int, check_number, refuse
 
 __all__ = ["RateFit", "fit_rate", "slope_difference_interval"]
 
@@ -122,10 +122,10 @@ def fit_rate(
     n, loss, seed = n[ok], loss[ok], seed[ok]
     grid = np.unique(n)
     if grid.size < 2:
-        raise GreedypruneError(
-            f"need at least two distinct n to fit a rate, got {grid.size} in n_range={n_range!r}; "
-            "widen n_range or measure more sizes"
-        )
+        raise refuse(
+            "n_range", n_range, f"a range holding two distinct n or more to fit a rate ({grid.size} "
+            "here)", "widen n_range or measure more sizes",
+        )  # fmt: skip
     _check_unique(n, seed)
     seeds = np.unique(seed)
     # table [n_seeds, n_points] of log losses; NaN where a seed lacks an n
