@@ -438,3 +438,43 @@ def test_local_bound_of_one_hidden_layer_is_proposition_a():
     phi = net.hidden(x, 1).T * net.weights[1][0][:, None]  # [N, m]
     b_var = bound_constants(phi, phi.mean(0))["B"]
     assert local_bound(net, res.counts, x)["bound_local"] == pytest.approx(b_var / 10, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "field, bad",
+    [
+        ("method", "best"),
+        ("loss_tol", -1.0),
+        ("replacement", "no"),
+        ("batch_size", 0),
+        ("max_bytes", 0),
+    ],
+)
+def test_select_settings_name_each_bad_field_when_made(field, bad):
+    from greedyprune.errors import GreedypruneError
+    from greedyprune.sims.deep import NeuronSelectSettings
+
+    with pytest.raises(GreedypruneError, match=rf"^{field}="):
+        NeuronSelectSettings(**{field: bad})
+    with pytest.raises(GreedypruneError, match=rf"^{field}="):
+        layerwise_select(_net(), _x(), **{field: bad})
+
+
+def test_a_settings_object_and_its_keywords_select_alike():
+    """layerwise_select(settings) picks what layerwise_select(**its fields) picks; a keyword
+    replaces the settings' field; an unknown keyword is named."""
+    from greedyprune.errors import GreedypruneTypeError
+    from greedyprune.sims.deep import NeuronSelectSettings
+
+    net, x = _net(), _x()
+    st = NeuronSelectSettings(method="local", sizes=3, replacement=False, candidates=2, generator=1)
+
+    def picks(*args, **kw):
+        return [s.order.tolist() for s in layerwise_select(net, x, None, *args, **kw).selections]
+
+    fields = {k: getattr(st, k) for k in st.__dataclass_fields__}
+    assert picks(st) == picks(**fields)
+    assert picks(st, generator=2) == picks(**{**fields, "generator": 2})
+    assert picks(st, generator=2) != picks(st)  # the keyword is used, not the settings' seed
+    with pytest.raises(GreedypruneTypeError, match=r"unknown keywords \['size'\]"):
+        layerwise_select(net, x, size=3)

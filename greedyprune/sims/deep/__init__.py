@@ -19,6 +19,7 @@ from ._net import DeepMeanFieldNet
 from ._neuron_select import METHODS as LAYERWISE_METHODS
 from ._neuron_select import (
     LayerwiseResult,
+    NeuronSelectSettings,
     global_objective,
     layerwise_select,
     local_objective,
@@ -53,6 +54,7 @@ __all__ = [
     "DeepPreset",
     "DeepSetting",
     "LayerwiseResult",
+    "NeuronSelectSettings",
     "deep_preset",
     "deep_teacher",
     "digits_data",

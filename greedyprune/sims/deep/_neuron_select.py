@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor
 
 from greedyprune.errors import (
     GreedypruneError,
+    GreedypruneTypeError,
+    check_bool,
     check_choice,
     check_int,
     check_number,
@@ -47,6 +49,7 @@ from ._net import DeepMeanFieldNet
 __all__ = [
     "METHODS",
     "LayerwiseResult",
+    "NeuronSelectSettings",
     "global_objective",
     "layerwise_select",
     "local_objective",
@@ -161,30 +164,14 @@ _BASELINES = {
 }
 
 
-def layerwise_select(
-    net: DeepMeanFieldNet,
-    x: Tensor,
-    y: Tensor | None = None,
-    *,
-    method: str = "local",
-    sizes: int | Sequence[int] | None = None,
-    loss_tol: float | None = None,
-    replacement: bool = True,
-    loss: str = "squared",
-    candidates=None,
-    batch_size: int | None = None,
-    generator: torch.Generator | int | None = None,
-    max_bytes: int = 256 * 2**20,
-    progress: bool = False,
-) -> LayerwiseResult:
-    """Select the neurons of every hidden layer of ``net``, from the input to the output.
+@dataclass(frozen=True)
+class NeuronSelectSettings:
+    """What :func:`layerwise_select` computes, checked when made (each message names the field).
 
-    net: the (pretrained or random) network; it is not modified.
-    x: ``[m, d]`` data the objectives are measured on; y: targets (``[m, c]`` for the squared loss,
-        labels ``[m]`` for cross-entropy), needed by ``method="global"``.
     method: ``"local"``, ``"global"``, ``"random"`` or ``"magnitude"`` (module docstring).
     sizes: steps per hidden layer (an int for all, or one per layer); None: the layer's width.
         With ``replacement`` a neuron can be picked again, so the kept width can be smaller.
+        Checked against the network's widths when it is run.
     loss_tol: per-layer early stop by a relative loss tolerance (greedy methods only). Local: stop
         once the imitation loss is at most ``loss_tol`` times the loss of the empty layer,
         ``||target||^2 / 2``. Global: stop once the loss is at most ``(1 + loss_tol)`` times the
@@ -197,13 +184,69 @@ def layerwise_select(
         authors use a mini-batch); None uses all of ``x``.
     generator: seed or generator for random subsets, candidate draws and batches; None is seed 0
         (see :func:`greedyprune.layerwise.layer_generator`).
+    max_bytes: the objectives' memory budget per scoring pass.
+    """
+
+    method: str = "local"
+    sizes: int | Sequence[int] | None = None
+    loss_tol: float | None = None
+    replacement: bool = True
+    loss: str = "squared"
+    candidates: object = None
+    batch_size: int | None = None
+    generator: torch.Generator | int | None = None
+    max_bytes: int = 256 * 2**20
+
+    def __post_init__(self):
+        check_choice("method", self.method, METHODS)
+        if self.method in ("random", "magnitude") and self.loss_tol is not None:
+            raise GreedypruneError(
+                f"loss_tol applies to the greedy methods only, not method={self.method!r}"
+            )
+        if self.loss_tol is not None:
+            check_number("loss_tol", self.loss_tol, minimum=0, fix="or None to stop by size")
+        check_bool("replacement", self.replacement)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1, fix="or None for the full batch")
+        check_int("max_bytes", self.max_bytes, minimum=1)
+
+
+_SELECT_FIELDS = frozenset(f.name for f in fields(NeuronSelectSettings))
+
+
+def layerwise_select(
+    net: DeepMeanFieldNet,
+    x: Tensor,
+    y: Tensor | None = None,
+    settings: NeuronSelectSettings | None = None,
+    *,
+    progress: bool = False,
+    **knobs,
+) -> LayerwiseResult:
+    """Select the neurons of every hidden layer of ``net``, from the input to the output.
+
+    net: the (pretrained or random) network; it is not modified.
+    x: ``[m, d]`` data the objectives are measured on; y: targets (``[m, c]`` for the squared loss,
+        labels ``[m]`` for cross-entropy), needed by ``method="global"``.
+    settings: what the selection computes, a :class:`NeuronSelectSettings` (None: its defaults);
+        any of its fields may be given as a keyword instead (``layerwise_select(net, x,
+        method="random", sizes=8)``), replacing that field.
     Returns a :class:`LayerwiseResult`. The loop over the layers is
     :func:`greedyprune.layerwise.select_layerwise`; this function builds each layer's objective
     and applies its selection as the gates of the layers above.
     """
+    unknown = sorted(set(knobs) - _SELECT_FIELDS)
+    if unknown:
+        raise GreedypruneTypeError(
+            f"layerwise_select() got unknown keywords {unknown}; pass fields of "
+            f"NeuronSelectSettings ({', '.join(sorted(_SELECT_FIELDS))})"
+        )
+    if settings is not None:
+        check_type("settings", settings, NeuronSelectSettings, "a NeuronSelectSettings or None")
+    st = NeuronSelectSettings(**knobs) if settings is None else replace(settings, **knobs)
     check_type("net", net, DeepMeanFieldNet, "a DeepMeanFieldNet")
-    check_choice("method", method, METHODS)
     net._check_x(x)
+    method = st.method
     if method == "global":
         if y is None:
             raise GreedypruneError("method='global' scores the training loss; pass the targets y")
@@ -211,53 +254,51 @@ def layerwise_select(
             raise GreedypruneError(
                 f"y has {y.shape[0]} rows but x has {x.shape[0]}; pass matching data"
             )
-        per_sample_loss(loss, net(x[:1]), y[:1])
-    if method in ("random", "magnitude") and loss_tol is not None:
-        raise GreedypruneError(
-            f"loss_tol applies to the greedy methods only, not method={method!r}"
-        )
-    if loss_tol is not None:
-        check_number("loss_tol", loss_tol, minimum=0, fix="or None to stop by size")
-    repl = replacement and method in ("local", "global")
-    sizes = _sizes(sizes, net.widths, repl)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, minimum=1, fix="or None for the full batch")
+        per_sample_loss(st.loss, net(x[:1]), y[:1])
+    repl = st.replacement and method in ("local", "global")
+    sizes = _sizes(st.sizes, net.widths, repl)
+    gates: list[Tensor | None] = [None] * net.depth
 
     def plan(l: int, gen: torch.Generator) -> LayerPlan:
-        if method == "global":
-            xb, yb = x, y
-            if batch_size is not None and batch_size < x.shape[0]:
-                idx = torch.randperm(x.shape[0], generator=gen)[:batch_size].to(x.device)
-                xb, yb = x[idx], y[idx]
-            obj = global_objective(net, xb, yb, l, gates, loss, max_bytes)
-        else:
-            obj = local_objective(net, x, l, gates, max_bytes)
-        stop = None
-        if loss_tol is not None:
-            if method == "local":
-                stop = float(loss_tol) * float(obj.target.pow(2).sum()) / (2 * obj.target.shape[0])
-            else:
-                for i in range(net.widths[l]):
-                    obj.add(i)
-                stop = (1.0 + float(loss_tol)) * obj.current_loss()
-                obj.reset()
-        return LayerPlan(obj, sizes[l], stop=stop, select=_BASELINES.get(method))
+        return _layer_plan(net, x, y, st, gates, l, gen, sizes[l])
 
     def apply(l: int, spec: LayerPlan, sel: Selection) -> bool:
         c = sel.counts.to(device=net.biases[l].device, dtype=net.biases[l].dtype)
         gates[l] = c * (net.widths[l] / c.sum())
         return True
 
-    gates: list[Tensor | None] = [None] * net.depth
     selections = select_layerwise(
         range(net.depth),
         plan,
         apply,
-        replacement=replacement,
-        candidates=candidates,
-        generator=generator,
+        replacement=st.replacement,
+        candidates=st.candidates,
+        generator=st.generator,
         progress=progress,
     )
     counts = [sel.counts.clone() for sel in selections]
-    info = dict(method=method, replacement=repl, sizes=sizes, loss_tol=loss_tol, loss=loss)
+    info = dict(method=method, replacement=repl, sizes=sizes, loss_tol=st.loss_tol, loss=st.loss)
     return LayerwiseResult(selections, counts, net.subnetwork(counts), info)
+
+
+def _layer_plan(net, x, y, st: NeuronSelectSettings, gates, l: int, gen, size: int) -> LayerPlan:
+    """Layer ``l``'s objective (on a batch drawn from ``gen`` for the global one), its stop rule
+    by ``loss_tol`` and its size, with the layers below gated by ``gates``."""
+    if st.method == "global":
+        xb, yb = x, y
+        if st.batch_size is not None and st.batch_size < x.shape[0]:
+            idx = torch.randperm(x.shape[0], generator=gen)[: st.batch_size].to(x.device)
+            xb, yb = x[idx], y[idx]
+        obj = global_objective(net, xb, yb, l, gates, st.loss, st.max_bytes)
+    else:
+        obj = local_objective(net, x, l, gates, st.max_bytes)
+    stop = None
+    if st.loss_tol is not None:
+        if st.method == "local":
+            stop = float(st.loss_tol) * float(obj.target.pow(2).sum()) / (2 * obj.target.shape[0])
+        else:
+            for i in range(net.widths[l]):
+                obj.add(i)
+            stop = (1.0 + float(st.loss_tol)) * obj.current_loss()
+            obj.reset()
+    return LayerPlan(obj, size, stop=stop, select=_BASELINES.get(st.method))
