@@ -236,6 +236,42 @@ def _contributions(module: nn.Module, x: Tensor, n_channels: int, positions: int
     raise GreedypruneError(f"i-SpaSP cannot read a consumer of type {type(module).__name__}")
 
 
+def _consumer_inputs(
+    model: nn.Module, x: Tensor, names, removed: dict[str, tuple[int, Tensor]]
+) -> dict[str, Tensor]:
+    """The inputs of the consumers ``names`` on ``x``, with the channels ``removed[c]`` zeroed at
+    every consumer c that reads a group cut so far (a pruned network's inputs)."""
+    mods = dict(model.named_modules())
+    seen: dict[str, Tensor] = {}
+
+    def hook(name):
+        def pre(module, args):
+            h = args[0]
+            if name in removed:  # [B, C, ...] or a linear layer's [B, C * r]
+                channels, cut = removed[name]
+                z = h.reshape(h.shape[0], channels, -1).clone()
+                z[:, cut.to(z.device)] = 0
+                h = z.reshape(h.shape)
+            if name in names:
+                seen[name] = h.detach()
+            return (h, *args[1:])
+
+        return pre
+
+    was_training = model.training
+    model.eval()
+    hooked = set(names) | set(removed)
+    handles = [mods[c].register_forward_pre_hook(hook(c)) for c in sorted(hooked)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return seen
+
+
 def _ispasp_channels(
     model: nn.Module,
     groups: list[PrunableGroup],
@@ -300,38 +336,6 @@ def _ispasp_channels(
     bns = _bn_after(model)
     B = x.shape[0]
 
-    def consumer_inputs(names, removed: dict[str, tuple[int, Tensor]]) -> dict[str, Tensor]:
-        """The inputs of the consumers ``names`` on ``x``, with the channels ``removed[c]`` zeroed
-        at every consumer c that reads a group cut so far (a pruned network's inputs)."""
-        seen: dict[str, Tensor] = {}
-
-        def hook(name):
-            def pre(module, args):
-                h = args[0]
-                if name in removed:  # [B, C, ...] or a linear layer's [B, C * r]
-                    channels, cut = removed[name]
-                    z = h.reshape(h.shape[0], channels, -1).clone()
-                    z[:, cut.to(z.device)] = 0
-                    h = z.reshape(h.shape)
-                if name in names:
-                    seen[name] = h.detach()
-                return (h, *args[1:])
-
-            return pre
-
-        was_training = model.training
-        model.eval()
-        hooked = set(names) | set(removed)
-        handles = [mods[c].register_forward_pre_hook(hook(c)) for c in sorted(hooked)]
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
-        return seen
-
     def features_of(g, inputs: dict[str, Tensor], p: int) -> Tensor:
         parts = []
         for c in g.consumers:
@@ -341,7 +345,7 @@ def _ispasp_channels(
             parts.append(contrib.reshape(g.n_channels, B, -1))
         return torch.cat(parts, 2)
 
-    dense = consumer_inputs({c for g in groups for c in g.consumers}, {})
+    dense = _consumer_inputs(model, x, {c for g in groups for c in g.consumers}, {})
     removed: dict[str, tuple[int, Tensor]] = {}  # consumer -> (channels, the removed ones)
     kept = {}
     for g in groups:
@@ -359,7 +363,7 @@ def _ispasp_channels(
             features = features_of(g, dense, p)
             target = features.sum(0)  # the dense network's pre-activations, less a constant
             if removed:  # sequential, after a cut: the features on the partly pruned network
-                features = features_of(g, consumer_inputs(set(g.consumers), removed), p)
+                features = features_of(g, _consumer_inputs(model, x, set(g.consumers), removed), p)
             sel = ispasp(SquaredLoss(features * n, target), n, iterations=iterations)
         kept[g.name] = sorted(int(i) for i in sel.order)
         if sequential:
