@@ -172,6 +172,31 @@ def test_the_package_raises_only_the_one_error_type():
     assert [hit for path in MIGRATED for hit in _raises(path)] == []
 
 
+# messages about two values together keep their own words (see docs/kernel.md)
+TWO_VALUES = (
+    "must share",
+    "must be on one device",
+    "got unknown keywords",
+    "must have the same shape",
+)
+
+
+def _old_wording(path: Path) -> list[tuple[str, int]]:
+    """Messages raised in the older wording 'x must be ..., got ...'."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+            text = ast.unparse(node.exc.args[0])
+            if (", got " in text or "; got " in text) and not any(t in text for t in TWO_VALUES):
+                found.append((str(path.relative_to(PACKAGE)), node.lineno))
+    return found
+
+
+def test_no_message_is_left_in_the_older_wording():
+    """Every value message reads 'NAME=VALUE must be WHAT; FIX' (the shared checkers, refuse)."""
+    assert [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in _old_wording(path)] == []
+
+
 def test_the_version_is_written_once():
     from greedyprune._version import __version__
 
