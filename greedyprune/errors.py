@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "check_seeds",
     "check_type",
     "refuse",
+    "with_fields",
 ]
 
 
@@ -111,6 +113,31 @@ def check_type(name: str, value, types: type | tuple[type, ...], what: str):
     if isinstance(value, types):
         return value
     raise refuse(name, value, what, wrong_type=True)
+
+
+def with_fields(job: str, cls, settings, knobs: Mapping[str, Any], others=None):
+    """A settings object (a dataclass ``cls`` that checks itself when made): ``settings`` (None:
+    ``cls`` made from the keywords) with the keywords that are ``cls``'s fields replaced, and the
+    keywords left over. ``others``: {class name: field names} of other objects the caller takes
+    keywords for; any other keyword is refused, naming ``job`` (the function) and the fields."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(cls)}
+    others = dict(others or {})
+    unknown = sorted(set(knobs) - own - {n for names in others.values() for n in names})
+    if unknown:
+        where = [f"{cls.__name__} ({', '.join(sorted(own))})"]
+        where += [f"{name} ({', '.join(sorted(names))})" for name, names in others.items()]
+        raise GreedypruneTypeError(
+            f"{job}() got unknown keywords {unknown}; pass fields of {' or of '.join(where)}"
+        )
+    if settings is not None:
+        check_type("settings", settings, cls, f"a {cls.__name__} or None")
+    mine = {k: v for k, v in knobs.items() if k in own}
+    rest = {k: v for k, v in knobs.items() if k not in own}
+    if settings is None:
+        return cls(**mine), rest
+    return (dataclasses.replace(settings, **mine) if mine else settings), rest
 
 
 def check_int(

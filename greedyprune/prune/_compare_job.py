@@ -28,6 +28,7 @@ from . import _baselines, _finetune, _io, _local  # noqa: F401  (register the cr
 from ._data import labels_of, seeded_draws
 from ._finetune import evaluate, latency_ms
 from ._gates import find_prunable_groups
+from ._greedy_prune import check_selection_settings
 from ._latency import latency_phase
 from ._macs import MacsModel, count_macs, count_params, profile_layers
 from ._prepare import (
@@ -80,6 +81,7 @@ class CompareSettings:
         targets, methods, seeds, local, curves = (
             self.targets, self.methods, self.seeds, self.local, self.curves
         )  # fmt: skip
+        check_selection_settings(candidates=self.candidates, loss=self.loss)  # global greedy's
         methods = unique([methods] if isinstance(methods, str) else methods)
         known = (*SELECTION_METHODS, *WIDTH_RULES)  # read now: a method registered later counts
         bad = [m for m in methods if m not in known]
@@ -202,8 +204,6 @@ def compare(
         "compare", CompareSettings, settings, Runtime, runtime, knobs, how=_RUNTIME_FIELDS
     )
     check_settings(
-        candidates=st.candidates,
-        loss=st.loss,
         device=rt.device,
         amp=rt.amp,
         positive_ints=[("greedy_batch", st.greedy_batch)],

@@ -14,7 +14,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ from greedyprune.errors import (
     check_int,
     check_number,
     refuse,
+    with_fields,
 )
 from greedyprune.layerwise import LayerPlan, layer_generator, select_layerwise
 from greedyprune.select import StackedObjective, per_sample_loss
@@ -197,25 +198,25 @@ class _LayerStep:
 
     def __init__(
         self,
+        run: _GreedyRun,
         *,
         obj,
         labels,
         cap,
-        model,
         gate,
         suffix,
         prepare,
-        next_batch,
-        settings: GreedySettings,
         acc_before,
-        eval_data,
         eval_cache,
         eval_suffix,
     ):
-        self.obj, self.labels, self.cap, self.model, self.gate = obj, labels, cap, model, gate
-        self.suffix, self.prepare, self.next_batch = suffix, prepare, next_batch
-        self.tol, self.precheck, self.acc_before = settings.tol, settings.precheck, acc_before
-        self.eval_data, self.eval_cache, self.chunk = eval_data, eval_cache, settings.eval_chunk
+        """``run``: the call's state (the model, the batch stream, the settings, the evaluation
+        set); the rest: this group's objective, step batch labels, cap, gate and passes."""
+        st = run.st
+        self.obj, self.labels, self.cap, self.model, self.gate = obj, labels, cap, run.model, gate
+        self.suffix, self.prepare, self.next_batch = suffix, prepare, run.next_batch
+        self.tol, self.precheck, self.acc_before = st.tol, st.precheck, acc_before
+        self.eval_data, self.eval_cache, self.chunk = run.eval_data, eval_cache, st.eval_chunk
         self.eval_suffix = eval_suffix
         self.acc: float | None = None
         self.full_evaluations = 0
@@ -346,9 +347,6 @@ class GreedySettings:
         check_int("eval_cache_bytes", self.eval_cache_bytes, minimum=0)
 
 
-_GREEDY_FIELDS = frozenset(f.name for f in fields(GreedySettings))
-
-
 class _GreedyRun:
     """One :func:`greedy_prune` call's state: the gated model, the MACs plan, the records, and the
     two callbacks of ``select_layerwise``: :meth:`plan` (a group's objective and stop rule) and
@@ -413,17 +411,14 @@ class _GreedyRun:
             **extra,
         )
         after_step = _LayerStep(
+            self,
             obj=obj,
             labels=y,
             cap=cap,
-            model=self.model,
             gate=gate,
             suffix=suffix if batched else self.model,
             prepare=prepare,
-            next_batch=self.next_batch,
-            settings=st,
             acc_before=acc_before,
-            eval_data=self.eval_data,
             eval_cache=cache,
             eval_suffix=suffix,
         )
@@ -481,21 +476,6 @@ def _gated_run(gate, net: nn.Module, xs: Tensor, gates: Tensor) -> Tensor:
         gate.stacked = None
 
 
-def resolve_greedy(settings: GreedySettings | None, knobs: dict) -> GreedySettings:
-    """``settings`` (or the defaults) with any field given as a keyword replaced; checked."""
-    unknown = sorted(set(knobs) - _GREEDY_FIELDS)
-    if unknown:
-        raise GreedypruneTypeError(
-            f"greedy_prune() got unknown keywords {unknown}; pass fields of GreedySettings "
-            f"({', '.join(f.name for f in fields(GreedySettings))})"
-        )
-    if settings is not None and not isinstance(settings, GreedySettings):
-        raise GreedypruneTypeError(f"settings={settings!r} must be a GreedySettings or None")
-    if settings is None:
-        return GreedySettings(**knobs)
-    return replace(settings, **knobs) if knobs else settings
-
-
 def greedy_prune(
     model: nn.Module,
     batches,
@@ -536,7 +516,7 @@ def greedy_prune(
     """
     from ._finetune import autocast
 
-    st = resolve_greedy(settings, knobs)
+    st, _ = with_fields("greedy_prune", GreedySettings, settings, knobs)
     if st.tol is not None and eval_data is None:
         raise GreedypruneError("tol needs eval_data: the images the top-1 is measured on")
     run = _GreedyRun(model, batches, example_input, st, eval_data, groups)

@@ -16,20 +16,19 @@ from torch.utils.data import Dataset
 from greedyprune.dist import barrier, is_main
 from greedyprune.errors import (
     GreedypruneError,
-    GreedypruneTypeError,
     check_choice,
     check_device,
     check_fits,
     check_int,
     check_number,
     check_type,
+    with_fields,
 )
 
 from . import _finetune, _io
 from ._data import check_images, load_data, parse_data
 from ._finetune import AMP_DTYPES
 from ._gates import find_prunable_groups
-from ._greedy_prune import check_selection_settings
 from ._macs import MacsModel, parse_macs, profile_layers
 from ._models import build_model, load_into
 
@@ -115,35 +114,18 @@ def prepare(
 
 
 def resolve_settings(job: str, cls, settings, runtime_cls, runtime, knobs: dict, how=None):
-    """A job's settings and runtime: ``settings`` / ``runtime`` (None: ``cls`` / ``runtime_cls``
-    made from the keywords alone) with any field given as a keyword replaced, checked when made
-    (``job`` names the function in the message for an unknown keyword; ``how``: the runtime
-    fields the job reads, default all)."""
-    own = {f.name for f in dataclasses.fields(cls)}
+    """A job's settings and runtime (:func:`greedyprune.errors.with_fields`): ``settings`` /
+    ``runtime`` (None: made from the keywords alone) with any field given as a keyword replaced,
+    checked when made; ``how``: the runtime fields the job reads, default all."""
     how = set(how) if how is not None else {f.name for f in dataclasses.fields(runtime_cls)}
-    unknown = sorted(set(knobs) - own - how)
-    if unknown:
-        raise GreedypruneTypeError(
-            f"{job}() got unknown keywords {unknown}; pass fields of {cls.__name__} or of "
-            f"{runtime_cls.__name__} ({', '.join(sorted(how))})"
-        )
-    if settings is not None:
-        check_type("settings", settings, cls, f"a {cls.__name__} or None")
+    st, rest = with_fields(job, cls, settings, knobs, {runtime_cls.__name__: how})
     if runtime is not None:
         check_type("runtime", runtime, runtime_cls, f"a {runtime_cls.__name__} or None")
-    mine = {k: v for k, v in knobs.items() if k in own}
-    st = cls(**mine) if settings is None else dataclasses.replace(settings, **mine)
-    rt = dataclasses.replace(runtime or runtime_cls(), **{k: knobs[k] for k in knobs if k in how})
-    return st, rt
+    return st, dataclasses.replace(runtime or runtime_cls(), **rest)
 
 
 def check_settings(
     *,
-    candidates=None,
-    candidate_order="random",
-    loss="ce",
-    tol=None,
-    mode="batched",
     device="cpu",
     amp=None,
     positive_ints=(),
@@ -151,10 +133,8 @@ def check_settings(
     positive=(),
     non_negative=(),
 ):
-    """The cheap checks of ``prune``/``compare``: all before a folder is made or a model trained."""
-    check_selection_settings(
-        candidates=candidates, candidate_order=candidate_order, loss=loss, tol=tol, mode=mode
-    )
+    """The cheap checks of ``prune``/``compare`` that their settings objects leave (the runtime,
+    the counts and epochs named by the job): all before a folder is made or a model trained."""
     for name, value in positive_ints:
         check_int(name, value, minimum=1)
     for name, value in non_negative_ints:

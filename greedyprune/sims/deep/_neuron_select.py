@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from greedyprune.errors import (
     GreedypruneError,
-    GreedypruneTypeError,
     check_bool,
     check_choice,
     check_int,
     check_number,
     check_type,
     refuse,
+    with_fields,
 )
 from greedyprune.layerwise import LayerPlan, select_layerwise
 from greedyprune.select import (
@@ -211,9 +211,6 @@ class NeuronSelectSettings:
         check_int("max_bytes", self.max_bytes, minimum=1)
 
 
-_SELECT_FIELDS = frozenset(f.name for f in fields(NeuronSelectSettings))
-
-
 def layerwise_select(
     net: DeepMeanFieldNet,
     x: Tensor,
@@ -235,15 +232,7 @@ def layerwise_select(
     :func:`greedyprune.layerwise.select_layerwise`; this function builds each layer's objective
     and applies its selection as the gates of the layers above.
     """
-    unknown = sorted(set(knobs) - _SELECT_FIELDS)
-    if unknown:
-        raise GreedypruneTypeError(
-            f"layerwise_select() got unknown keywords {unknown}; pass fields of "
-            f"NeuronSelectSettings ({', '.join(sorted(_SELECT_FIELDS))})"
-        )
-    if settings is not None:
-        check_type("settings", settings, NeuronSelectSettings, "a NeuronSelectSettings or None")
-    st = NeuronSelectSettings(**knobs) if settings is None else replace(settings, **knobs)
+    st, _ = with_fields("layerwise_select", NeuronSelectSettings, settings, knobs)
     check_type("net", net, DeepMeanFieldNet, "a DeepMeanFieldNet")
     net._check_x(x)
     method = st.method
